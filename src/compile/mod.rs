@@ -1,0 +1,303 @@
+//! Turns the parsed configuration into [`RuleSet`] tables, checking every field on the way.
+//! All problems are collected, each with its JSON path; any problem refuses the whole config.
+
+mod matching;
+mod route;
+
+use std::collections::{BTreeSet, HashMap};
+
+use crate::config::{self, ConfigError, Diagnostics, PluginConfig, Spec, StickySplit};
+use crate::rules::{Action, RuleSet, StickyKey, VirtualService};
+
+/// What kind of Envoy the filter runs in, from Istio's node metadata.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ProxyKind {
+    Sidecar,
+    Gateway,
+    Unknown,
+}
+
+/// Facts about the proxy itself, for `sourceLabels`, `sourceNamespace` and `gateways`.
+pub trait Identity {
+    /// Whether the proxy carries Istio node metadata at all.
+    fn known(&self) -> bool;
+    fn namespace(&self) -> Option<String>;
+    fn label(&self, key: &str) -> Option<String>;
+    fn kind(&self) -> ProxyKind;
+}
+
+/// A proxy without Istio metadata (plain Envoy).
+pub struct Anonymous;
+
+impl Identity for Anonymous {
+    fn known(&self) -> bool {
+        false
+    }
+    fn namespace(&self) -> Option<String> {
+        None
+    }
+    fn label(&self, _key: &str) -> Option<String> {
+        None
+    }
+    fn kind(&self) -> ProxyKind {
+        ProxyKind::Unknown
+    }
+}
+
+/// The outcome of loading a configuration.
+#[derive(Debug)]
+pub struct Loaded {
+    pub rules: RuleSet,
+    pub warnings: Vec<ConfigError>,
+}
+
+/// Parses and compiles a plugin configuration; `Err` lists every problem found.
+pub fn load(json: &[u8], identity: &dyn Identity) -> Result<Loaded, Vec<ConfigError>> {
+    let mut diags = Diagnostics::default();
+    let config = config::parse(json, &mut diags);
+    let rules = compile(config, identity, &mut diags);
+    if diags.errors.is_empty() {
+        Ok(Loaded {
+            rules,
+            warnings: diags.warnings,
+        })
+    } else {
+        Err(diags.errors)
+    }
+}
+
+/// What compiling one VirtualService's routes needs to know.
+pub(crate) struct Scope<'a> {
+    pub namespace: &'a str,
+    pub gateways: &'a [String],
+    pub identity: &'a dyn Identity,
+    pub cluster_name: &'a str,
+    pub cluster_domain: &'a str,
+    /// Subset names per destination host, for hosts that have a DestinationRule.
+    pub subsets: &'a HashMap<String, BTreeSet<String>>,
+}
+
+impl Scope<'_> {
+    /// Expands a short name (no dots) into the FQDN of the resource's namespace, as Istio does.
+    pub fn fqdn(&self, host: &str) -> String {
+        expand_host(host, self.namespace, self.cluster_domain)
+    }
+}
+
+pub fn expand_host(host: &str, namespace: &str, domain: &str) -> String {
+    let host = host.to_ascii_lowercase();
+    if host.contains('.') || host.contains('*') || namespace.is_empty() {
+        host
+    } else {
+        format!("{host}.{namespace}.svc.{domain}")
+    }
+}
+
+/// Checks that `v` is a whole number in `lo..=hi` (protobuf Struct numbers arrive as floats).
+pub(crate) fn whole_number(v: f64, lo: i64, hi: i64, path: &str, diags: &mut Diagnostics) -> Option<i64> {
+    if !v.is_finite() || v.fract() != 0.0 {
+        diags.error(path, format!("{v} is not a whole number"));
+        return None;
+    }
+    if v < lo as f64 || v > hi as f64 {
+        diags.error(path, format!("{v} is not in {lo}..={hi}"));
+        return None;
+    }
+    Some(v as i64)
+}
+
+fn compile(config: PluginConfig, identity: &dyn Identity, diags: &mut Diagnostics) -> RuleSet {
+    let routing = &config.routing;
+    let mut rules = RuleSet {
+        cluster_header: routing.cluster_header.to_ascii_lowercase(),
+        sticky: sticky_key(routing.sticky_split.as_ref(), diags),
+        ..RuleSet::default()
+    };
+    if rules.cluster_header.is_empty() {
+        diags.error("routing.clusterHeader", "must not be empty");
+    }
+
+    let mut subsets: HashMap<String, BTreeSet<String>> = HashMap::new();
+    for res in &config.resources {
+        if let Spec::DestinationRule(dr) = &res.spec {
+            let path = format!("{}.spec", res.path);
+            if dr.host.is_empty() {
+                diags.error(format!("{path}.host"), "host is required");
+                continue;
+            }
+            let host = expand_host(&dr.host, &res.metadata.namespace, &routing.cluster_domain);
+            let names = subsets.entry(host).or_default();
+            for (i, s) in dr.subsets.iter().enumerate() {
+                if s.name.is_empty() {
+                    diags.error(format!("{path}.subsets[{i}].name"), "subset name is required");
+                } else if !names.insert(s.name.clone()) {
+                    diags.error(
+                        format!("{path}.subsets[{i}].name"),
+                        format!("duplicate subset name {:?}", s.name),
+                    );
+                }
+            }
+        }
+    }
+
+    // Every VirtualService gets an entry; those without hosts are delegates.
+    let mut by_name: HashMap<(String, String), usize> = HashMap::new();
+    let mut pending: Vec<Pending> = Vec::new();
+    for res in &config.resources {
+        let Spec::VirtualService(vs) = &res.spec else {
+            continue;
+        };
+        let vs_index = rules.virtual_services.len();
+        let meta = &res.metadata;
+        let path = format!("{}.spec", res.path);
+        let id = format!("{}/{}", meta.namespace, meta.name);
+        if !meta.name.is_empty()
+            && by_name
+                .insert((meta.namespace.clone(), meta.name.clone()), vs_index)
+                .is_some()
+        {
+            diags.error(format!("{}.metadata.name", res.path), format!("duplicate VirtualService {id}"));
+        }
+        if !vs.tcp.is_empty() || !vs.tls.is_empty() {
+            diags.warn(path.clone(), "tcp and tls routes are ignored: meshrules is an HTTP filter");
+        }
+        for (i, host) in vs.hosts.iter().enumerate() {
+            let hpath = format!("{path}.hosts[{i}]");
+            if host.is_empty() || host.trim_start_matches("*.").contains('*') && host != "*" {
+                diags.error(hpath, format!("{host:?} is not a host name, `*` or `*.suffix`"));
+                continue;
+            }
+            for domain in domains(host, &meta.namespace, &routing.cluster_domain) {
+                if let Some(owner) = rules.hosts.insert(&domain, vs_index) {
+                    diags.warn(
+                        hpath.clone(),
+                        format!(
+                            "host {domain} is already served by VirtualService {}; the first one listed wins",
+                            rules.virtual_services[owner].id
+                        ),
+                    );
+                }
+            }
+        }
+        let scope = Scope {
+            namespace: &meta.namespace,
+            gateways: &vs.gateways,
+            identity,
+            cluster_name: &routing.cluster_name,
+            cluster_domain: &routing.cluster_domain,
+            subsets: &subsets,
+        };
+        let mut names = HashMap::new();
+        let mut routes = Vec::new();
+        for (i, raw) in vs.http.iter().enumerate() {
+            let rpath = format!("{path}.http[{i}]");
+            let Some(http) = diags.parse::<config::HttpRoute>(raw.clone(), &rpath) else {
+                continue;
+            };
+            if !http.name.is_empty() {
+                if let Some(first) = names.insert(http.name.clone(), i) {
+                    diags.error(
+                        format!("{rpath}.name"),
+                        format!("duplicate route name {:?} (also http[{first}])", http.name),
+                    );
+                }
+            }
+            if let Some(r) = route::compile_route(&http, i, vs_index, &rpath, &scope, diags) {
+                if let Some(d) = &http.delegate {
+                    let ns = d.namespace.clone().unwrap_or_else(|| meta.namespace.clone());
+                    pending.push(Pending {
+                        route: rules.routes.len(),
+                        path: format!("{rpath}.delegate"),
+                        target: (ns, d.name.clone()),
+                    });
+                }
+                routes.push(rules.routes.len());
+                rules.routes.push(r);
+            }
+        }
+        rules.virtual_services.push(VirtualService { id, routes });
+    }
+
+    let has_hosts: Vec<bool> = config
+        .resources
+        .iter()
+        .filter_map(|r| match &r.spec {
+            Spec::VirtualService(vs) => Some(!vs.hosts.is_empty()),
+            _ => None,
+        })
+        .collect();
+    resolve_delegates(&mut rules, &by_name, &has_hosts, &pending, diags);
+    rules
+}
+
+/// A delegating route waiting for its target to be known.
+struct Pending {
+    route: usize,
+    path: String,
+    target: (String, String),
+}
+
+/// Points every delegating route at its delegate's routes. Istio supports one level of
+/// delegation, and a delegate must not have hosts of its own.
+fn resolve_delegates(
+    rules: &mut RuleSet,
+    by_name: &HashMap<(String, String), usize>,
+    has_hosts: &[bool],
+    pending: &[Pending],
+    diags: &mut Diagnostics,
+) {
+    for p in pending {
+        let (ns, name) = &p.target;
+        let Some(&target) = by_name.get(&p.target) else {
+            diags.error(&p.path, format!("delegate VirtualService {ns}/{name} is not in resources"));
+            continue;
+        };
+        if has_hosts[target] {
+            diags.error(&p.path, format!("delegate VirtualService {ns}/{name} must not have hosts"));
+            continue;
+        }
+        let children = rules.virtual_services[target].routes.clone();
+        if children
+            .iter()
+            .any(|c| matches!(rules.routes[*c].action, Action::Delegate(_)))
+        {
+            diags.error(
+                &p.path,
+                format!("delegate VirtualService {ns}/{name} delegates again; Istio supports one level"),
+            );
+            continue;
+        }
+        rules.routes[p.route].action = Action::Delegate(children);
+    }
+}
+
+/// The domains istiod writes into a virtual host for a VirtualService host: a Kubernetes
+/// service is also reachable as `name`, `name.ns` and `name.ns.svc`.
+fn domains(host: &str, namespace: &str, cluster_domain: &str) -> Vec<String> {
+    let fqdn = expand_host(host, namespace, cluster_domain);
+    let mut out = vec![fqdn.clone()];
+    if let Some(short) = fqdn.strip_suffix(&format!(".svc.{cluster_domain}")) {
+        if let Some((name, _ns)) = short.split_once('.') {
+            out.push(name.to_string());
+        }
+        out.push(short.to_string());
+        out.push(format!("{short}.svc"));
+    }
+    out.dedup();
+    out
+}
+
+fn sticky_key(s: Option<&StickySplit>, diags: &mut Diagnostics) -> Option<StickyKey> {
+    let s = s?;
+    match (&s.header, &s.cookie) {
+        (Some(h), None) if !h.is_empty() => Some(StickyKey::Header(h.to_ascii_lowercase())),
+        (None, Some(c)) if !c.is_empty() => Some(StickyKey::Cookie(c.clone())),
+        _ => {
+            diags.error("routing.stickySplit", "set exactly one of header or cookie");
+            None
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,232 @@
+//! The plugin configuration: Istio resources as `kubectl apply` takes them, plus meshrules'
+//! own `routing` settings. Parsing here is structural (serde); meaning is checked in `compile`.
+
+pub mod duration;
+pub mod istio;
+
+use std::fmt;
+
+use serde::de::DeserializeOwned;
+use serde::Deserialize;
+use serde_json::Value;
+
+pub use istio::*;
+
+/// One problem with the configuration, named by its JSON path.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError {
+    pub path: String,
+    pub message: String,
+}
+
+impl ConfigError {
+    pub fn new(path: impl Into<String>, message: impl Into<String>) -> Self {
+        ConfigError {
+            path: path.into(),
+            message: message.into(),
+        }
+    }
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.path, self.message)
+    }
+}
+
+/// Problems and warnings found while reading a configuration; every problem is kept, so the
+/// user sees all of them at once.
+#[derive(Debug, Default)]
+pub struct Diagnostics {
+    pub errors: Vec<ConfigError>,
+    pub warnings: Vec<ConfigError>,
+}
+
+impl Diagnostics {
+    pub fn error(&mut self, path: impl Into<String>, message: impl Into<String>) {
+        self.errors.push(ConfigError::new(path, message));
+    }
+
+    pub fn warn(&mut self, path: impl Into<String>, message: impl Into<String>) {
+        self.warnings.push(ConfigError::new(path, message));
+    }
+
+    /// Deserializes `value` as `T`, reporting a failure at `path` plus the path inside `value`.
+    pub fn parse<T: DeserializeOwned>(&mut self, value: Value, path: &str) -> Option<T> {
+        match serde_path_to_error::deserialize::<_, T>(value) {
+            Ok(v) => Some(v),
+            Err(e) => {
+                let inner = e.path().to_string();
+                let full = if inner == "." {
+                    path.to_string()
+                } else if path.is_empty() {
+                    inner
+                } else if inner.starts_with('[') {
+                    format!("{path}{inner}")
+                } else {
+                    format!("{path}.{inner}")
+                };
+                self.error(full, e.into_inner().to_string());
+                None
+            }
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawPluginConfig {
+    #[serde(default)]
+    resources: Vec<Value>,
+    #[serde(default)]
+    routing: Option<Value>,
+}
+
+/// meshrules' own settings: how a routing decision is handed to Envoy's router.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase", default)]
+pub struct Routing {
+    /// Request header carrying the chosen cluster; Envoy's route uses `cluster_header`.
+    pub cluster_header: String,
+    /// Cluster name template with `{host}`, `{subset}` and `{port}`.
+    pub cluster_name: String,
+    /// Kubernetes cluster domain used to expand short host names.
+    pub cluster_domain: String,
+    /// Beyond Istio: keep a user on one side of a weighted split.
+    pub sticky_split: Option<StickySplit>,
+}
+
+impl Default for Routing {
+    fn default() -> Self {
+        Routing {
+            cluster_header: "x-meshrules-cluster".to_string(),
+            cluster_name: "outbound|{port}|{subset}|{host}".to_string(),
+            cluster_domain: "cluster.local".to_string(),
+            sticky_split: None,
+        }
+    }
+}
+
+/// Where the key for a sticky weighted split comes from: one of a header or a cookie.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StickySplit {
+    pub header: Option<String>,
+    pub cookie: Option<String>,
+}
+
+/// `metadata` of a Kubernetes object; fields other than these (uid, labels, ...) are accepted
+/// and ignored, as output of `kubectl get -o yaml` carries them.
+#[derive(Debug, Clone, Default, Deserialize)]
+pub struct ObjectMeta {
+    #[serde(default)]
+    pub name: String,
+    #[serde(default)]
+    pub namespace: String,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+struct RawResource {
+    #[serde(default)]
+    api_version: String,
+    #[serde(default)]
+    kind: String,
+    #[serde(default)]
+    metadata: ObjectMeta,
+    #[serde(default)]
+    spec: Value,
+    #[serde(default)]
+    status: Option<Value>,
+}
+
+#[derive(Debug)]
+pub enum Spec {
+    VirtualService(VirtualServiceSpec),
+    DestinationRule(DestinationRuleSpec),
+}
+
+/// One Istio object from `resources`, with the JSON path it was read from.
+#[derive(Debug)]
+pub struct Resource {
+    pub path: String,
+    pub metadata: ObjectMeta,
+    pub spec: Spec,
+}
+
+#[derive(Debug, Default)]
+pub struct PluginConfig {
+    pub resources: Vec<Resource>,
+    pub routing: Routing,
+}
+
+const NETWORKING_VERSIONS: [&str; 3] = [
+    "networking.istio.io/v1",
+    "networking.istio.io/v1beta1",
+    "networking.istio.io/v1alpha3",
+];
+
+/// Reads the plugin configuration JSON. Resources that fail to parse are reported and skipped,
+/// so that the problems of every resource are listed together.
+pub fn parse(json: &[u8], diags: &mut Diagnostics) -> PluginConfig {
+    let value: Value = match serde_json::from_slice(json) {
+        Ok(v) => v,
+        Err(e) => {
+            diags.error("$", format!("configuration is not valid JSON: {e}"));
+            return PluginConfig::default();
+        }
+    };
+    let Some(raw) = diags.parse::<RawPluginConfig>(value, "") else {
+        return PluginConfig::default();
+    };
+    let routing = match raw.routing {
+        Some(v) => diags.parse::<Routing>(v, "routing").unwrap_or_default(),
+        None => Routing::default(),
+    };
+    let resources = raw
+        .resources
+        .into_iter()
+        .enumerate()
+        .filter_map(|(i, v)| parse_resource(v, &format!("resources[{i}]"), diags))
+        .collect();
+    PluginConfig { resources, routing }
+}
+
+fn parse_resource(value: Value, path: &str, diags: &mut Diagnostics) -> Option<Resource> {
+    let raw: RawResource = diags.parse(value, path)?;
+    let spec_path = format!("{path}.spec");
+    let spec = match raw.kind.as_str() {
+        "VirtualService" | "DestinationRule" => {
+            if !NETWORKING_VERSIONS.contains(&raw.api_version.as_str()) {
+                diags.error(
+                    format!("{path}.apiVersion"),
+                    format!(
+                        "{:?} is not a supported apiVersion for {} (expected one of {})",
+                        raw.api_version,
+                        raw.kind,
+                        NETWORKING_VERSIONS.join(", ")
+                    ),
+                );
+                return None;
+            }
+            if raw.kind == "VirtualService" {
+                Spec::VirtualService(diags.parse(raw.spec, &spec_path)?)
+            } else {
+                Spec::DestinationRule(diags.parse(raw.spec, &spec_path)?)
+            }
+        }
+        other => {
+            diags.error(
+                format!("{path}.kind"),
+                format!("unknown kind {other:?} (expected VirtualService or DestinationRule)"),
+            );
+            return None;
+        }
+    };
+    let _ = raw.status;
+    Some(Resource {
+        path: path.to_string(),
+        metadata: raw.metadata,
+        spec,
+    })
+}

@@ -1,0 +1,236 @@
+//! The per-request decision: which VirtualService and route a request takes and what happens
+//! to it. Pure: no host calls; randomness comes from the caller's generator.
+
+mod reply;
+mod request;
+
+use std::time::Duration;
+
+use xxhash_rust::xxh3::xxh3_64_with_seed;
+
+use crate::rules::{Abort, Action, MatchBlock, Rewrite, RouteId, RuleSet, StickyKey, StrMatcher};
+
+pub use reply::{LocalReply, ReplyKind};
+pub use request::{split_host_port, Request};
+
+/// Parts per million: the denominator istiod gives Envoy's fault percentages.
+const MILLION: u32 = 1_000_000;
+
+#[derive(Debug)]
+pub enum Decision {
+    /// No VirtualService for this host: the request passes untouched.
+    Pass,
+    Act(Verdict),
+}
+
+#[derive(Debug)]
+pub struct Verdict {
+    pub virtual_service: usize,
+    /// `None` when the VirtualService had no route for the request (Envoy answers 404).
+    pub route: Option<RouteId>,
+    /// Hold the request this long before the outcome (fault delay).
+    pub delay: Option<Duration>,
+    pub outcome: Outcome,
+}
+
+#[derive(Debug)]
+pub enum Outcome {
+    Reply(LocalReply),
+    Forward(Forward),
+}
+
+/// Forward to an upstream cluster with the route's edits.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Forward {
+    pub route: RouteId,
+    /// Index into the route's split.
+    pub destination: usize,
+    /// New `:path` when the route rewrites the URI.
+    pub path: Option<String>,
+    /// The allowed CORS origin to echo in the response.
+    pub cors_origin: Option<String>,
+}
+
+/// How much of the path a route's URI match covers, for `rewrite.uri`.
+#[derive(Debug, Clone, Copy)]
+enum MatchedPath {
+    Prefix(usize),
+    Whole,
+}
+
+impl RuleSet {
+    /// Decides what happens to `req`. `rng` supplies the fault and split samples.
+    pub fn decide(&self, req: &Request<'_>, rng: &mut fastrand::Rng) -> Decision {
+        let host = req.host();
+        let vs_index = if host.bytes().any(|b| b.is_ascii_uppercase()) {
+            self.hosts.lookup(&host.to_ascii_lowercase())
+        } else {
+            self.hosts.lookup(host)
+        };
+        let Some(vs_index) = vs_index else {
+            return Decision::Pass;
+        };
+        let vs = &self.virtual_services[vs_index];
+        let Some((route_id, matched)) = self.find_route(&vs.routes, req, None) else {
+            return Decision::Act(Verdict {
+                virtual_service: vs_index,
+                route: None,
+                delay: None,
+                outcome: Outcome::Reply(LocalReply::no_route()),
+            });
+        };
+        let route = &self.routes[route_id];
+        let verdict = |delay, outcome| {
+            Decision::Act(Verdict {
+                virtual_service: vs_index,
+                route: Some(route_id),
+                delay,
+                outcome,
+            })
+        };
+
+        // Envoy's filter order in Istio: CORS answers preflights before faults apply.
+        let mut cors_origin = None;
+        if let (Some(cors), Some(origin)) = (&route.cors, req.header("origin")) {
+            let preflight =
+                req.method == "OPTIONS" && req.header("access-control-request-method").is_some();
+            if cors.allows(origin) {
+                if preflight {
+                    return verdict(None, Outcome::Reply(LocalReply::preflight(cors, origin)));
+                }
+                cors_origin = Some(origin.to_string());
+            } else if preflight && !cors.forward_unmatched_preflights {
+                return verdict(None, Outcome::Reply(LocalReply::bare_preflight()));
+            }
+        }
+
+        let mut delay = None;
+        let mut abort = None;
+        if let Some(fault) = &route.fault {
+            if let Some((d, ppm)) = fault.delay {
+                if sample(rng, ppm) {
+                    delay = Some(d);
+                }
+            }
+            if let Some((a, ppm)) = fault.abort {
+                if sample(rng, ppm) {
+                    abort = Some(a);
+                }
+            }
+        }
+        if let Some(a) = abort {
+            let reply = match a {
+                Abort::Http(status) => LocalReply::abort(status),
+                Abort::Grpc(code) => LocalReply::grpc_abort(code),
+            };
+            return verdict(delay, Outcome::Reply(reply));
+        }
+
+        let outcome = match &route.action {
+            Action::Forward(split) => {
+                let destination = if split.destinations.len() == 1 {
+                    0
+                } else {
+                    split.pick(self.split_point(req, route_id, split.total_weight, rng))
+                };
+                Outcome::Forward(Forward {
+                    route: route_id,
+                    destination,
+                    path: rewrite_path(route.rewrite.as_ref(), req.path, matched),
+                    cors_origin,
+                })
+            }
+            Action::Redirect(r) => Outcome::Reply(LocalReply::redirect(r, req)),
+            Action::Respond(d) => Outcome::Reply(LocalReply::direct(d, &route.response_headers)),
+            // find_route never returns a delegating route; answer as Envoy does for no route.
+            Action::Delegate(_) => Outcome::Reply(LocalReply::no_route()),
+        };
+        verdict(delay, outcome)
+    }
+
+    /// First route of `ids` matching `req`, descending into delegates. A delegating route whose
+    /// delegate has no match falls through to the next route, as istiod's merged routes do.
+    fn find_route(
+        &self,
+        ids: &[RouteId],
+        req: &Request<'_>,
+        outer: Option<MatchedPath>,
+    ) -> Option<(RouteId, Option<MatchedPath>)> {
+        for &id in ids {
+            let route = &self.routes[id];
+            let matched = if route.matches.is_empty() {
+                outer
+            } else {
+                match route.matches.iter().find(|m| m.matches(req)) {
+                    Some(block) => matched_path(block).or(outer),
+                    None => continue,
+                }
+            };
+            match &route.action {
+                Action::Delegate(children) => {
+                    if let Some(found) = self.find_route(children, req, matched) {
+                        return Some(found);
+                    }
+                }
+                _ => return Some((id, matched)),
+            }
+        }
+        None
+    }
+
+    fn split_point(&self, req: &Request<'_>, route: RouteId, total: u32, rng: &mut fastrand::Rng) -> u32 {
+        let key = match &self.sticky {
+            Some(StickyKey::Header(name)) => req.header(name),
+            Some(StickyKey::Cookie(name)) => req.cookie(name),
+            None => None,
+        };
+        match key {
+            Some(k) if !k.is_empty() => {
+                (xxh3_64_with_seed(k.as_bytes(), route as u64) % u64::from(total)) as u32
+            }
+            _ => rng.u32(0..total),
+        }
+    }
+}
+
+fn sample(rng: &mut fastrand::Rng, ppm: u32) -> bool {
+    ppm > 0 && (ppm >= MILLION || rng.u32(0..MILLION) < ppm)
+}
+
+fn matched_path(block: &MatchBlock) -> Option<MatchedPath> {
+    match block.uri.as_ref()? {
+        m @ (StrMatcher::Prefix(_) | StrMatcher::PrefixIgnoreCase(_)) => {
+            m.prefix_len().map(MatchedPath::Prefix)
+        }
+        _ => Some(MatchedPath::Whole),
+    }
+}
+
+/// Envoy's `prefix_rewrite` replaces the matched prefix (a route without URI match is prefix
+/// `/`; exact and regex matches cover the whole path); `regex_rewrite` substitutes within the
+/// path and keeps the query.
+fn rewrite_path(rewrite: Option<&Rewrite>, path: &str, matched: Option<MatchedPath>) -> Option<String> {
+    let end = path.find(['?', '#']).unwrap_or(path.len());
+    match rewrite? {
+        Rewrite::Prefix { uri, .. } => {
+            let cut = match matched {
+                Some(MatchedPath::Prefix(n)) => n.min(end),
+                Some(MatchedPath::Whole) => end,
+                None => 1.min(end),
+            };
+            Some(format!("{uri}{}", &path[cut..]))
+        }
+        Rewrite::Regex {
+            pattern,
+            replacement,
+            ..
+        } => {
+            let replaced = pattern.replace_all(&path[..end], replacement.as_str());
+            Some(format!("{replaced}{}", &path[end..]))
+        }
+        Rewrite::Authority(_) => None,
+    }
+}
+
+#[cfg(test)]
+mod tests;

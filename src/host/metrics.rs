@@ -1,0 +1,90 @@
+//! The filter's metrics, defined through proxy-wasm (`wasmcustom.` in Envoy's stats).
+//! Per-route names carry their labels as `.namespace.<ns>.virtual_service.<vs>.route.<r>`
+//! segments that Envoy's `stats_tags` turn into Prometheus labels (see `envoy/envoy.yaml`).
+
+use proxy_wasm::hostcalls;
+use proxy_wasm::types::MetricType;
+
+use crate::rules::RuleSet;
+
+pub const CONFIG_ACCEPTED: &str = "meshrules_config_loads_accepted";
+pub const CONFIG_REJECTED: &str = "meshrules_config_loads_rejected";
+pub const DELAYS_INJECTED: &str = "meshrules_fault_delays_injected";
+pub const ABORTS_INJECTED: &str = "meshrules_fault_aborts_injected";
+pub const REQUESTS_DELAYED: &str = "meshrules_requests_delayed";
+pub const ROUTE_REQUESTS: &str = "meshrules_route_requests";
+pub const UNROUTED_REQUESTS: &str = "meshrules_unrouted_requests";
+
+fn define(kind: MetricType, name: &str) -> Option<u32> {
+    match hostcalls::define_metric(kind, name) {
+        Ok(id) => Some(id),
+        Err(e) => {
+            log::error!("meshrules: cannot define metric {name}: {e:?}");
+            None
+        }
+    }
+}
+
+pub fn add(id: Option<u32>, delta: i64) {
+    if let Some(id) = id {
+        // A failed metric update is not worth failing or logging the request for.
+        let _ = hostcalls::increment_metric(id, delta);
+    }
+}
+
+/// Process-wide metrics of one filter instance.
+pub struct Globals {
+    pub config_accepted: Option<u32>,
+    pub config_rejected: Option<u32>,
+    pub delays: Option<u32>,
+    pub aborts: Option<u32>,
+    pub delayed_now: Option<u32>,
+}
+
+impl Globals {
+    pub fn define() -> Self {
+        Globals {
+            config_accepted: define(MetricType::Counter, CONFIG_ACCEPTED),
+            config_rejected: define(MetricType::Counter, CONFIG_REJECTED),
+            delays: define(MetricType::Counter, DELAYS_INJECTED),
+            aborts: define(MetricType::Counter, ABORTS_INJECTED),
+            delayed_now: define(MetricType::Gauge, REQUESTS_DELAYED),
+        }
+    }
+}
+
+/// Counters per route and per VirtualService, indexed like the rule set.
+pub struct RuleMetrics {
+    pub routes: Vec<Option<u32>>,
+    pub unrouted: Vec<Option<u32>>,
+}
+
+/// Stat names are dot-separated; a dot inside a Kubernetes or route name would split a label.
+fn segment(s: &str) -> String {
+    s.replace('.', "_")
+}
+
+fn vs_labels(id: &str) -> String {
+    let (ns, name) = id.split_once('/').unwrap_or(("", id));
+    format!("namespace.{}.virtual_service.{}", segment(ns), segment(name))
+}
+
+impl RuleMetrics {
+    pub fn define(rules: &RuleSet) -> Self {
+        let routes = rules
+            .routes
+            .iter()
+            .map(|r| {
+                let vs = &rules.virtual_services[r.virtual_service].id;
+                let name = format!("{ROUTE_REQUESTS}.{}.route.{}", vs_labels(vs), segment(&r.name));
+                define(MetricType::Counter, &name)
+            })
+            .collect();
+        let unrouted = rules
+            .virtual_services
+            .iter()
+            .map(|vs| define(MetricType::Counter, &format!("{UNROUTED_REQUESTS}.{}", vs_labels(&vs.id))))
+            .collect();
+        RuleMetrics { routes, unrouted }
+    }
+}

@@ -1,0 +1,156 @@
+//! The root context: loads the configuration, owns the metrics, the randomness and the timer
+//! that ends fault delays.
+
+use std::cell::RefCell;
+use std::collections::HashSet;
+use std::rc::Rc;
+use std::time::{Duration, UNIX_EPOCH};
+
+use proxy_wasm::hostcalls;
+use proxy_wasm::traits::{Context, HttpContext, RootContext};
+use proxy_wasm::types::{BufferType, ContextType};
+
+use super::delay::{AfterDelay, DelayQueue};
+use super::http::Filter;
+use super::identity::NodeMetadata;
+use super::metrics::{self, Globals, RuleMetrics};
+use crate::compile;
+use crate::rules::RuleSet;
+
+/// A loaded rule set with its metrics; requests keep the one they started with.
+pub struct Active {
+    pub rules: RuleSet,
+    pub metrics: RuleMetrics,
+}
+
+/// State shared by the root context and the HTTP contexts of one worker.
+pub struct Shared {
+    pub active: RefCell<Option<Rc<Active>>>,
+    pub globals: Globals,
+    pub delays: RefCell<DelayQueue>,
+    pub rng: RefCell<fastrand::Rng>,
+    logged: RefCell<HashSet<&'static str>>,
+}
+
+impl Shared {
+    /// Logs a host failure the first time it happens, so a broken host does not flood the log.
+    pub fn log_once(&self, what: &'static str, detail: &str) {
+        if self.logged.borrow_mut().insert(what) {
+            log::error!("meshrules: {what}: {detail}");
+        }
+    }
+}
+
+pub fn now_ms() -> u64 {
+    hostcalls::get_current_time()
+        .ok()
+        .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+fn seed() -> u64 {
+    let mut buf = [0u8; 8];
+    match getrandom::fill(&mut buf) {
+        Ok(()) => u64::from_le_bytes(buf),
+        // Only the spread of weights and percentages depends on it: the clock will do.
+        Err(_) => now_ms() ^ 0x9e37_79b9_7f4a_7c15,
+    }
+}
+
+pub struct Root {
+    shared: Rc<Shared>,
+}
+
+impl Root {
+    pub fn new() -> Self {
+        Root {
+            shared: Rc::new(Shared {
+                active: RefCell::new(None),
+                globals: Globals::define(),
+                delays: RefCell::new(DelayQueue::default()),
+                rng: RefCell::new(fastrand::Rng::with_seed(seed())),
+                logged: RefCell::new(HashSet::new()),
+            }),
+        }
+    }
+}
+
+impl Context for Root {}
+
+impl RootContext for Root {
+    fn on_configure(&mut self, _size: usize) -> bool {
+        let config = match hostcalls::get_buffer(BufferType::PluginConfiguration, 0, usize::MAX) {
+            Ok(Some(bytes)) if !bytes.is_empty() => bytes,
+            Ok(_) => {
+                log::warn!("meshrules: no configuration given; every request passes untouched");
+                b"{}".to_vec()
+            }
+            Err(e) => {
+                log::error!("meshrules: config rejected: cannot read the configuration: {e:?}");
+                metrics::add(self.shared.globals.config_rejected, 1);
+                return false;
+            }
+        };
+        match compile::load(&config, &NodeMetadata) {
+            Ok(loaded) => {
+                for w in &loaded.warnings {
+                    log::warn!("meshrules: config warning: {w}");
+                }
+                let metrics = RuleMetrics::define(&loaded.rules);
+                log::info!(
+                    "meshrules: config accepted: {} VirtualService(s), {} route(s)",
+                    loaded.rules.virtual_services.len(),
+                    loaded.rules.routes.len()
+                );
+                *self.shared.active.borrow_mut() = Some(Rc::new(Active {
+                    rules: loaded.rules,
+                    metrics,
+                }));
+                metrics::add(self.shared.globals.config_accepted, 1);
+                true
+            }
+            Err(errors) => {
+                for e in &errors {
+                    log::error!("meshrules: config rejected: {e}");
+                }
+                metrics::add(self.shared.globals.config_rejected, 1);
+                false
+            }
+        }
+    }
+
+    fn on_tick(&mut self) {
+        let (due, next) = self.shared.delays.borrow_mut().due(now_ms());
+        for held in due {
+            metrics::add(self.shared.globals.delayed_now, -1);
+            if let Err(e) = hostcalls::set_effective_context(held.context_id) {
+                self.shared.log_once("cannot switch to a delayed request", &format!("{e:?}"));
+                continue;
+            }
+            let result = match held.then {
+                AfterDelay::Resume => hostcalls::resume_http_request(),
+                AfterDelay::Reply(r) => super::http::send_reply(&r),
+            };
+            if let Err(e) = result {
+                self.shared.log_once("cannot resume a delayed request", &format!("{e:?}"));
+            }
+        }
+        self.arm(next);
+    }
+
+    fn create_http_context(&self, context_id: u32) -> Option<Box<dyn HttpContext>> {
+        Some(Box::new(Filter::new(context_id, Rc::clone(&self.shared))))
+    }
+
+    fn get_type(&self) -> Option<ContextType> {
+        Some(ContextType::HttpContext)
+    }
+}
+
+impl Root {
+    fn arm(&self, period: Duration) {
+        if let Err(e) = hostcalls::set_tick_period(period) {
+            self.shared.log_once("cannot set the delay timer", &format!("{e:?}"));
+        }
+    }
+}

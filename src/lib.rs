@@ -1,0 +1,16 @@
+//! meshrules: Istio traffic rules (VirtualService, DestinationRule) decided in a proxy-wasm
+//! filter, enforced by Envoy's router.
+//!
+//! The core (`config`, `compile`, `rules`, `engine`) makes no host calls and is tested
+//! natively and inside a Wasm VM; `host` is the thin proxy-wasm shell.
+
+#![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used, clippy::panic))]
+
+pub mod compile;
+pub mod config;
+pub mod engine;
+pub mod rules;
+
+// Test builds for wasm run in a plain WASI VM, which has no proxy-wasm host to link.
+#[cfg(all(target_arch = "wasm32", not(test)))]
+mod host;

@@ -1,0 +1,189 @@
+//! The compiled rule tables: everything a request decision needs, built once at configure
+//! time. Nothing here is parsed or allocated per request.
+
+pub mod hosts;
+pub mod matchers;
+
+use std::time::Duration;
+
+use regex::Regex;
+
+pub use hosts::HostIndex;
+pub use matchers::{HeaderCondition, MatchBlock, QueryCondition, StrMatcher};
+
+/// Index of a route in [`RuleSet::routes`].
+pub type RouteId = usize;
+
+#[derive(Debug, Default)]
+pub struct RuleSet {
+    pub cluster_header: String,
+    pub sticky: Option<StickyKey>,
+    pub hosts: HostIndex,
+    pub virtual_services: Vec<VirtualService>,
+    pub routes: Vec<Route>,
+}
+
+#[derive(Debug, Clone)]
+pub enum StickyKey {
+    Header(String),
+    Cookie(String),
+}
+
+#[derive(Debug)]
+pub struct VirtualService {
+    /// `namespace/name`, as shown in logs.
+    pub id: String,
+    /// Top-level routes in order; delegated routes hang below them.
+    pub routes: Vec<RouteId>,
+}
+
+#[derive(Debug)]
+pub struct Route {
+    /// Index of the VirtualService that wrote this route (the delegate for delegated routes).
+    pub virtual_service: usize,
+    /// Route name, or `route-<index>` when the route has none; used in metrics and logs.
+    pub name: String,
+    /// Empty: matches every request.
+    pub matches: Vec<MatchBlock>,
+    pub action: Action,
+    pub fault: Option<Fault>,
+    pub cors: Option<Cors>,
+    pub rewrite: Option<Rewrite>,
+    pub request_headers: HeaderOps,
+    pub response_headers: HeaderOps,
+    /// Envoy router headers carrying timeout and retry policy.
+    pub router_headers: Vec<(String, String)>,
+}
+
+#[derive(Debug)]
+pub enum Action {
+    Forward(Split),
+    Redirect(Redirect),
+    Respond(DirectResponse),
+    /// Routes of the delegate VirtualService, tried in order after this route's match.
+    Delegate(Vec<RouteId>),
+}
+
+#[derive(Debug)]
+pub struct Split {
+    pub destinations: Vec<WeightedDestination>,
+    pub total_weight: u32,
+}
+
+#[derive(Debug)]
+pub struct WeightedDestination {
+    pub cluster: String,
+    pub weight: u32,
+    pub request_headers: HeaderOps,
+    pub response_headers: HeaderOps,
+}
+
+impl Split {
+    /// Picks the destination for a point in `0..total_weight`, as Envoy's weighted clusters do.
+    pub fn pick(&self, point: u32) -> usize {
+        let mut acc = 0u32;
+        for (i, d) in self.destinations.iter().enumerate() {
+            acc += d.weight;
+            if point < acc {
+                return i;
+            }
+        }
+        self.destinations.len().saturating_sub(1)
+    }
+}
+
+#[derive(Debug)]
+pub enum RedirectPort {
+    /// Keep the request's port, dropping it when it is the old scheme's default.
+    Keep,
+    Fixed(u16),
+    FromProtocolDefault,
+    FromRequestPort,
+}
+
+#[derive(Debug)]
+pub struct Redirect {
+    pub uri: Option<String>,
+    pub authority: Option<String>,
+    pub port: RedirectPort,
+    pub scheme: Option<String>,
+    pub code: u32,
+}
+
+#[derive(Debug)]
+pub struct DirectResponse {
+    pub status: u32,
+    pub body: Vec<u8>,
+}
+
+/// Percentages are parts per million, as istiod sends them to Envoy's fault filter.
+#[derive(Debug, Clone)]
+pub struct Fault {
+    pub delay: Option<(Duration, u32)>,
+    pub abort: Option<(Abort, u32)>,
+}
+
+#[derive(Debug, Clone, Copy)]
+pub enum Abort {
+    Http(u32),
+    Grpc(u32),
+}
+
+#[derive(Debug)]
+pub enum Rewrite {
+    /// `rewrite.uri`: replaces the matched prefix (the whole path for exact/regex matches).
+    Prefix {
+        uri: String,
+        authority: Option<String>,
+    },
+    /// `rewrite.uriRegexRewrite`: every match of the pattern is replaced.
+    Regex {
+        pattern: Regex,
+        replacement: String,
+        authority: Option<String>,
+    },
+    Authority(String),
+}
+
+impl Rewrite {
+    pub fn authority(&self) -> Option<&str> {
+        match self {
+            Rewrite::Prefix { authority, .. } | Rewrite::Regex { authority, .. } => {
+                authority.as_deref()
+            }
+            Rewrite::Authority(a) => Some(a),
+        }
+    }
+}
+
+#[derive(Debug)]
+pub struct Cors {
+    pub origins: Vec<StrMatcher>,
+    pub allow_methods: String,
+    pub allow_headers: String,
+    pub expose_headers: String,
+    pub max_age: String,
+    pub allow_credentials: bool,
+    /// `unmatchedPreflights: FORWARD` (the default) sends preflights from other origins upstream.
+    pub forward_unmatched_preflights: bool,
+}
+
+impl Cors {
+    pub fn allows(&self, origin: &str) -> bool {
+        self.origins.iter().any(|m| m.matches(origin))
+    }
+}
+
+/// Header edits in Envoy's order: removals first, then `set` (overwrite), then `add` (append).
+#[derive(Debug, Default, Clone)]
+pub struct HeaderOps {
+    pub remove: Vec<String>,
+    pub set: Vec<(String, String)>,
+    pub add: Vec<(String, String)>,
+}
+
+impl HeaderOps {
+    pub fn is_empty(&self) -> bool {
+        self.remove.is_empty() && self.set.is_empty() && self.add.is_empty()
+    }
+}

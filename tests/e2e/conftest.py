@@ -1,0 +1,659 @@
+"""Fixtures for meshrules' end-to-end tests: a real upstream process, real Envoy processes
+running the meshrules Wasm filter, and a plain HTTP client.
+
+Paths come from the environment:
+
+- ``ENVOY_BIN``: the Envoy binary (default ``<repo>/.venv/bin/envoy``, from ``make venv``).
+- ``MESHRULES_WASM``: the filter (default ``<repo>/wasm/meshrules.wasm``, from ``make build``).
+
+Everything listens on 127.0.0.1 only; every wait is bounded in time.
+"""
+
+from __future__ import annotations
+
+import base64  # noqa: F401  (re-exported for tests through helpers below)
+import ctypes
+import http.client
+import itertools
+import json
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterable
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+UPSTREAM_SCRIPT = REPO / "tests" / "upstream.py"
+
+ENVOY_BIN = Path(os.environ.get("ENVOY_BIN", str(REPO / ".venv" / "bin" / "envoy")))
+MESHRULES_WASM = Path(os.environ.get("MESHRULES_WASM", str(REPO / "wasm" / "meshrules.wasm")))
+
+# How long Envoy gets to come up (V8 compiles the module at start).
+ENVOY_START_TIMEOUT = 30.0
+# How long a rejected configuration gets to show itself (exit, or errors in the log).
+REJECT_TIMEOUT = 20.0
+
+NAMESPACE = "app"
+DOMAIN = "svc.cluster.local"
+CLUSTER_HEADER = "x-meshrules-cluster"
+PASSTHROUGH = "passthrough"
+
+
+# --------------------------------------------------------------------------------------------
+# Cluster names
+# --------------------------------------------------------------------------------------------
+
+
+def fqdn(host: str, namespace: str = NAMESPACE) -> str:
+    """The FQDN meshrules derives for a destination host written in ``namespace``."""
+    return host if "." in host else f"{host}.{namespace}.{DOMAIN}"
+
+
+def cluster(host: str = "demoapp", subset: str = "", port: int | str = "", namespace: str = NAMESPACE) -> str:
+    """The Envoy cluster name rendered from the default template ``outbound|{port}|{subset}|{host}``."""
+    return f"outbound|{port}|{subset}|{fqdn(host, namespace)}"
+
+
+# Every cluster the tests route to. Each gets its own upstream listener named after it, so a
+# response's ``cluster`` field and ``x-served-by`` header prove which Envoy cluster served it.
+CLUSTERS: list[str] = [
+    cluster(subset="v1"),
+    cluster(subset="v2"),
+    cluster(subset="v3"),
+    cluster(),
+    cluster(subset="v1", port=8080),
+    cluster(port=8080),
+    cluster("reviews"),
+    cluster("reviews", subset="v1"),
+    cluster("reviews", subset="v2"),
+    cluster("ratings"),
+    cluster("ratings", namespace="other"),
+    cluster("shop.example.com"),
+]
+
+V1, V2, V3 = cluster(subset="v1"), cluster(subset="v2"), cluster(subset="v3")
+
+
+# --------------------------------------------------------------------------------------------
+# Plugin configuration builders
+# --------------------------------------------------------------------------------------------
+
+
+def virtual_service(name: str, hosts: list[str] | None, http: list[dict], namespace: str = NAMESPACE,
+                    **spec: Any) -> dict:
+    body: dict[str, Any] = {"http": http, **spec}
+    if hosts is not None:
+        body = {"hosts": hosts, **body}
+    return {
+        "apiVersion": "networking.istio.io/v1",
+        "kind": "VirtualService",
+        "metadata": {"name": name, "namespace": namespace},
+        "spec": body,
+    }
+
+
+def destination_rule(name: str, host: str, subsets: Iterable[str], namespace: str = NAMESPACE) -> dict:
+    return {
+        "apiVersion": "networking.istio.io/v1",
+        "kind": "DestinationRule",
+        "metadata": {"name": name, "namespace": namespace},
+        "spec": {"host": host, "subsets": [{"name": s, "labels": {"version": s}} for s in subsets]},
+    }
+
+
+def to(host: str = "demoapp", subset: str | None = None, port: int | None = None,
+       weight: float | None = None, **extra: Any) -> dict:
+    """One ``route`` entry (an HTTPRouteDestination)."""
+    dest: dict[str, Any] = {"host": host}
+    if subset is not None:
+        dest["subset"] = subset
+    if port is not None:
+        dest["port"] = {"number": port}
+    out: dict[str, Any] = {"destination": dest}
+    if weight is not None:
+        out["weight"] = weight
+    out.update(extra)
+    return out
+
+
+def plugin_config(*resources: dict, sticky_header: str | None = None, **routing: Any) -> dict:
+    r: dict[str, Any] = {
+        "clusterHeader": CLUSTER_HEADER,
+        "clusterName": "outbound|{port}|{subset}|{host}",
+        **routing,
+    }
+    if sticky_header:
+        r["stickySplit"] = {"header": sticky_header}
+    return {"resources": list(resources), "routing": r}
+
+
+def new_test_id(label: str = "t") -> str:
+    """A request id unique to one test, for the upstream's attempt counter."""
+    return f"{label}-{uuid.uuid4().hex[:12]}"
+
+
+# --------------------------------------------------------------------------------------------
+# Processes
+# --------------------------------------------------------------------------------------------
+
+
+def _die_with_parent() -> None:
+    """preexec_fn: the child gets SIGTERM if the test process dies (Linux PR_SET_PDEATHSIG)."""
+    try:
+        libc = ctypes.CDLL("libc.so.6", use_errno=True)
+        libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    except OSError:
+        pass
+
+
+def _stop_process(proc: subprocess.Popen, timeout: float = 10.0) -> None:
+    if proc.poll() is not None:
+        return
+    proc.terminate()
+    try:
+        proc.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait(timeout=timeout)
+
+
+class Upstreams:
+    """The upstream process: one HTTP listener per cluster name (see tests/upstream.py)."""
+
+    def __init__(self, names: Iterable[str], log_path: Path):
+        self.names = list(names)
+        args = [sys.executable, str(UPSTREAM_SCRIPT)]
+        for n in self.names:
+            args += ["--listen", f"{n}=0"]
+        self.log_path = log_path
+        self._log = open(log_path, "wb")
+        self.proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=self._log,
+                                     preexec_fn=_die_with_parent)
+        line = self._read_ports_line(timeout=15.0)
+        self.ports: dict[str, int] = json.loads(line)
+
+    def _read_ports_line(self, timeout: float) -> str:
+        assert self.proc.stdout is not None
+        deadline = time.monotonic() + timeout
+        os.set_blocking(self.proc.stdout.fileno(), False)
+        buf = b""
+        while time.monotonic() < deadline:
+            chunk = self.proc.stdout.read()
+            if chunk:
+                buf += chunk
+                if b"\n" in buf:
+                    return buf.split(b"\n", 1)[0].decode()
+            if self.proc.poll() is not None:
+                break
+            time.sleep(0.05)
+        self.stop()
+        raise RuntimeError(f"upstream did not report its ports; log:\n{self.log_path.read_text()}")
+
+    def port(self, name: str) -> int:
+        return self.ports[name]
+
+    def attempts(self, test_id: str) -> int:
+        """How many requests carrying ``x-test-id: test_id`` reached any upstream listener."""
+        port = self.ports[PASSTHROUGH]
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/__attempts/{test_id}", timeout=5) as r:
+            return json.loads(r.read())["count"]
+
+    def stop(self) -> None:
+        _stop_process(self.proc)
+        self._log.close()
+
+
+_base_ids = itertools.count((os.getpid() % 1000) * 100 + 1000)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def bootstrap(plugin: dict | str, clusters: dict[str, int], admin_port: int, listener_port: int,
+              wasm_path: Path) -> dict:
+    """The Envoy bootstrap the tests run: [meshrules wasm, router], routes by cluster header."""
+    config_value = plugin if isinstance(plugin, str) else json.dumps(plugin)
+    wasm_filter = {
+        "name": "envoy.filters.http.wasm",
+        "typed_config": {
+            "@type": "type.googleapis.com/envoy.extensions.filters.http.wasm.v3.Wasm",
+            "config": {
+                "name": "meshrules",
+                "root_id": "meshrules",
+                "configuration": {
+                    "@type": "type.googleapis.com/google.protobuf.StringValue",
+                    "value": config_value,
+                },
+                "vm_config": {
+                    "vm_id": "meshrules",
+                    "runtime": "envoy.wasm.runtime.v8",
+                    "code": {"local": {"filename": str(wasm_path)}},
+                },
+            },
+        },
+    }
+    route_config = {
+        "name": "local",
+        "virtual_hosts": [
+            {
+                "name": "all",
+                "domains": ["*"],
+                "routes": [
+                    {
+                        "match": {"prefix": "/", "headers": [{"name": CLUSTER_HEADER, "present_match": True}]},
+                        "route": {"cluster_header": CLUSTER_HEADER, "timeout": "0s"},
+                    },
+                    {"match": {"prefix": "/"}, "route": {"cluster": PASSTHROUGH, "timeout": "0s"}},
+                ],
+            }
+        ],
+    }
+    hcm = {
+        "name": "envoy.filters.network.http_connection_manager",
+        "typed_config": {
+            "@type": "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager",
+            "stat_prefix": "ingress",
+            "codec_type": "AUTO",
+            "route_config": route_config,
+            "http_filters": [
+                wasm_filter,
+                {
+                    "name": "envoy.filters.http.router",
+                    "typed_config": {"@type": "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router"},
+                },
+            ],
+        },
+    }
+
+    def static_cluster(name: str, port: int) -> dict:
+        return {
+            "name": name,
+            "type": "STATIC",
+            "connect_timeout": "1s",
+            "load_assignment": {
+                "cluster_name": name,
+                "endpoints": [{"lb_endpoints": [{"endpoint": {"address": {
+                    "socket_address": {"address": "127.0.0.1", "port_value": port}}}}]}],
+            },
+        }
+
+    return {
+        "admin": {"address": {"socket_address": {"address": "127.0.0.1", "port_value": admin_port}}},
+        "static_resources": {
+            "listeners": [
+                {
+                    "name": "ingress",
+                    "address": {"socket_address": {"address": "127.0.0.1", "port_value": listener_port}},
+                    "filter_chains": [{"filters": [hcm]}],
+                }
+            ],
+            "clusters": [static_cluster(n, p) for n, p in clusters.items()],
+        },
+    }
+
+
+class EnvoyStartError(RuntimeError):
+    pass
+
+
+@dataclass
+class Envoy:
+    """One running Envoy process."""
+
+    config_path: Path
+    log_path: Path
+    port: int
+    admin_port: int
+    proc: subprocess.Popen
+    _log_file: Any = field(repr=False, default=None)
+
+    # --- addresses ------------------------------------------------------------------------
+
+    def url(self, path: str = "/") -> str:
+        return f"http://127.0.0.1:{self.port}{path}"
+
+    def admin_url(self, path: str) -> str:
+        return f"http://127.0.0.1:{self.admin_port}{path}"
+
+    # --- observation ----------------------------------------------------------------------
+
+    def log_text(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def admin(self, path: str, timeout: float = 5.0) -> tuple[int, str]:
+        conn = http.client.HTTPConnection("127.0.0.1", self.admin_port, timeout=timeout)
+        try:
+            conn.request("GET", path)
+            r = conn.getresponse()
+            return r.status, r.read().decode(errors="replace")
+        finally:
+            conn.close()
+
+    def stats_prometheus(self) -> str:
+        return self.admin("/stats/prometheus")[1]
+
+    def stats(self, filter_regex: str = "") -> dict[str, int]:
+        """``/stats`` as ``{name: value}`` (counters and gauges; histograms are skipped)."""
+        q = f"/stats?filter={urllib.request.quote(filter_regex)}" if filter_regex else "/stats"
+        out: dict[str, int] = {}
+        for line in self.admin(q)[1].splitlines():
+            name, sep, value = line.partition(": ")
+            if sep and re.fullmatch(r"-?\d+", value.strip()):
+                out[name.strip()] = int(value)
+        return out
+
+    def alive(self) -> bool:
+        return self.proc.poll() is None
+
+    # --- lifecycle ------------------------------------------------------------------------
+
+    def stop(self) -> None:
+        _stop_process(self.proc)
+        if self._log_file and not self._log_file.closed:
+            self._log_file.close()
+
+
+def _http_ok(port: int, path: str, timeout: float = 1.0) -> str | None:
+    try:
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
+        try:
+            conn.request("GET", path)
+            r = conn.getresponse()
+            body = r.read().decode(errors="replace")
+            return body if r.status == 200 else None
+        finally:
+            conn.close()
+    except OSError:
+        return None
+
+
+def _accepts(port: int) -> bool:
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=1.0):
+            return True
+    except OSError:
+        return False
+
+
+class EnvoyLauncher:
+    """Starts Envoys for one test or one module; stops them all at the end."""
+
+    def __init__(self, workdir: Path, upstreams: Upstreams):
+        self.workdir = workdir
+        self.upstreams = upstreams
+        self.started: list[Envoy] = []
+        self._n = 0
+
+    def _spawn(self, plugin: dict | str, clusters: dict[str, int] | None) -> Envoy:
+        require_binaries()
+        self._n += 1
+        clusters = dict(self.upstreams.ports if clusters is None else clusters)
+        clusters.setdefault(PASSTHROUGH, self.upstreams.port(PASSTHROUGH))
+        admin_port, listener_port = free_port(), free_port()
+        while listener_port == admin_port:
+            listener_port = free_port()
+        cfg = bootstrap(plugin, clusters, admin_port, listener_port, MESHRULES_WASM)
+        config_path = self.workdir / f"envoy-{self._n}.json"
+        config_path.write_text(json.dumps(cfg, indent=2))
+        log_path = self.workdir / f"envoy-{self._n}.log"
+        log_file = open(log_path, "wb")
+        proc = subprocess.Popen(
+            [str(ENVOY_BIN), "-c", str(config_path), "--concurrency", "1",
+             "--base-id", str(next(_base_ids)), "--log-level", "info",
+             "--disable-hot-restart"],
+            stdout=log_file, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+            preexec_fn=_die_with_parent,
+        )
+        env = Envoy(config_path, log_path, listener_port, admin_port, proc, log_file)
+        self.started.append(env)
+        return env
+
+    def start(self, plugin: dict | str, clusters: dict[str, int] | None = None) -> Envoy:
+        """Starts Envoy with ``plugin`` as the filter configuration; waits until it serves."""
+        env = self._spawn(plugin, clusters)
+        deadline = time.monotonic() + ENVOY_START_TIMEOUT
+        while time.monotonic() < deadline:
+            if not env.alive():
+                raise EnvoyStartError(f"Envoy exited with {env.proc.returncode}:\n{tail(env.log_text())}")
+            if _http_ok(env.admin_port, "/ready") is not None and _accepts(env.port):
+                return env
+            time.sleep(0.1)
+        env.stop()
+        raise EnvoyStartError(f"Envoy was not ready within {ENVOY_START_TIMEOUT}s:\n{tail(env.log_text())}")
+
+    def start_rejected(self, plugin: dict | str, clusters: dict[str, int] | None = None) -> "Rejection":
+        """Starts Envoy with a configuration the filter must refuse and waits for the refusal.
+
+        Envoy 1.40 answers a Wasm plugin whose ``on_configure`` returns false by failing the
+        filter's creation. What the process then does is found out, not assumed: the result
+        says whether Envoy exited (and its exit code) or kept running, and gives its log.
+        """
+        env = self._spawn(plugin, clusters)
+        deadline = time.monotonic() + REJECT_TIMEOUT
+        while time.monotonic() < deadline:
+            if not env.alive():
+                return Rejection(env, exited=True, exit_code=env.proc.returncode)
+            if _http_ok(env.admin_port, "/ready") is not None:
+                return Rejection(env, exited=False, exit_code=None)
+            time.sleep(0.1)
+        return Rejection(env, exited=not env.alive(), exit_code=env.proc.poll())
+
+    def stop_all(self) -> None:
+        for env in self.started:
+            env.stop()
+        self.started.clear()
+
+
+@dataclass
+class Rejection:
+    env: Envoy
+    exited: bool
+    exit_code: int | None
+
+    def log_text(self) -> str:
+        return self.env.log_text()
+
+    def wait_for_log(self, pattern: str, timeout: float = 5.0) -> str:
+        """Waits (bounded) until the log matches ``pattern``; returns the log either way."""
+        deadline = time.monotonic() + timeout
+        text = self.log_text()
+        while not re.search(pattern, text) and time.monotonic() < deadline:
+            time.sleep(0.1)
+            text = self.log_text()
+        return text
+
+
+def tail(text: str, lines: int = 60) -> str:
+    return "\n".join(text.splitlines()[-lines:])
+
+
+def require_binaries() -> None:
+    if not ENVOY_BIN.exists():
+        pytest.fail(f"Envoy not found at {ENVOY_BIN}: run `make venv` or set ENVOY_BIN", pytrace=False)
+    if not MESHRULES_WASM.exists():
+        pytest.fail(f"filter not found at {MESHRULES_WASM}: run `make build` or set MESHRULES_WASM",
+                    pytrace=False)
+
+
+def envoy_validate(config_path: Path, timeout: float = 60.0) -> subprocess.CompletedProcess:
+    """Runs ``envoy --mode validate -c FILE``; the result has returncode, stdout, stderr."""
+    if not ENVOY_BIN.exists():
+        pytest.fail(f"Envoy not found at {ENVOY_BIN}: run `make venv` or set ENVOY_BIN", pytrace=False)
+    return subprocess.run(
+        [str(ENVOY_BIN), "--mode", "validate", "-c", str(config_path), "--log-level", "warn",
+         "--base-id", str(next(_base_ids)), "--disable-hot-restart"],
+        capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL,
+    )
+
+
+# --------------------------------------------------------------------------------------------
+# HTTP client
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass
+class Response:
+    status: int
+    headers: dict[str, str]
+    body: bytes
+    elapsed: float
+
+    def json(self) -> Any:
+        return json.loads(self.body)
+
+    @property
+    def served_by(self) -> str | None:
+        """The upstream listener (= Envoy cluster) that answered, if an upstream did."""
+        return self.headers.get("x-served-by")
+
+    def upstream_headers(self) -> dict[str, str]:
+        """The request headers as the upstream received them."""
+        assert self.served_by, f"not an upstream answer: {self}"
+        return self.json()["headers"]
+
+    def __str__(self) -> str:
+        body = self.body[:300].decode(errors="replace")
+        return f"HTTP {self.status} headers={self.headers} body={body!r}"
+
+
+def _collect(resp: http.client.HTTPResponse) -> dict[str, str]:
+    headers: dict[str, str] = {}
+    for k, v in resp.getheaders():
+        k = k.lower()
+        headers[k] = f"{headers[k]}, {v}" if k in headers else v
+    return headers
+
+
+def request(env: Envoy, method: str = "GET", path: str = "/", host: str = "demoapp",
+            headers: dict[str, str] | None = None, timeout: float = 10.0,
+            body: bytes | None = None, conn: http.client.HTTPConnection | None = None) -> Response:
+    """One HTTP/1.1 request to Envoy's listener with an explicit Host header."""
+    hdrs = {"Host": host, **(headers or {})}
+    own = conn is None
+    if own:
+        conn = http.client.HTTPConnection("127.0.0.1", env.port, timeout=timeout)
+    start = time.monotonic()
+    try:
+        conn.request(method, path, body=body, headers=hdrs)
+        resp = conn.getresponse()
+        data = resp.read()
+        elapsed = time.monotonic() - start
+        return Response(resp.status, _collect(resp), data, elapsed)
+    finally:
+        if own:
+            conn.close()
+
+
+class Client:
+    """A keep-alive connection for many requests in a row (splits, percentages)."""
+
+    def __init__(self, env: Envoy, timeout: float = 10.0):
+        self.env = env
+        self.timeout = timeout
+        self.conn: http.client.HTTPConnection | None = None
+
+    def request(self, method: str = "GET", path: str = "/", host: str = "demoapp",
+                headers: dict[str, str] | None = None) -> Response:
+        for attempt in range(2):
+            if self.conn is None:
+                self.conn = http.client.HTTPConnection("127.0.0.1", self.env.port, timeout=self.timeout)
+            try:
+                r = request(self.env, method, path, host, headers, conn=self.conn)
+                if r.headers.get("connection", "").lower() == "close":
+                    self.close()
+                return r
+            except (http.client.RemoteDisconnected, ConnectionResetError, BrokenPipeError):
+                # Envoy closed an idle keep-alive connection; one retry on a fresh one.
+                self.close()
+                if attempt:
+                    raise
+        raise AssertionError("unreachable")
+
+    def close(self) -> None:
+        if self.conn is not None:
+            self.conn.close()
+            self.conn = None
+
+    def __enter__(self) -> "Client":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+def count_clusters(env: Envoy, n: int, host: str, path: str = "/", headers_for=None,
+                   budget_s: float = 120.0) -> dict[str, int]:
+    """Sends ``n`` GETs; returns how many each answering cluster (or status) served."""
+    counts: dict[str, int] = {}
+    deadline = time.monotonic() + budget_s
+    with Client(env) as c:
+        for i in range(n):
+            assert time.monotonic() < deadline, f"{n} requests took longer than {budget_s}s"
+            hdrs = headers_for(i) if headers_for else None
+            r = c.request("GET", path, host=host, headers=hdrs)
+            key = r.served_by or f"status {r.status}"
+            counts[key] = counts.get(key, 0) + 1
+    return counts
+
+
+def binomial_tolerance(n: int, p: float, sigmas: float = 5.0) -> float:
+    """Half-width of a ``sigmas``-sigma band around n*p for a binomial(n, p) count."""
+    return sigmas * (n * p * (1 - p)) ** 0.5
+
+
+# --------------------------------------------------------------------------------------------
+# Fixtures
+# --------------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def upstreams(tmp_path_factory) -> Upstreams:
+    up = Upstreams([PASSTHROUGH, *CLUSTERS], tmp_path_factory.mktemp("upstream") / "upstream.log")
+    yield up
+    up.stop()
+
+
+@pytest.fixture
+def envoy(tmp_path, upstreams):
+    """Factory: ``envoy(plugin_config, clusters=None)`` starts a dedicated Envoy for this test.
+
+    ``clusters`` maps Envoy cluster names to upstream ports (default: every upstream listener);
+    a ``passthrough`` cluster is always added. Every Envoy is stopped at the end of the test.
+    """
+    launcher = EnvoyLauncher(tmp_path, upstreams)
+
+    def start(plugin: dict | str, clusters: dict[str, int] | None = None) -> Envoy:
+        return launcher.start(plugin, clusters)
+
+    start.launcher = launcher  # type: ignore[attr-defined]
+    yield start
+    launcher.stop_all()
+
+
+@pytest.fixture
+def rejected_envoy(tmp_path, upstreams):
+    """Factory: ``rejected_envoy(plugin_config)`` starts Envoy with a configuration the filter
+    must refuse, and returns a :class:`Rejection` once Envoy exited or finished starting."""
+    launcher = EnvoyLauncher(tmp_path, upstreams)
+    yield launcher.start_rejected
+    launcher.stop_all()
+
+
+@pytest.fixture(scope="module")
+def module_envoy_launcher(tmp_path_factory, upstreams):
+    """For a module-wide Envoy: ``launcher.start(config)`` in a module-scoped fixture."""
+    launcher = EnvoyLauncher(tmp_path_factory.mktemp("envoy"), upstreams)
+    yield launcher
+    launcher.stop_all()

@@ -1,0 +1,248 @@
+#!/usr/bin/env python3
+"""A real HTTP upstream for meshrules' end-to-end tests.
+
+    python3 tests/upstream.py --listen NAME=PORT [--listen NAME=PORT ...]
+
+Starts one HTTP/1.1 server per listener, all on 127.0.0.1 in this one process. PORT may be 0:
+the kernel picks a free port. Once every listener is bound, one JSON line mapping each NAME to
+its port is printed on stdout (and flushed), e.g. ``{"v1": 41234, "v2": 41235}``.
+
+Every answer is status 200 (unless told otherwise) with the header ``x-served-by: NAME`` and a
+JSON body::
+
+    {"cluster": NAME, "method": ..., "path": raw path with query, "headers": {lowercased: value}}
+
+Knobs, all given as request headers:
+
+- ``x-upstream-delay-ms: N``: sleep N ms before answering.
+- ``x-upstream-status: N``: answer with status N.
+- ``x-upstream-fail: N`` with ``x-test-id: K``: the first N requests carrying id K answer 503,
+  later ones as usual.
+- ``x-upstream-response-header: name=value``: add that header to the response (for tests that
+  edit response headers).
+
+Every request carrying ``x-test-id: K`` is counted per K, across all listeners; ``GET
+/__attempts/K`` on any listener answers ``{"count": n}`` and is not counted itself.
+
+Request bodies are read and discarded. A client that disconnects is not an error.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import signal
+import sys
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from urllib.parse import unquote
+
+# Longest delay the upstream agrees to sleep, so a mistaken test cannot hang it.
+MAX_DELAY_MS = 60_000
+# Statuses that must not carry a body.
+NO_BODY_STATUSES = {204, 304}
+
+
+class Attempts:
+    """Thread-safe per-test-id request counter shared by every listener."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._counts: dict[str, int] = {}
+
+    def bump(self, test_id: str) -> int:
+        with self._lock:
+            n = self._counts.get(test_id, 0) + 1
+            self._counts[test_id] = n
+            return n
+
+    def get(self, test_id: str) -> int:
+        with self._lock:
+            return self._counts.get(test_id, 0)
+
+
+ATTEMPTS = Attempts()
+
+
+class Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    server_version = "meshrules-test-upstream"
+    sys_version = ""
+
+    def version_string(self) -> str:
+        return self.server_version
+    # Set per server class (see make_server).
+    listener_name = "?"
+
+    # --- plumbing -------------------------------------------------------------------------
+
+    def log_message(self, format: str, *args) -> None:  # noqa: A002 - stdlib signature
+        if self.server.verbose:  # type: ignore[attr-defined]
+            sys.stderr.write(f"[{self.listener_name}] {format % args}\n")
+
+    def _discard_body(self) -> None:
+        """Reads and drops the request body (Content-Length or chunked)."""
+        if self.headers.get("transfer-encoding", "").lower() == "chunked":
+            while True:
+                line = self.rfile.readline(65537)
+                if not line:
+                    return
+                size = int(line.split(b";", 1)[0].strip() or b"0", 16)
+                if size == 0:
+                    # Trailers end with an empty line.
+                    while True:
+                        t = self.rfile.readline(65537)
+                        if not t or t in (b"\r\n", b"\n"):
+                            return
+                self.rfile.read(size + 2)
+        length = int(self.headers.get("content-length") or 0)
+        while length > 0:
+            chunk = self.rfile.read(min(length, 65536))
+            if not chunk:
+                return
+            length -= len(chunk)
+
+    def _send(self, status: int, body: bytes, extra: list[tuple[str, str]] = ()) -> None:
+        self.send_response(status)
+        self.send_header("x-served-by", self.listener_name)
+        for k, v in extra:
+            self.send_header(k, v)
+        if status in NO_BODY_STATUSES or status < 200:
+            body = b""
+        else:
+            self.send_header("content-type", "application/json")
+            self.send_header("content-length", str(len(body)))
+        self.end_headers()
+        if self.command != "HEAD" and body:
+            self.wfile.write(body)
+        self.wfile.flush()
+
+    # --- the behaviour ----------------------------------------------------------------------
+
+    def _handle(self) -> None:
+        try:
+            self._discard_body()
+            raw_path = self.path
+            if raw_path.startswith("/__attempts/"):
+                test_id = unquote(raw_path[len("/__attempts/"):].split("?", 1)[0])
+                body = json.dumps({"count": ATTEMPTS.get(test_id)}).encode()
+                self._send(200, body)
+                return
+
+            headers: dict[str, str] = {}
+            for k, v in self.headers.items():
+                k = k.lower()
+                headers[k] = f"{headers[k]}, {v}" if k in headers else v
+
+            status = 200
+            test_id = headers.get("x-test-id")
+            count = ATTEMPTS.bump(test_id) if test_id else 0
+            fail = _int(headers.get("x-upstream-fail"))
+            if test_id and fail is not None and count <= fail:
+                status = 503
+            elif (s := _int(headers.get("x-upstream-status"))) is not None and 100 <= s <= 599:
+                status = s
+
+            delay = _int(headers.get("x-upstream-delay-ms"))
+            if delay:
+                time.sleep(min(max(delay, 0), MAX_DELAY_MS) / 1000.0)
+
+            extra = []
+            if "x-upstream-response-header" in headers:
+                name, _, value = headers["x-upstream-response-header"].partition("=")
+                if name.strip():
+                    extra.append((name.strip(), value.strip()))
+
+            body = json.dumps(
+                {
+                    "cluster": self.listener_name,
+                    "method": self.command,
+                    "path": raw_path,
+                    "headers": headers,
+                    "attempt": count,
+                }
+            ).encode()
+            self._send(status, body, extra)
+        except (BrokenPipeError, ConnectionResetError, ConnectionAbortedError, TimeoutError):
+            self.close_connection = True
+
+    do_GET = do_POST = do_PUT = do_DELETE = do_PATCH = do_OPTIONS = do_HEAD = _handle
+
+
+def _int(text: str | None) -> int | None:
+    if text is None:
+        return None
+    try:
+        return int(text.strip())
+    except ValueError:
+        return None
+
+
+class Server(ThreadingHTTPServer):
+    daemon_threads = True
+    allow_reuse_address = True
+    request_queue_size = 128
+    verbose = False
+
+    def handle_error(self, request, client_address) -> None:
+        # A client that goes away mid-request is normal in these tests; anything else is shown.
+        exc = sys.exc_info()[1]
+        if isinstance(exc, (BrokenPipeError, ConnectionResetError, ConnectionAbortedError, TimeoutError)):
+            return
+        super().handle_error(request, client_address)
+
+
+def make_server(name: str, port: int, verbose: bool) -> Server:
+    handler = type(f"Handler_{abs(hash(name))}", (Handler,), {"listener_name": name})
+    server = Server(("127.0.0.1", port), handler)
+    server.verbose = verbose
+    return server
+
+
+def parse_listen(spec: str) -> tuple[str, int]:
+    name, sep, port = spec.rpartition("=")
+    if not sep or not name:
+        raise argparse.ArgumentTypeError(f"{spec!r} is not NAME=PORT")
+    try:
+        p = int(port)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{spec!r}: port {port!r} is not a number") from None
+    if not 0 <= p <= 65535:
+        raise argparse.ArgumentTypeError(f"{spec!r}: port {p} is out of range")
+    return name, p
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--listen", action="append", type=parse_listen, required=True,
+                    metavar="NAME=PORT", help="a listener; PORT 0 picks a free port")
+    ap.add_argument("--verbose", action="store_true", help="log every request on stderr")
+    args = ap.parse_args(argv)
+
+    names = [n for n, _ in args.listen]
+    if len(set(names)) != len(names):
+        ap.error("listener names must be unique")
+
+    servers = [make_server(name, port, args.verbose) for name, port in args.listen]
+    threads = []
+    for s in servers:
+        t = threading.Thread(target=s.serve_forever, kwargs={"poll_interval": 0.2}, daemon=True)
+        t.start()
+        threads.append(t)
+
+    sys.stdout.write(json.dumps({name: s.server_address[1] for (name, _), s in zip(args.listen, servers)}) + "\n")
+    sys.stdout.flush()
+
+    stop = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: stop.set())
+    stop.wait()
+    for s in servers:
+        s.shutdown()
+        s.server_close()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
