@@ -134,7 +134,12 @@ pub fn match_block(
 }
 
 /// Conditions on the proxy running the filter are settled once, at configure time.
-pub(super) fn applies_to_proxy(m: &HttpMatchRequest, path: &str, scope: &Scope<'_>, diags: &mut Diagnostics) -> bool {
+pub(super) fn applies_to_proxy(
+    m: &HttpMatchRequest,
+    path: &str,
+    scope: &Scope<'_>,
+    diags: &mut Diagnostics,
+) -> bool {
     let id: &dyn Identity = scope.identity;
     let mut applies = true;
     if !m.source_labels.is_empty() {

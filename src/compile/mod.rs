@@ -94,7 +94,13 @@ pub fn expand_host(host: &str, namespace: &str, domain: &str) -> String {
 }
 
 /// Checks that `v` is a whole number in `lo..=hi` (protobuf Struct numbers arrive as floats).
-pub(crate) fn whole_number(v: f64, lo: i64, hi: i64, path: &str, diags: &mut Diagnostics) -> Option<i64> {
+pub(crate) fn whole_number(
+    v: f64,
+    lo: i64,
+    hi: i64,
+    path: &str,
+    diags: &mut Diagnostics,
+) -> Option<i64> {
     if !v.is_finite() || v.fract() != 0.0 {
         diags.error(path, format!("{v} is not a whole number"));
         return None;
@@ -129,7 +135,10 @@ fn compile(config: PluginConfig, identity: &dyn Identity, diags: &mut Diagnostic
             let names = subsets.entry(host).or_default();
             for (i, s) in dr.subsets.iter().enumerate() {
                 if s.name.is_empty() {
-                    diags.error(format!("{path}.subsets[{i}].name"), "subset name is required");
+                    diags.error(
+                        format!("{path}.subsets[{i}].name"),
+                        "subset name is required",
+                    );
                 } else if !names.insert(s.name.clone()) {
                     diags.error(
                         format!("{path}.subsets[{i}].name"),
@@ -156,15 +165,24 @@ fn compile(config: PluginConfig, identity: &dyn Identity, diags: &mut Diagnostic
                 .insert((meta.namespace.clone(), meta.name.clone()), vs_index)
                 .is_some()
         {
-            diags.error(format!("{}.metadata.name", res.path), format!("duplicate VirtualService {id}"));
+            diags.error(
+                format!("{}.metadata.name", res.path),
+                format!("duplicate VirtualService {id}"),
+            );
         }
         if !vs.tcp.is_empty() || !vs.tls.is_empty() {
-            diags.warn(path.clone(), "tcp and tls routes are ignored: meshrules is an HTTP filter");
+            diags.warn(
+                path.clone(),
+                "tcp and tls routes are ignored: meshrules is an HTTP filter",
+            );
         }
         for (i, host) in vs.hosts.iter().enumerate() {
             let hpath = format!("{path}.hosts[{i}]");
             if host.is_empty() || host.trim_start_matches("*.").contains('*') && host != "*" {
-                diags.error(hpath, format!("{host:?} is not a host name, `*` or `*.suffix`"));
+                diags.error(
+                    hpath,
+                    format!("{host:?} is not a host name, `*` or `*.suffix`"),
+                );
                 continue;
             }
             for domain in domains(host, &meta.namespace, &routing.cluster_domain) {
@@ -204,7 +222,10 @@ fn compile(config: PluginConfig, identity: &dyn Identity, diags: &mut Diagnostic
             }
             if let Some(r) = route::compile_route(&http, i, vs_index, &rpath, &scope, diags) {
                 if let Some(d) = &http.delegate {
-                    let ns = d.namespace.clone().unwrap_or_else(|| meta.namespace.clone());
+                    let ns = d
+                        .namespace
+                        .clone()
+                        .unwrap_or_else(|| meta.namespace.clone());
                     pending.push(Pending {
                         route: rules.routes.len(),
                         path: format!("{rpath}.delegate"),
@@ -249,11 +270,17 @@ fn resolve_delegates(
     for p in pending {
         let (ns, name) = &p.target;
         let Some(&target) = by_name.get(&p.target) else {
-            diags.error(&p.path, format!("delegate VirtualService {ns}/{name} is not in resources"));
+            diags.error(
+                &p.path,
+                format!("delegate VirtualService {ns}/{name} is not in resources"),
+            );
             continue;
         };
         if has_hosts[target] {
-            diags.error(&p.path, format!("delegate VirtualService {ns}/{name} must not have hosts"));
+            diags.error(
+                &p.path,
+                format!("delegate VirtualService {ns}/{name} must not have hosts"),
+            );
             continue;
         }
         let children = rules.virtual_services[target].routes.clone();
@@ -263,7 +290,9 @@ fn resolve_delegates(
         {
             diags.error(
                 &p.path,
-                format!("delegate VirtualService {ns}/{name} delegates again; Istio supports one level"),
+                format!(
+                    "delegate VirtualService {ns}/{name} delegates again; Istio supports one level"
+                ),
             );
             continue;
         }

@@ -15,7 +15,8 @@ use super::matching::{applies_to_proxy, compile_regex, match_block, string_match
 use super::{whole_number, Scope};
 
 /// Istio's retry policy when a route says nothing about retries (`retry.DefaultPolicy()`).
-pub const DEFAULT_RETRY_ON: &str = "connect-failure,refused-stream,unavailable,cancelled,retriable-status-codes";
+pub const DEFAULT_RETRY_ON: &str =
+    "connect-failure,refused-stream,unavailable,cancelled,retriable-status-codes";
 const DEFAULT_RETRY_ATTEMPTS: &str = "2";
 const DEFAULT_RETRIABLE_CODES: &str = "503";
 
@@ -97,12 +98,18 @@ pub(crate) fn compile_route(
     ];
     let action = match actions.iter().filter(|a| **a).count() {
         0 => {
-            diags.error(path, "route has none of route, redirect, directResponse or delegate");
+            diags.error(
+                path,
+                "route has none of route, redirect, directResponse or delegate",
+            );
             None
         }
         1 => compile_action(http, path, scope, diags),
         _ => {
-            diags.error(path, "only one of route, redirect, directResponse or delegate may be set");
+            diags.error(
+                path,
+                "only one of route, redirect, directResponse or delegate may be set",
+            );
             None
         }
     };
@@ -131,7 +138,12 @@ pub(crate) fn compile_route(
             router_headers.push(("x-envoy-upstream-rq-timeout-ms".to_string(), ms));
         }
     }
-    retry_headers(http.retries.as_ref(), &format!("{path}.retries"), &mut router_headers, diags);
+    retry_headers(
+        http.retries.as_ref(),
+        &format!("{path}.retries"),
+        &mut router_headers,
+        diags,
+    );
     let rewrite = http.rewrite.as_ref().and_then(|rw| {
         let rpath = format!("{path}.rewrite");
         let authority = rw.authority.clone().filter(|a| !a.is_empty());
@@ -182,7 +194,12 @@ pub(crate) fn compile_route(
     })
 }
 
-fn compile_action(http: &HttpRoute, path: &str, scope: &Scope<'_>, diags: &mut Diagnostics) -> Option<Action> {
+fn compile_action(
+    http: &HttpRoute,
+    path: &str,
+    scope: &Scope<'_>,
+    diags: &mut Diagnostics,
+) -> Option<Action> {
     if !http.route.is_empty() {
         return compile_split(http, path, scope, diags).map(Action::Forward);
     }
@@ -208,7 +225,9 @@ fn compile_action(http: &HttpRoute, path: &str, scope: &Scope<'_>, diags: &mut D
                 return None;
             }
             (Some(p), None) => {
-                RedirectPort::Fixed(whole_number(p, 1, 65535, &format!("{rpath}.port"), diags)? as u16)
+                RedirectPort::Fixed(
+                    whole_number(p, 1, 65535, &format!("{rpath}.port"), diags)? as u16
+                )
             }
             (None, Some("FROM_PROTOCOL_DEFAULT")) => RedirectPort::FromProtocolDefault,
             (None, Some("FROM_REQUEST_PORT")) => RedirectPort::FromRequestPort,
@@ -240,15 +259,20 @@ fn compile_action(http: &HttpRoute, path: &str, scope: &Scope<'_>, diags: &mut D
             None => Vec::new(),
             Some(b) => match (&b.string, &b.bytes) {
                 (Some(s), None) => s.as_bytes().to_vec(),
-                (None, Some(encoded)) => match base64::engine::general_purpose::STANDARD.decode(encoded) {
-                    Ok(bytes) => bytes,
-                    Err(e) => {
-                        diags.error(format!("{dpath}.body.bytes"), format!("not base64: {e}"));
-                        return None;
+                (None, Some(encoded)) => {
+                    match base64::engine::general_purpose::STANDARD.decode(encoded) {
+                        Ok(bytes) => bytes,
+                        Err(e) => {
+                            diags.error(format!("{dpath}.body.bytes"), format!("not base64: {e}"));
+                            return None;
+                        }
                     }
-                },
+                }
                 _ => {
-                    diags.error(format!("{dpath}.body"), "set exactly one of string or bytes");
+                    diags.error(
+                        format!("{dpath}.body"),
+                        "set exactly one of string or bytes",
+                    );
                     return None;
                 }
             },
@@ -259,7 +283,12 @@ fn compile_action(http: &HttpRoute, path: &str, scope: &Scope<'_>, diags: &mut D
     Some(Action::Delegate(Vec::new()))
 }
 
-fn compile_split(http: &HttpRoute, path: &str, scope: &Scope<'_>, diags: &mut Diagnostics) -> Option<Split> {
+fn compile_split(
+    http: &HttpRoute,
+    path: &str,
+    scope: &Scope<'_>,
+    diags: &mut Diagnostics,
+) -> Option<Split> {
     let single = http.route.len() == 1;
     let mut destinations = Vec::new();
     let mut total: u64 = 0;
@@ -267,7 +296,8 @@ fn compile_split(http: &HttpRoute, path: &str, scope: &Scope<'_>, diags: &mut Di
     for (i, rd) in http.route.iter().enumerate() {
         let dpath = format!("{path}.route[{i}]");
         let weight = match rd.weight {
-            Some(w) => whole_number(w, 0, i64::from(i32::MAX), &format!("{dpath}.weight"), diags).unwrap_or(0) as u32,
+            Some(w) => whole_number(w, 0, i64::from(i32::MAX), &format!("{dpath}.weight"), diags)
+                .unwrap_or(0) as u32,
             None => 0,
         };
         // A lone destination takes all traffic whatever its weight, as in istiod.
@@ -297,9 +327,15 @@ fn compile_split(http: &HttpRoute, path: &str, scope: &Scope<'_>, diags: &mut Di
             }
         }
         let port = match dest.port.as_ref().and_then(|p| p.number) {
-            Some(n) => whole_number(n, 1, 65535, &format!("{dpath}.destination.port.number"), diags)
-                .map(|p| p.to_string())
-                .unwrap_or_default(),
+            Some(n) => whole_number(
+                n,
+                1,
+                65535,
+                &format!("{dpath}.destination.port.number"),
+                diags,
+            )
+            .map(|p| p.to_string())
+            .unwrap_or_default(),
             None => String::new(),
         };
         let cluster = scope
@@ -324,7 +360,10 @@ fn compile_split(http: &HttpRoute, path: &str, scope: &Scope<'_>, diags: &mut Di
         return None;
     }
     let Ok(total_weight) = u32::try_from(total) else {
-        diags.error(format!("{path}.route"), "destination weights add up to more than 2^32");
+        diags.error(
+            format!("{path}.route"),
+            "destination weights add up to more than 2^32",
+        );
         return None;
     };
     Some(Split {
@@ -350,7 +389,10 @@ fn compile_fault(f: &HttpFaultInjection, path: &str, diags: &mut Diagnostics) ->
     let delay = f.delay.as_ref().and_then(|d| {
         let dpath = format!("{path}.delay");
         if d.exponential_delay.is_some() {
-            diags.error(format!("{dpath}.exponentialDelay"), "exponentialDelay is not supported (Istio does not implement it either)");
+            diags.error(
+                format!("{dpath}.exponentialDelay"),
+                "exponentialDelay is not supported (Istio does not implement it either)",
+            );
             return None;
         }
         let Some(fixed) = &d.fixed_delay else {
@@ -374,15 +416,21 @@ fn compile_fault(f: &HttpFaultInjection, path: &str, diags: &mut Diagnostics) ->
     });
     let abort = f.abort.as_ref().and_then(|a| {
         let apath = format!("{path}.abort");
-        let ppm = percent(a.percentage.as_ref().map(|p| p.value), &format!("{apath}.percentage.value"), diags);
+        let ppm = percent(
+            a.percentage.as_ref().map(|p| p.value),
+            &format!("{apath}.percentage.value"),
+            diags,
+        );
         if a.http2_error.is_some() {
-            diags.error(format!("{apath}.http2Error"), "http2Error aborts are not supported; use httpStatus or grpcStatus");
+            diags.error(
+                format!("{apath}.http2Error"),
+                "http2Error aborts are not supported; use httpStatus or grpcStatus",
+            );
             return None;
         }
         match (a.http_status, &a.grpc_status) {
-            (Some(s), None) => {
-                whole_number(s, 200, 599, &format!("{apath}.httpStatus"), diags).map(|s| (Abort::Http(s as u32), ppm))
-            }
+            (Some(s), None) => whole_number(s, 200, 599, &format!("{apath}.httpStatus"), diags)
+                .map(|s| (Abort::Http(s as u32), ppm)),
             (None, Some(name)) => match GRPC_CODES.iter().position(|c| c == name) {
                 Some(code) => Some((Abort::Grpc(code as u32), ppm)),
                 None => {
@@ -423,7 +471,12 @@ fn millis(text: &str, path: &str, diags: &mut Diagnostics) -> Option<String> {
 /// Router headers for a retry policy, following istiod's `retry.ConvertPolicy`: no `retries`
 /// means Istio's default policy; `attempts: 0` disables retries; numbers in `retryOn` are
 /// retriable status codes.
-fn retry_headers(r: Option<&HttpRetry>, path: &str, out: &mut Vec<(String, String)>, diags: &mut Diagnostics) {
+fn retry_headers(
+    r: Option<&HttpRetry>,
+    path: &str,
+    out: &mut Vec<(String, String)>,
+    diags: &mut Diagnostics,
+) {
     let mut push = |k: &str, v: &str| out.push((k.to_string(), v.to_string()));
     let Some(r) = r else {
         push("x-envoy-max-retries", DEFAULT_RETRY_ATTEMPTS);
@@ -432,14 +485,23 @@ fn retry_headers(r: Option<&HttpRetry>, path: &str, out: &mut Vec<(String, Strin
         return;
     };
     let attempts = match r.attempts {
-        Some(a) => match whole_number(a, i64::from(i32::MIN), i64::from(i32::MAX), &format!("{path}.attempts"), diags) {
+        Some(a) => match whole_number(
+            a,
+            i64::from(i32::MIN),
+            i64::from(i32::MAX),
+            &format!("{path}.attempts"),
+            diags,
+        ) {
             Some(a) => a,
             None => return,
         },
         None => 0,
     };
     if r.retry_remote_localities == Some(true) {
-        diags.warn(format!("{path}.retryRemoteLocalities"), "ignored: needs Envoy's retry priority, which headers cannot set");
+        diags.warn(
+            format!("{path}.retryRemoteLocalities"),
+            "ignored: needs Envoy's retry priority, which headers cannot set",
+        );
     }
     if attempts <= 0 {
         push("x-envoy-max-retries", "0");
@@ -457,13 +519,19 @@ fn retry_headers(r: Option<&HttpRetry>, path: &str, out: &mut Vec<(String, Strin
             for item in spec.split(',').map(str::trim).filter(|s| !s.is_empty()) {
                 if let Ok(code) = item.parse::<u32>() {
                     if !(100..=599).contains(&code) {
-                        diags.error(format!("{path}.retryOn"), format!("{code} is not an HTTP status code"));
+                        diags.error(
+                            format!("{path}.retryOn"),
+                            format!("{code} is not an HTTP status code"),
+                        );
                     }
                     codes.push(item);
                 } else if RETRY_ON.contains(&item) {
                     policies.push(item);
                 } else {
-                    diags.error(format!("{path}.retryOn"), format!("{item:?} is not a retry condition Envoy knows"));
+                    diags.error(
+                        format!("{path}.retryOn"),
+                        format!("{item:?} is not a retry condition Envoy knows"),
+                    );
                 }
             }
             if !codes.is_empty() && !policies.contains(&"retriable-status-codes") {
@@ -512,7 +580,10 @@ fn compile_cors(c: &config::CorsPolicy, path: &str, diags: &mut Diagnostics) -> 
         None | Some("FORWARD") | Some("UNSPECIFIED") => true,
         Some("IGNORE") => false,
         Some(other) => {
-            diags.error(format!("{path}.unmatchedPreflights"), format!("{other:?} is not FORWARD or IGNORE"));
+            diags.error(
+                format!("{path}.unmatchedPreflights"),
+                format!("{other:?} is not FORWARD or IGNORE"),
+            );
             return None;
         }
     };
@@ -543,14 +614,25 @@ fn one_side(ops: Option<&HeaderOperations>, path: &str, diags: &mut Diagnostics)
     };
     let mut check = |name: &str, field: &str| {
         if name.is_empty() || name.starts_with(':') || name.eq_ignore_ascii_case("host") {
-            diags.error(format!("{path}.{field}"), format!("{name:?} cannot be edited (pseudo-header or host); use rewrite.authority"));
+            diags.error(
+                format!("{path}.{field}"),
+                format!("{name:?} cannot be edited (pseudo-header or host); use rewrite.authority"),
+            );
         }
         name.to_ascii_lowercase()
     };
     HeaderOps {
         remove: ops.remove.iter().map(|n| check(n, "remove")).collect(),
-        set: ops.set.iter().map(|(k, v)| (check(k, "set"), v.clone())).collect(),
-        add: ops.add.iter().map(|(k, v)| (check(k, "add"), v.clone())).collect(),
+        set: ops
+            .set
+            .iter()
+            .map(|(k, v)| (check(k, "set"), v.clone()))
+            .collect(),
+        add: ops
+            .add
+            .iter()
+            .map(|(k, v)| (check(k, "add"), v.clone()))
+            .collect(),
     }
 }
 

@@ -54,15 +54,24 @@ fn unsupported_api_version_is_refused() {
     let config = json!({"resources": [{"apiVersion": "networking.istio.io/v2", "kind": "VirtualService",
         "metadata": {"name": "g"}, "spec": {}}]});
     let errors = errors_of(config);
-    assert!(errors[0].starts_with("resources[0].apiVersion: \"networking.istio.io/v2\" is not a supported apiVersion"), "{errors:?}");
+    assert!(
+        errors[0].starts_with(
+            "resources[0].apiVersion: \"networking.istio.io/v2\" is not a supported apiVersion"
+        ),
+        "{errors:?}"
+    );
 }
 
 #[test]
 fn unknown_field_is_refused_with_its_path() {
-    let config = json!({"resources": [vs(json!([{"route": route_to("demoapp"), "timeuot": "1s"}]))]});
+    let config =
+        json!({"resources": [vs(json!([{"route": route_to("demoapp"), "timeuot": "1s"}]))]});
     let errors = errors_of(config);
     assert_eq!(errors.len(), 1, "{errors:?}");
-    assert!(errors[0].starts_with("resources[0].spec.http[0].timeuot: unknown field `timeuot`"), "{errors:?}");
+    assert!(
+        errors[0].starts_with("resources[0].spec.http[0].timeuot: unknown field `timeuot`"),
+        "{errors:?}"
+    );
 }
 
 #[test]
@@ -70,7 +79,10 @@ fn unknown_top_level_and_routing_fields_are_refused() {
     let errors = errors_of(json!({"resources": [], "rules": []}));
     assert!(errors[0].contains("unknown field `rules`"), "{errors:?}");
     let errors = errors_of(json!({"routing": {"clusterHeadr": "x"}}));
-    assert!(errors[0].starts_with("routing.clusterHeadr: unknown field"), "{errors:?}");
+    assert!(
+        errors[0].starts_with("routing.clusterHeadr: unknown field"),
+        "{errors:?}"
+    );
 }
 
 #[test]
@@ -79,7 +91,11 @@ fn bad_regex_is_refused() {
         "route": route_to("demoapp")}]))]});
     let errors = errors_of(config);
     assert_eq!(errors.len(), 1);
-    assert!(errors[0].starts_with("resources[0].spec.http[0].match[0].uri.regex: bad regex \"/(unclosed\""), "{errors:?}");
+    assert!(
+        errors[0]
+            .starts_with("resources[0].spec.http[0].match[0].uri.regex: bad regex \"/(unclosed\""),
+        "{errors:?}"
+    );
 }
 
 #[test]
@@ -88,7 +104,10 @@ fn bad_durations_are_refused() {
         "retries": {"attempts": 2, "perTryTimeout": "-1s"},
         "fault": {"delay": {"fixedDelay": "1x", "percentage": {"value": 5}}}}]))]});
     let errors = errors_of(config);
-    let paths: Vec<_> = errors.iter().map(|e| e.split(':').next().unwrap_or("")).collect();
+    let paths: Vec<_> = errors
+        .iter()
+        .map(|e| e.split(':').next().unwrap_or(""))
+        .collect();
     assert_eq!(
         paths,
         [
@@ -110,7 +129,10 @@ fn negative_and_all_zero_weights_are_refused() {
     );
     let zero = json!({"resources": [vs(json!([{"route": [
         {"destination": {"host": "a"}, "weight": 0}, {"destination": {"host": "b"}, "weight": 0}]}]))]});
-    assert_refused(zero, "resources[0].spec.http[0].route: all destination weights are zero");
+    assert_refused(
+        zero,
+        "resources[0].spec.http[0].route: all destination weights are zero",
+    );
 }
 
 #[test]
@@ -144,7 +166,8 @@ fn route_without_action_is_refused() {
 
 #[test]
 fn empty_string_match_is_refused() {
-    let config = json!({"resources": [vs(json!([{"match": [{"uri": {}}], "route": route_to("demoapp")}]))]});
+    let config =
+        json!({"resources": [vs(json!([{"match": [{"uri": {}}], "route": route_to("demoapp")}]))]});
     assert_refused(
         config,
         "resources[0].spec.http[0].match[0].uri: empty match: set one of exact, prefix or regex",
@@ -163,7 +186,8 @@ fn duplicate_route_names_are_refused() {
 
 #[test]
 fn mirror_is_refused_naming_the_alternative() {
-    let config = json!({"resources": [vs(json!([{"route": route_to("a"), "mirror": {"host": "b"}}]))]});
+    let config =
+        json!({"resources": [vs(json!([{"route": route_to("a"), "mirror": {"host": "b"}}]))]});
     let errors = errors_of(config);
     assert!(errors[0].starts_with("resources[0].spec.http[0].mirror: mirroring is not supported"));
     assert!(errors[0].contains("request_mirror_policies"));
@@ -206,7 +230,10 @@ fn protobuf_struct_floats_are_accepted_as_whole_numbers() {
     assert_eq!(errors_of(config), Vec::<String>::new());
     let fractional = json!({"resources": [vs(json!([{"route": [
         {"destination": {"host": "a"}, "weight": 90.5}, {"destination": {"host": "b"}, "weight": 10}]}]))]});
-    assert_refused(fractional, "resources[0].spec.http[0].route[0].weight: 90.5 is not a whole number");
+    assert_refused(
+        fractional,
+        "resources[0].spec.http[0].route[0].weight: 90.5 is not a whole number",
+    );
 }
 
 #[test]
@@ -234,5 +261,7 @@ fn invalid_json_is_refused() {
     let Err(e) = load(b"{not json", &Anonymous) else {
         panic!("accepted");
     };
-    assert!(e[0].to_string().starts_with("$: configuration is not valid JSON"));
+    assert!(e[0]
+        .to_string()
+        .starts_with("$: configuration is not valid JSON"));
 }

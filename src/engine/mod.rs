@@ -178,7 +178,13 @@ impl RuleSet {
         None
     }
 
-    fn split_point(&self, req: &Request<'_>, route: RouteId, total: u32, rng: &mut fastrand::Rng) -> u32 {
+    fn split_point(
+        &self,
+        req: &Request<'_>,
+        route: RouteId,
+        total: u32,
+        rng: &mut fastrand::Rng,
+    ) -> u32 {
         let key = match &self.sticky {
             Some(StickyKey::Header(name)) => req.header(name),
             Some(StickyKey::Cookie(name)) => req.cookie(name),
@@ -209,7 +215,11 @@ fn matched_path(block: &MatchBlock) -> Option<MatchedPath> {
 /// Envoy's `prefix_rewrite` replaces the matched prefix (a route without URI match is prefix
 /// `/`; exact and regex matches cover the whole path); `regex_rewrite` substitutes within the
 /// path and keeps the query.
-fn rewrite_path(rewrite: Option<&Rewrite>, path: &str, matched: Option<MatchedPath>) -> Option<String> {
+fn rewrite_path(
+    rewrite: Option<&Rewrite>,
+    path: &str,
+    matched: Option<MatchedPath>,
+) -> Option<String> {
     let end = path.find(['?', '#']).unwrap_or(path.len());
     match rewrite? {
         Rewrite::Prefix { uri, .. } => {

@@ -51,7 +51,8 @@ impl LocalReply {
     /// A gRPC abort is a trailers-only gRPC response: HTTP 200 carrying `grpc-status`.
     pub fn grpc_abort(code: u32) -> Self {
         let mut r = Self::new(ReplyKind::Abort, 200);
-        r.headers.push(("content-type".into(), "application/grpc".into()));
+        r.headers
+            .push(("content-type".into(), "application/grpc".into()));
         r.headers.push(("grpc-status".into(), code.to_string()));
         r.headers.push(("grpc-message".into(), ABORT_BODY.into()));
         r
@@ -110,9 +111,8 @@ impl LocalReply {
             RedirectPort::Keep => given_port.map(str::to_string),
         };
         // A port that is the scheme's default is left out of the URL.
-        let port = port.filter(|p| {
-            !((scheme == "http" && p == "80") || (scheme == "https" && p == "443"))
-        });
+        let port = port
+            .filter(|p| !((scheme == "http" && p == "80") || (scheme == "https" && p == "443")));
         let path = match &r.uri {
             Some(uri) if uri.contains('?') => uri.clone(),
             Some(uri) => match req.query() {

@@ -34,7 +34,9 @@ impl DelayQueue {
             Some(armed) if armed <= deadline => None,
             _ => {
                 self.armed_for = Some(deadline);
-                Some(Duration::from_millis(deadline.saturating_sub(now_ms).max(1)))
+                Some(Duration::from_millis(
+                    deadline.saturating_sub(now_ms).max(1),
+                ))
             }
         }
     }

@@ -109,7 +109,11 @@ fn apply_ops(map: MapType, ops: &HeaderOps) -> Result<(), Status> {
 }
 
 pub fn send_reply(r: &LocalReply) -> Result<(), Status> {
-    let headers: Vec<(&str, &str)> = r.headers.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    let headers: Vec<(&str, &str)> = r
+        .headers
+        .iter()
+        .map(|(k, v)| (k.as_str(), v.as_str()))
+        .collect();
     let body = (!r.body.is_empty()).then_some(r.body.as_slice());
     hostcalls::send_http_response(r.status, headers, body)
 }
@@ -134,8 +138,14 @@ impl HttpContext for Filter {
             Err(e) => return self.fail("cannot read request headers", e),
         };
         // Only the filter chooses clusters: a client-sent cluster header is dropped.
-        if headers.iter().any(|(k, _)| *k == active.rules.cluster_header) {
-            if let Err(e) = hostcalls::remove_map_value(MapType::HttpRequestHeaders, &active.rules.cluster_header) {
+        if headers
+            .iter()
+            .any(|(k, _)| *k == active.rules.cluster_header)
+        {
+            if let Err(e) = hostcalls::remove_map_value(
+                MapType::HttpRequestHeaders,
+                &active.rules.cluster_header,
+            ) {
                 return self.fail("cannot remove the client's cluster header", e);
             }
         }
@@ -159,7 +169,8 @@ impl HttpContext for Filter {
                     None => match send_reply(&reply) {
                         Ok(()) => Action::Pause,
                         Err(e) => {
-                            self.shared.log_once("cannot send a local reply", &format!("{e:?}"));
+                            self.shared
+                                .log_once("cannot send a local reply", &format!("{e:?}"));
                             Action::Pause
                         }
                     },
@@ -194,16 +205,25 @@ impl HttpContext for Filter {
                 let map = MapType::HttpResponseHeaders;
                 hostcalls::set_map_value(map, "access-control-allow-origin", Some(origin))?;
                 if cors.allow_credentials {
-                    hostcalls::set_map_value(map, "access-control-allow-credentials", Some("true"))?;
+                    hostcalls::set_map_value(
+                        map,
+                        "access-control-allow-credentials",
+                        Some("true"),
+                    )?;
                 }
                 if !cors.expose_headers.is_empty() {
-                    hostcalls::set_map_value(map, "access-control-expose-headers", Some(&cors.expose_headers))?;
+                    hostcalls::set_map_value(
+                        map,
+                        "access-control-expose-headers",
+                        Some(&cors.expose_headers),
+                    )?;
                 }
             }
             Ok::<(), Status>(())
         })();
         if let Err(e) = result {
-            self.shared.log_once("cannot set response headers", &format!("{e:?}"));
+            self.shared
+                .log_once("cannot set response headers", &format!("{e:?}"));
         }
         Action::Continue
     }

@@ -66,7 +66,11 @@ fn segment(s: &str) -> String {
 
 fn vs_labels(id: &str) -> String {
     let (ns, name) = id.split_once('/').unwrap_or(("", id));
-    format!("namespace.{}.virtual_service.{}", segment(ns), segment(name))
+    format!(
+        "namespace.{}.virtual_service.{}",
+        segment(ns),
+        segment(name)
+    )
 }
 
 impl RuleMetrics {
@@ -76,14 +80,23 @@ impl RuleMetrics {
             .iter()
             .map(|r| {
                 let vs = &rules.virtual_services[r.virtual_service].id;
-                let name = format!("{ROUTE_REQUESTS}.{}.route.{}", vs_labels(vs), segment(&r.name));
+                let name = format!(
+                    "{ROUTE_REQUESTS}.{}.route.{}",
+                    vs_labels(vs),
+                    segment(&r.name)
+                );
                 define(MetricType::Counter, &name)
             })
             .collect();
         let unrouted = rules
             .virtual_services
             .iter()
-            .map(|vs| define(MetricType::Counter, &format!("{UNROUTED_REQUESTS}.{}", vs_labels(&vs.id))))
+            .map(|vs| {
+                define(
+                    MetricType::Counter,
+                    &format!("{UNROUTED_REQUESTS}.{}", vs_labels(&vs.id)),
+                )
+            })
             .collect();
         RuleMetrics { routes, unrouted }
     }

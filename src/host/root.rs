@@ -124,7 +124,8 @@ impl RootContext for Root {
         for held in due {
             metrics::add(self.shared.globals.delayed_now, -1);
             if let Err(e) = hostcalls::set_effective_context(held.context_id) {
-                self.shared.log_once("cannot switch to a delayed request", &format!("{e:?}"));
+                self.shared
+                    .log_once("cannot switch to a delayed request", &format!("{e:?}"));
                 continue;
             }
             let result = match held.then {
@@ -132,7 +133,8 @@ impl RootContext for Root {
                 AfterDelay::Reply(r) => super::http::send_reply(&r),
             };
             if let Err(e) = result {
-                self.shared.log_once("cannot resume a delayed request", &format!("{e:?}"));
+                self.shared
+                    .log_once("cannot resume a delayed request", &format!("{e:?}"));
             }
         }
         self.arm(next);
@@ -150,7 +152,8 @@ impl RootContext for Root {
 impl Root {
     fn arm(&self, period: Duration) {
         if let Err(e) = hostcalls::set_tick_period(period) {
-            self.shared.log_once("cannot set the delay timer", &format!("{e:?}"));
+            self.shared
+                .log_once("cannot set the delay timer", &format!("{e:?}"));
         }
     }
 }

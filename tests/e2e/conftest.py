@@ -82,6 +82,22 @@ CLUSTERS: list[str] = [
 
 V1, V2, V3 = cluster(subset="v1"), cluster(subset="v2"), cluster(subset="v3")
 
+# The filter's metrics as Envoy names them in /stats (proxy-wasm metrics get ``wasmcustom.``);
+# see src/host/metrics.rs. In /stats/prometheus the ``wasmcustom.`` prefix is dropped.
+STAT_CONFIG_ACCEPTED = "wasmcustom.meshrules_config_loads_accepted"
+STAT_CONFIG_REJECTED = "wasmcustom.meshrules_config_loads_rejected"
+STAT_DELAYS = "wasmcustom.meshrules_fault_delays_injected"
+STAT_ABORTS = "wasmcustom.meshrules_fault_aborts_injected"
+STAT_DELAYED_NOW = "wasmcustom.meshrules_requests_delayed"
+
+
+def stat_route_requests(namespace: str, vs: str, route: str) -> str:
+    return f"wasmcustom.meshrules_route_requests.namespace.{namespace}.virtual_service.{vs}.route.{route}"
+
+
+def stat_unrouted_requests(namespace: str, vs: str) -> str:
+    return f"wasmcustom.meshrules_unrouted_requests.namespace.{namespace}.virtual_service.{vs}"
+
 
 # --------------------------------------------------------------------------------------------
 # Plugin configuration builders
@@ -353,6 +369,19 @@ class Envoy:
             if sep and re.fullmatch(r"-?\d+", value.strip()):
                 out[name.strip()] = int(value)
         return out
+
+    def stat(self, name: str) -> int | None:
+        """One counter or gauge by its full name (e.g. ``wasmcustom.meshrules_requests_delayed``)."""
+        return self.stats("^" + re.escape(name) + "$").get(name)
+
+    def wait_for_stat(self, name: str, value: int, timeout: float = 5.0) -> int | None:
+        """Polls (bounded) until stat ``name`` equals ``value``; returns the last value seen."""
+        deadline = time.monotonic() + timeout
+        seen = self.stat(name)
+        while seen != value and time.monotonic() < deadline:
+            time.sleep(0.1)
+            seen = self.stat(name)
+        return seen
 
     def alive(self) -> bool:
         return self.proc.poll() is None
