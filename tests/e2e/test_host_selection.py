@@ -17,6 +17,15 @@ CONFIG = plugin_config(
     virtual_service("strict", ["strict.test"], [
         {"match": [{"uri": {"prefix": "/v1"}}], "route": [to(subset="v2")]},
     ]),
+    virtual_service("root", ["delegate.test"], [
+        {"match": [{"uri": {"prefix": "/shop"}}], "delegate": {"name": "shop-routes", "namespace": "app"}},
+        {"route": [to(subset="v1")]},
+    ]),
+    # A delegate has no hosts: it is reached only through the root's delegating route.
+    virtual_service("shop-routes", None, [
+        {"match": [{"uri": {"prefix": "/shop/cart"}}], "route": [to(subset="v2")]},
+        {"match": [{"uri": {"prefix": "/shop/items"}}], "route": [to(subset="v3")]},
+    ]),
 )
 
 
@@ -88,3 +97,13 @@ def test_catch_all_host_takes_every_request(envoy):
     for host in ["anything.test", "demoapp", "127.0.0.1"]:
         assert request(env, "GET", "/", host=host).served_by == V3, host
 
+
+
+def test_delegating_route_applies_the_delegate_virtual_service_routes(env):
+    assert request(env, "GET", "/shop/cart", host="delegate.test").served_by == V2
+    assert request(env, "GET", "/shop/items/42", host="delegate.test").served_by == V3
+    assert request(env, "GET", "/home", host="delegate.test").served_by == V1
+
+
+def test_request_matching_no_delegate_route_falls_through_to_the_next_root_route(env):
+    assert request(env, "GET", "/shop/unknown", host="delegate.test").served_by == V1

@@ -1,0 +1,104 @@
+"""Route timeouts and retry policies, enforced by Envoy's router from the filter's decision.
+
+The upstream counts every attempt per test id and fails the first N on request
+(``x-upstream-fail``), so the number of attempts Envoy made is observed, not inferred.
+"""
+
+import pytest
+
+from conftest import V1, new_test_id, plugin_config, request, to, virtual_service
+
+
+def routed(host, **policy):
+    return virtual_service(host.split(".")[0], [host], [{"route": [to(subset="v1")], **policy}])
+
+
+CONFIG = plugin_config(
+    routed("timeout.test", timeout="0.5s"),
+    routed("retry-5xx.test", retries={"attempts": 3, "retryOn": "5xx"}),
+    routed("retry-503.test", retries={"attempts": 3, "retryOn": "503"}),
+    routed("no-retry.test", retries={"attempts": 0}),
+    routed("default.test"),
+    routed("per-try.test", retries={"attempts": 2, "perTryTimeout": "0.3s", "retryOn": "5xx"}),
+)
+
+
+@pytest.fixture(scope="module")
+def env(module_envoy_launcher):
+    return module_envoy_launcher.start(CONFIG)
+
+
+def test_route_timeout_answers_504_when_the_upstream_is_slower(env):
+    r = request(env, "GET", "/", host="timeout.test", headers={"x-upstream-delay-ms": "3000"})
+    assert r.status == 504, r
+    assert r.served_by is None
+    assert 0.4 <= r.elapsed < 2.9, r.elapsed
+
+
+def test_route_timeout_leaves_fast_answers_alone(env):
+    r = request(env, "GET", "/", host="timeout.test", headers={"x-upstream-delay-ms": "50"})
+    assert r.status == 200 and r.served_by == V1, r
+
+
+def test_retry_on_5xx_retries_until_success(env, upstreams):
+    tid = new_test_id("r5xx")
+    r = request(env, "GET", "/", host="retry-5xx.test", headers={"x-test-id": tid, "x-upstream-fail": "2"})
+    assert r.status == 200 and r.served_by == V1, r
+    assert upstreams.attempts(tid) == 3
+
+
+def test_retry_on_5xx_gives_up_after_the_attempts(env, upstreams):
+    tid = new_test_id("r5xx-give-up")
+    r = request(env, "GET", "/", host="retry-5xx.test", headers={"x-test-id": tid, "x-upstream-fail": "10"})
+    assert r.status == 503, r
+    assert upstreams.attempts(tid) == 4  # first try + 3 retries
+
+
+def test_numeric_retry_on_retries_that_status_code(env, upstreams):
+    tid = new_test_id("r503")
+    r = request(env, "GET", "/", host="retry-503.test", headers={"x-test-id": tid, "x-upstream-fail": "2"})
+    assert r.status == 200, r
+    assert upstreams.attempts(tid) == 3
+
+
+def test_numeric_retry_on_does_not_retry_other_status_codes(env, upstreams):
+    tid = new_test_id("r503-500")
+    r = request(env, "GET", "/", host="retry-503.test", headers={"x-test-id": tid, "x-upstream-status": "500"})
+    assert r.status == 500, r
+    assert upstreams.attempts(tid) == 1
+
+
+def test_zero_attempts_disables_retries(env, upstreams):
+    tid = new_test_id("r0")
+    r = request(env, "GET", "/", host="no-retry.test", headers={"x-test-id": tid, "x-upstream-fail": "2"})
+    assert r.status == 503, r
+    assert upstreams.attempts(tid) == 1
+
+
+def test_route_without_retries_gets_istio_default_of_two_retries_on_503(env, upstreams):
+    tid = new_test_id("rdefault")
+    r = request(env, "GET", "/", host="default.test", headers={"x-test-id": tid, "x-upstream-fail": "2"})
+    assert r.status == 200, r
+    assert upstreams.attempts(tid) == 3
+
+    tid = new_test_id("rdefault-give-up")
+    r = request(env, "GET", "/", host="default.test", headers={"x-test-id": tid, "x-upstream-fail": "10"})
+    assert r.status == 503, r
+    assert upstreams.attempts(tid) == 3
+
+
+def test_istio_default_retries_do_not_retry_500(env, upstreams):
+    tid = new_test_id("rdefault-500")
+    r = request(env, "GET", "/", host="default.test", headers={"x-test-id": tid, "x-upstream-status": "500"})
+    assert r.status == 500, r
+    assert upstreams.attempts(tid) == 1
+
+
+def test_per_try_timeout_cuts_each_attempt_and_retries(env, upstreams):
+    """Every attempt sleeps 3 s upstream; with perTryTimeout 0.3s and 2 retries Envoy gives up
+    after three cut attempts (about 1 s), long before a single 3 s attempt would end."""
+    tid = new_test_id("pertry")
+    r = request(env, "GET", "/", host="per-try.test", headers={"x-test-id": tid, "x-upstream-delay-ms": "3000"})
+    assert r.status == 504, r
+    assert r.elapsed < 2.9, r.elapsed
+    assert upstreams.attempts(tid) == 3
