@@ -136,8 +136,10 @@ struct RawResource {
     metadata: ObjectMeta,
     #[serde(default)]
     spec: Value,
+    /// Accepted so that `kubectl get -o yaml` output loads; never read.
     #[serde(default)]
-    status: Option<Value>,
+    #[allow(dead_code)]
+    status: Option<serde::de::IgnoredAny>,
 }
 
 #[derive(Debug)]
@@ -223,7 +225,6 @@ fn parse_resource(value: Value, path: &str, diags: &mut Diagnostics) -> Option<R
             return None;
         }
     };
-    let _ = raw.status;
     Some(Resource {
         path: path.to_string(),
         metadata: raw.metadata,
