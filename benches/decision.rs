@@ -1,0 +1,94 @@
+//! The core's per-request decision, natively: how its cost grows with routes and hosts.
+//! `make bench` reads Criterion's estimates from target/criterion/decision/.
+
+// A benchmark that cannot build its rules must stop loudly.
+#![allow(clippy::panic)]
+
+#[cfg(not(target_arch = "wasm32"))]
+mod native {
+    use criterion::{black_box, criterion_group, BenchmarkId, Criterion};
+    use meshrules::compile::{load, Anonymous};
+    use meshrules::engine::{Decision, Request};
+    use meshrules::rules::RuleSet;
+    use serde_json::json;
+
+    /// `routes` routes spread over `hosts` VirtualServices. Each route matches a path prefix
+    /// and a header, so a request for the last route of a host is tried against all of them.
+    pub fn rule_set(routes: usize, hosts: usize) -> RuleSet {
+        let per_host = routes / hosts;
+        let resources: Vec<_> = (0..hosts)
+            .map(|h| {
+                let http: Vec<_> = (0..per_host)
+                    .map(|r| {
+                        json!({"name": format!("r{r}"),
+                            "match": [{"uri": {"prefix": format!("/r{r}/")}, "headers": {"x-tier": {"exact": "gold"}}}],
+                            "route": [
+                                {"destination": {"host": format!("svc{h}"), "subset": "v1", "port": {"number": 8080}}, "weight": 90},
+                                {"destination": {"host": format!("svc{h}"), "subset": "v2", "port": {"number": 8080}}, "weight": 10}],
+                            "timeout": "5s",
+                            "fault": {"delay": {"fixedDelay": "1s", "percentage": {"value": 0}}}})
+                    })
+                    .collect();
+                json!({"apiVersion": "networking.istio.io/v1", "kind": "VirtualService",
+                    "metadata": {"name": format!("svc{h}"), "namespace": "bench"},
+                    "spec": {"hosts": [format!("svc{h}")], "http": http}})
+            })
+            .collect();
+        let config = json!({ "resources": resources });
+        match load(config.to_string().as_bytes(), &Anonymous) {
+            Ok(l) => l.rules,
+            Err(e) => panic!("bench config refused: {e:?}"),
+        }
+    }
+
+    pub fn headers(host: &str, path: &str) -> Vec<(String, String)> {
+        [
+            (":method", "GET"),
+            (":scheme", "http"),
+            (":authority", host),
+            (":path", path),
+            ("user-agent", "wrk"),
+            ("accept", "*/*"),
+            ("x-tier", "gold"),
+        ]
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
+    }
+
+    fn decision(c: &mut Criterion) {
+        let mut group = c.benchmark_group("decision");
+        for (routes, hosts) in [(10, 1), (100, 1), (100, 10), (1000, 10), (1000, 100)] {
+            let rules = rule_set(routes, hosts);
+            let per_host = routes / hosts;
+            // Worst case: the last route of the last host.
+            let h = headers(
+                &format!("svc{}", hosts - 1),
+                &format!("/r{}/item", per_host - 1),
+            );
+            let mut rng = fastrand::Rng::with_seed(1);
+            group.bench_with_input(
+                BenchmarkId::new("last_route", format!("{routes}routes_{hosts}hosts")),
+                &h,
+                |b, h| {
+                    b.iter(|| {
+                        let req = Request::from_headers(black_box(h));
+                        match rules.decide(&req, &mut rng) {
+                            Decision::Act(v) => black_box(v),
+                            Decision::Pass => panic!("no virtual service matched"),
+                        }
+                    })
+                },
+            );
+        }
+        group.finish();
+    }
+
+    criterion_group!(benches, decision);
+}
+
+#[cfg(not(target_arch = "wasm32"))]
+criterion::criterion_main!(native::benches);
+
+#[cfg(target_arch = "wasm32")]
+fn main() {}
