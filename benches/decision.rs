@@ -58,7 +58,16 @@ mod native {
 
     fn decision(c: &mut Criterion) {
         let mut group = c.benchmark_group("decision");
-        for (routes, hosts) in [(10, 1), (100, 1), (100, 10), (1000, 10), (1000, 100)] {
+        for (routes, hosts) in [
+            (10, 1),
+            (10, 10),
+            (100, 1),
+            (100, 10),
+            (100, 100),
+            (1000, 1),
+            (1000, 10),
+            (1000, 100),
+        ] {
             let rules = rule_set(routes, hosts);
             let per_host = routes / hosts;
             // Worst case: the last route of the last host.

@@ -133,6 +133,11 @@ impl HttpContext for Filter {
         let Some(active) = self.shared.active.borrow().clone() else {
             return Action::Continue;
         };
+        let seen = self.shared.requests.get().wrapping_add(1);
+        self.shared.requests.set(seen);
+        if seen.is_multiple_of(metrics::MEMORY_SAMPLE_EVERY) {
+            metrics::record_vm_memory(self.shared.globals.vm_memory);
+        }
         let headers = match hostcalls::get_map(MapType::HttpRequestHeaders) {
             Ok(h) => h,
             Err(e) => return self.fail("cannot read request headers", e),

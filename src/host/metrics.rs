@@ -14,6 +14,11 @@ pub const ABORTS_INJECTED: &str = "meshrules_fault_aborts_injected";
 pub const REQUESTS_DELAYED: &str = "meshrules_requests_delayed";
 pub const ROUTE_REQUESTS: &str = "meshrules_route_requests";
 pub const UNROUTED_REQUESTS: &str = "meshrules_unrouted_requests";
+pub const VM_MEMORY: &str = "meshrules_vm_memory_bytes";
+
+/// How often (in requests) the VM memory gauge is refreshed: often enough to see growth,
+/// rare enough to cost nothing.
+pub const MEMORY_SAMPLE_EVERY: u32 = 1024;
 
 fn define(kind: MetricType, name: &str) -> Option<u32> {
     match hostcalls::define_metric(kind, name) {
@@ -22,6 +27,14 @@ fn define(kind: MetricType, name: &str) -> Option<u32> {
             log::error!("meshrules: cannot define metric {name}: {e:?}");
             None
         }
+    }
+}
+
+/// The Wasm VM's linear memory, in bytes.
+pub fn record_vm_memory(id: Option<u32>) {
+    if let Some(id) = id {
+        let bytes = core::arch::wasm32::memory_size(0) as u64 * 65_536;
+        let _ = hostcalls::record_metric(id, bytes);
     }
 }
 
@@ -39,6 +52,7 @@ pub struct Globals {
     pub delays: Option<u32>,
     pub aborts: Option<u32>,
     pub delayed_now: Option<u32>,
+    pub vm_memory: Option<u32>,
 }
 
 impl Globals {
@@ -49,6 +63,7 @@ impl Globals {
             delays: define(MetricType::Counter, DELAYS_INJECTED),
             aborts: define(MetricType::Counter, ABORTS_INJECTED),
             delayed_now: define(MetricType::Gauge, REQUESTS_DELAYED),
+            vm_memory: define(MetricType::Gauge, VM_MEMORY),
         }
     }
 }

@@ -1,7 +1,7 @@
 //! The root context: loads the configuration, owns the metrics, the randomness and the timer
 //! that ends fault delays.
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::collections::HashSet;
 use std::rc::Rc;
 use std::time::{Duration, UNIX_EPOCH};
@@ -29,6 +29,8 @@ pub struct Shared {
     pub globals: Globals,
     pub delays: RefCell<DelayQueue>,
     pub rng: RefCell<fastrand::Rng>,
+    /// Requests seen, for sampling the VM memory gauge.
+    pub requests: Cell<u32>,
     logged: RefCell<HashSet<&'static str>>,
 }
 
@@ -69,6 +71,7 @@ impl Root {
                 globals: Globals::define(),
                 delays: RefCell::new(DelayQueue::default()),
                 rng: RefCell::new(fastrand::Rng::with_seed(seed())),
+                requests: Cell::new(0),
                 logged: RefCell::new(HashSet::new()),
             }),
         }
@@ -107,6 +110,7 @@ impl RootContext for Root {
                     metrics,
                 }));
                 metrics::add(self.shared.globals.config_accepted, 1);
+                metrics::record_vm_memory(self.shared.globals.vm_memory);
                 true
             }
             Err(errors) => {

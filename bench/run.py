@@ -1,0 +1,368 @@
+#!/usr/bin/env python3
+"""`make bench`: what meshrules costs against Envoy's own filters, written to BENCHMARKS.md.
+
+One Envoy (--concurrency 1, pinned to CPU 0) carries three listeners with the same demo rule
+set: (a) no rules, (b) the rules as Envoy native config, (c) meshrules. A fast upstream (Envoy
+with a direct_response) and the load generators share CPU 1. Rounds are interleaved a/b/c so
+drift cancels; medians and per-round ratios are reported.
+
+`--smoke` runs every step for a second or so and checks that each produced numbers: it is part
+of `make test`, so the benchmark cannot rot. Its numbers mean nothing.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import os
+import platform
+import re
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import envoy_configs as cfg  # noqa: E402
+
+REPO = Path(__file__).resolve().parents[1]
+ENVOY = Path(os.environ.get("ENVOY_BIN", REPO / ".venv" / "bin" / "envoy"))
+OHA = Path(os.environ.get("OHA_BIN", REPO / ".tools" / "bin" / "oha"))
+WASM = REPO / "wasm" / "meshrules.wasm"
+RAW_WASM = REPO / "target" / "wasm32-wasip1" / "release" / "meshrules.wasm"
+HOST = "demoapp"
+CONNECTIONS = 16
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def cpus() -> int:
+    return len(os.sched_getaffinity(0))
+
+
+def pinned(cpu: int, cmd: list[str]) -> list[str]:
+    """Pins to one CPU where the machine has more than one."""
+    return ["taskset", "-c", str(cpu), *cmd] if cpus() > 1 and shutil.which("taskset") else cmd
+
+
+class Envoy:
+    _base_ids = iter(range(40_000, 41_000))
+
+    def __init__(self, name: str, bootstrap: dict, workdir: Path, cpu: int):
+        self.admin_port = bootstrap["admin"]["address"]["socket_address"]["port_value"]
+        path = workdir / f"{name}.json"
+        path.write_text(json.dumps(bootstrap))
+        self.log = open(workdir / f"{name}.log", "w")
+        self.proc = subprocess.Popen(
+            pinned(cpu, [str(ENVOY), "-c", str(path), "--concurrency", "1", "--base-id",
+                         str(next(self._base_ids)), "--log-level", "warn"]),
+            cwd=REPO, stdout=self.log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"{name} exited: {(workdir / f'{name}.log').read_text()[-2000:]}")
+            try:
+                if self.admin("/ready").strip() == "LIVE":
+                    return
+            except OSError:
+                pass
+            time.sleep(0.1)
+        raise RuntimeError(f"{name} did not become ready")
+
+    def admin(self, path: str) -> str:
+        with urllib.request.urlopen(f"http://127.0.0.1:{self.admin_port}{path}", timeout=5) as r:
+            return r.read().decode()
+
+    def stat(self, name: str) -> int:
+        for line in self.admin(f"/stats?filter=^{re.escape(name)}$").splitlines():
+            key, _, value = line.partition(": ")
+            if key == name:
+                return int(value)
+        raise KeyError(name)
+
+    def rss_bytes(self) -> int:
+        # taskset execs Envoy, so the child pid is Envoy's.
+        for line in Path(f"/proc/{self.proc.pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) * 1024
+        raise KeyError("VmRSS")
+
+    def stop(self) -> None:
+        self.proc.send_signal(signal.SIGTERM)
+        try:
+            self.proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+        self.log.close()
+
+
+def seconds(text: str) -> float:
+    value, unit = re.fullmatch(r"([\d.]+)(us|ms|s|m)", text).groups()
+    return float(value) * {"us": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0}[unit]
+
+
+def wrk(port: int, duration: float) -> dict:
+    out = subprocess.run(
+        pinned(1, ["wrk", "-t1", f"-c{CONNECTIONS}", f"-d{max(1, round(duration))}s", "--latency",
+                   "-H", f"Host: {HOST}", f"http://127.0.0.1:{port}/"]),
+        capture_output=True, text=True, timeout=duration + 60, check=True).stdout
+    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
+    p50 = seconds(re.search(r"\s50%\s+(\S+)", out).group(1))
+    p99 = seconds(re.search(r"\s99%\s+(\S+)", out).group(1))
+    non2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+    if non2xx:
+        raise RuntimeError(f"port {port}: {non2xx.group(1)} non-2xx responses:\n{out}")
+    return {"rps": rps, "p50": p50, "p99": p99}
+
+
+def oha(port: int, rate: float, duration: float) -> dict:
+    out = subprocess.run(
+        pinned(1, [str(OHA), "-z", f"{duration}s", "-q", f"{rate:.0f}", "-c", str(CONNECTIONS),
+                   "--latency-correction", "--no-tui",
+                   "--output-format", "json", "-H", f"Host: {HOST}", f"http://127.0.0.1:{port}/"]),
+        capture_output=True, text=True, timeout=duration + 60, check=True).stdout
+    data = json.loads(out)
+    codes = data.get("statusCodeDistribution", {})
+    if set(codes) - {"200"}:
+        raise RuntimeError(f"port {port}: non-200 answers {codes}")
+    pct = data["latencyPercentiles"]
+    return {"p50": pct["p50"], "p99": pct["p99"], "rps": data["summary"]["requestsPerSec"]}
+
+
+def hammer(port: int, requests: int) -> None:
+    """Sends exactly `requests` requests as fast as it can (oha -n)."""
+    subprocess.run(
+        pinned(1, [str(OHA), "-n", str(requests), "-c", str(CONNECTIONS), "--no-tui",
+                   "--output-format", "json", "-H", f"Host: {HOST}", f"http://127.0.0.1:{port}/"]),
+        capture_output=True, text=True, timeout=3600, check=True)
+
+
+def decision_times(smoke: bool) -> dict[str, float]:
+    """The core's decision natively, from Criterion's estimates (ns, mean)."""
+    args = ["cargo", "bench", "--bench", "decision", "--"]
+    if smoke:
+        args += ["--warm-up-time", "0.2", "--measurement-time", "0.5", "--sample-size", "10"]
+    subprocess.run(args, cwd=REPO, check=True, stdout=subprocess.DEVNULL)
+    out = {}
+    for est in sorted((REPO / "target" / "criterion" / "decision" / "last_route").glob("*/new/estimates.json")):
+        out[est.parent.parent.name] = json.loads(est.read_text())["mean"]["point_estimate"]
+    if not out:
+        raise RuntimeError("no Criterion estimates found")
+    return out
+
+
+def median(xs: list[float]) -> float:
+    return statistics.median(xs)
+
+
+def us(seconds_: float) -> str:
+    return f"{seconds_ * 1e6:.0f}"
+
+
+def run(args: argparse.Namespace) -> str:
+    work = Path(tempfile.mkdtemp(prefix="meshrules-bench-"))
+    up_port, test_admin = free_port(), free_port()
+    ports = {"a": free_port(), "b": free_port(), "c": free_port()}
+    started = []
+    try:
+        upstream = Envoy("upstream", cfg.upstream(free_port(), up_port), work, cpu=1)
+        started.append(upstream)
+        listeners = [cfg.plain_listener(ports["a"]), cfg.native_listener(ports["b"]),
+                     cfg.meshrules_listener(ports["c"], str(WASM))]
+        envoy = Envoy("under-test", cfg.bootstrap(test_admin, listeners, up_port), work, cpu=0)
+        started.append(envoy)
+
+        # Warm up every listener (V8 tiers up the filter under load).
+        for p in ports.values():
+            wrk(p, args.warmup)
+
+        rounds = []
+        for _ in range(args.rounds):
+            rounds.append({k: wrk(p, args.duration) for k, p in ports.items()})
+
+        sat_b = median([r["b"]["rps"] for r in rounds])
+        rate = sat_b / 2
+        fixed = []
+        for _ in range(args.rounds):
+            fixed.append({k: oha(ports[k], rate, args.fixed_duration) for k in ("b", "c")})
+
+        # VM linear memory: sampled by the filter every 1024 requests.
+        hammer(ports["c"], args.warm_requests)
+        mem_before = envoy.stat("wasmcustom.meshrules_vm_memory_bytes")
+        hammer(ports["c"], args.memory_requests)
+        mem_after = envoy.stat("wasmcustom.meshrules_vm_memory_bytes")
+        envoy.stop()
+        started.remove(envoy)
+
+        # Process memory with and without the filter: one listener each, same warm-up.
+        memory = {}
+        for label, listener in (("without filter", cfg.plain_listener), ("with filter", None)):
+            port = free_port()
+            lst = listener(port) if listener else cfg.meshrules_listener(port, str(WASM))
+            e = Envoy(f"memory-{label.replace(' ', '-')}", cfg.bootstrap(free_port(), [lst], up_port), work, cpu=0)
+            started.append(e)
+            hammer(port, args.warm_requests)
+            memory[label] = {"rss": e.rss_bytes(), "allocated": e.stat("server.memory_allocated")}
+            e.stop()
+            started.remove(e)
+
+        decisions = decision_times(args.smoke)
+    finally:
+        for e in started:
+            e.stop()
+
+    return report(args, rounds, fixed, rate, decisions, memory, mem_before, mem_after)
+
+
+def versions() -> dict[str, str]:
+    def first_line(cmd: list[str]) -> str:
+        try:
+            out = subprocess.run(cmd, capture_output=True, text=True, timeout=30)
+            return (out.stdout or out.stderr).strip().splitlines()[0]
+        except (OSError, IndexError):
+            return "unknown"
+
+    envoy = first_line([str(ENVOY), "--version"])
+    m = re.search(r"version: \S+/([\d.]+)/", envoy)
+    return {"envoy": m.group(1) if m else envoy, "rustc": first_line(["rustc", "--version"]),
+            "wrk": first_line(["wrk", "-v"]).split(" [")[0], "oha": first_line([str(OHA), "--version"])}
+
+
+def machine() -> str:
+    model = "unknown CPU"
+    for line in Path("/proc/cpuinfo").read_text().splitlines():
+        if line.startswith("model name"):
+            model = line.split(":", 1)[1].strip()
+            break
+    mem = int(Path("/proc/meminfo").read_text().split()[1]) / 2**20
+    return f"{platform.machine()}, {os.cpu_count()} CPUs ({model}), {mem:.0f} GiB, Linux {platform.release()}"
+
+
+def report(args, rounds, fixed, rate, decisions, memory, mem_before, mem_after) -> str:
+    v = versions()
+    raw, opt = RAW_WASM.stat().st_size, WASM.stat().st_size
+    cb = [r["c"]["rps"] / r["b"]["rps"] for r in rounds]
+    ca = [r["c"]["rps"] / r["a"]["rps"] for r in rounds]
+    p99_b = median([f["b"]["p99"] for f in fixed])
+    p99_c = median([f["c"]["p99"] for f in fixed])
+    d100 = decisions.get("100routes_10hosts")
+    lines = [
+        "# meshrules benchmarks",
+        "",
+        "Regenerated by `make bench` (`bench/run.py`); do not edit by hand.",
+        "",
+        f"- Date: {dt.datetime.now(dt.timezone.utc):%Y-%m-%d %H:%M UTC}",
+        f"- Machine: {machine()}",
+        f"- Envoy {v['envoy']} (V8), {v['rustc']}, {v['wrk']}, {v['oha']}",
+        f"- Command: `{' '.join(['bench/run.py', *sys.argv[1:]])}`",
+        f"- Setup: one Envoy under test, `--concurrency 1`, pinned to CPU 0; upstream (Envoy "
+        f"`direct_response`) and load generators on CPU 1; {CONNECTIONS} connections; "
+        f"{args.rounds} interleaved rounds of {args.duration:g} s per listener.",
+        "- Listeners: (a) no rules, plain route; (b) the demo rules as Envoy native config, as "
+        "istiod writes them (header match route, weighted clusters, `envoy.filters.http.fault` "
+        "at 0%, timeout, Istio's default retry policy); (c) the same rules in meshrules.",
+        "",
+        "## Headline",
+        "",
+        "| measure | value | target |",
+        "|---|---|---|",
+        f"| throughput c/b (median of per-round ratios) | {median(cb):.3f} | >= 0.95 |",
+        f"| throughput c/a (median of per-round ratios) | {median(ca):.3f} | |",
+        f"| p99 latency c − b at {rate:.0f} req/s (half of b's saturation) | {us(p99_c - p99_b)} µs | <= 50 µs |",
+        f"| core decision, 100 routes on 10 hosts (native, mean) | {d100:.0f} ns | <= 1000 ns |"
+        if d100 is not None else "| core decision | n/a | |",
+        f"| wasm module after wasm-opt (raw) | {opt / 1024:.0f} KiB ({raw / 1024:.0f} KiB) | <= 400 KB |",
+        f"| VM linear memory after {args.warm_requests} → +{args.memory_requests} requests | "
+        f"{mem_before / 2**20:.2f} MiB → {mem_after / 2**20:.2f} MiB | flat |",
+        "",
+        "## Throughput (wrk, saturating)",
+        "",
+        "| round | a req/s | b req/s | c req/s | c/b | c/a | a p99 µs | b p99 µs | c p99 µs |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for i, r in enumerate(rounds, 1):
+        lines.append(f"| {i} | {r['a']['rps']:.0f} | {r['b']['rps']:.0f} | {r['c']['rps']:.0f} | "
+                     f"{cb[i - 1]:.3f} | {ca[i - 1]:.3f} | {us(r['a']['p99'])} | {us(r['b']['p99'])} | {us(r['c']['p99'])} |")
+    lines.append(
+        f"| median | {median([r['a']['rps'] for r in rounds]):.0f} | {median([r['b']['rps'] for r in rounds]):.0f} | "
+        f"{median([r['c']['rps'] for r in rounds]):.0f} | {median(cb):.3f} | {median(ca):.3f} | "
+        f"{us(median([r['a']['p99'] for r in rounds]))} | {us(median([r['b']['p99'] for r in rounds]))} | "
+        f"{us(median([r['c']['p99'] for r in rounds]))} |")
+    lines += [
+        "",
+        f"## Latency at a fixed rate (oha, {rate:.0f} req/s, latency-corrected)",
+        "",
+        "| round | b p50 µs | c p50 µs | b p99 µs | c p99 µs | c − b p99 µs |",
+        "|---|---|---|---|---|---|",
+    ]
+    for i, f in enumerate(fixed, 1):
+        lines.append(f"| {i} | {us(f['b']['p50'])} | {us(f['c']['p50'])} | {us(f['b']['p99'])} | "
+                     f"{us(f['c']['p99'])} | {us(f['c']['p99'] - f['b']['p99'])} |")
+    lines.append(f"| median | | | {us(p99_b)} | {us(p99_c)} | {us(p99_c - p99_b)} |")
+    lines += [
+        "",
+        "## Core decision time (Criterion, native, worst case: last route of the last host)",
+        "",
+        "| rule set | mean ns |",
+        "|---|---|",
+    ]
+    for name, ns in sorted(decisions.items(), key=lambda kv: [int(x) for x in re.findall(r"\d+", kv[0])]):
+        lines.append(f"| {name.replace('_', ', ')} | {ns:.0f} |")
+    lines += [
+        "",
+        "## Memory",
+        "",
+        f"| Envoy (one listener, {args.warm_requests} requests served) | RSS MiB | server.memory_allocated MiB |",
+        "|---|---|---|",
+    ]
+    for label, m in memory.items():
+        lines.append(f"| {label} | {m['rss'] / 2**20:.1f} | {m['allocated'] / 2**20:.1f} |")
+    lines += [
+        "",
+        f"Filter VM linear memory (`meshrules_vm_memory_bytes`): {mem_before} bytes after warm-up, "
+        f"{mem_after} bytes after {args.memory_requests} more requests.",
+        "",
+        f"Wasm module: {raw} bytes raw (cargo release, wasm32-wasip1), {opt} bytes after `wasm-opt -O3`.",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--rounds", type=int, default=5)
+    p.add_argument("--duration", type=float, default=10, help="seconds of wrk per listener and round")
+    p.add_argument("--fixed-duration", type=float, default=10, help="seconds of fixed-rate load per round")
+    p.add_argument("--warmup", type=float, default=3)
+    p.add_argument("--warm-requests", type=int, default=20_000)
+    p.add_argument("--memory-requests", type=int, default=1_000_000)
+    p.add_argument("--out", type=Path, default=REPO / "BENCHMARKS.md")
+    p.add_argument("--smoke", action="store_true", help="seconds-long run that checks every step works")
+    args = p.parse_args()
+    if args.smoke:
+        args.rounds, args.duration, args.fixed_duration, args.warmup = 1, 1, 1, 1
+        args.warm_requests, args.memory_requests = 2048, 4096
+    for tool in (ENVOY, OHA, WASM):
+        if not Path(tool).exists():
+            print(f"missing {tool}: run through `make bench`", file=sys.stderr)
+            return 2
+    text = run(args)
+    args.out.write_text(text)
+    print(text)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
