@@ -10,7 +10,8 @@ its port is printed on stdout (and flushed), e.g. ``{"v1": 41234, "v2": 41235}``
 Every answer is status 200 (unless told otherwise) with the header ``x-served-by: NAME`` and a
 JSON body::
 
-    {"cluster": NAME, "method": ..., "path": raw path with query, "headers": {lowercased: value}}
+    {"cluster": NAME, "method": ..., "path": raw path with query, "headers": {lowercased: value},
+     "attempt": n-th request of its x-test-id (0 without one), "body_bytes": request body size}
 
 Knobs, all given as request headers:
 
@@ -67,6 +68,9 @@ ATTEMPTS = Attempts()
 
 class Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
+    # Headers and body go out in one write, and without Nagle: otherwise the body waits for the
+    # peer's delayed ACK (40 ms a response on Linux).
+    disable_nagle_algorithm = True
     server_version = "meshrules-test-upstream"
     sys_version = ""
 
@@ -81,27 +85,30 @@ class Handler(BaseHTTPRequestHandler):
         if self.server.verbose:  # type: ignore[attr-defined]
             sys.stderr.write(f"[{self.listener_name}] {format % args}\n")
 
-    def _discard_body(self) -> None:
-        """Reads and drops the request body (Content-Length or chunked)."""
+    def _discard_body(self) -> int:
+        """Reads and drops the request body (Content-Length or chunked); returns its size."""
+        total = 0
         if self.headers.get("transfer-encoding", "").lower() == "chunked":
             while True:
                 line = self.rfile.readline(65537)
                 if not line:
-                    return
+                    return total
                 size = int(line.split(b";", 1)[0].strip() or b"0", 16)
                 if size == 0:
                     # Trailers end with an empty line.
                     while True:
                         t = self.rfile.readline(65537)
                         if not t or t in (b"\r\n", b"\n"):
-                            return
-                self.rfile.read(size + 2)
+                            return total
+                total += len(self.rfile.read(size + 2)) - 2
         length = int(self.headers.get("content-length") or 0)
         while length > 0:
             chunk = self.rfile.read(min(length, 65536))
             if not chunk:
-                return
+                break
             length -= len(chunk)
+            total += len(chunk)
+        return total
 
     def _send(self, status: int, body: bytes, extra: list[tuple[str, str]] = ()) -> None:
         self.send_response(status)
@@ -113,16 +120,16 @@ class Handler(BaseHTTPRequestHandler):
         else:
             self.send_header("content-type", "application/json")
             self.send_header("content-length", str(len(body)))
-        self.end_headers()
+        self._headers_buffer.append(b"\r\n")
         if self.command != "HEAD" and body:
-            self.wfile.write(body)
-        self.wfile.flush()
+            self._headers_buffer.append(body)
+        self.flush_headers()
 
     # --- the behaviour ----------------------------------------------------------------------
 
     def _handle(self) -> None:
         try:
-            self._discard_body()
+            body_bytes = self._discard_body()
             raw_path = self.path
             if raw_path.startswith("/__attempts/"):
                 test_id = unquote(raw_path[len("/__attempts/"):].split("?", 1)[0])
@@ -161,6 +168,7 @@ class Handler(BaseHTTPRequestHandler):
                     "path": raw_path,
                     "headers": headers,
                     "attempt": count,
+                    "body_bytes": body_bytes,
                 }
             ).encode()
             self._send(status, body, extra)
@@ -238,8 +246,13 @@ def main(argv: list[str] | None = None) -> int:
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
     stop.wait()
+    # Shut the listeners down together: each shutdown waits for its poll interval.
+    closers = [threading.Thread(target=s.shutdown) for s in servers]
+    for t in closers:
+        t.start()
+    for t in closers:
+        t.join(timeout=5)
     for s in servers:
-        s.shutdown()
         s.server_close()
     return 0
 

@@ -111,9 +111,16 @@ pub fn match_block(
             if name.is_empty() {
                 diags.error(hpath.clone(), "header name is empty");
             }
+            // istiod's `canBeConvertedToPresentMatch`: regex `*` is not RE2, it means present.
+            let matcher =
+                if sm.regex.as_deref() == Some("*") && sm.exact.is_none() && sm.prefix.is_none() {
+                    None
+                } else {
+                    string_matcher(sm, false, &hpath, diags)
+                };
             block.headers.push(HeaderCondition {
                 name: name.to_ascii_lowercase(),
-                matcher: string_matcher(sm, false, &hpath, diags),
+                matcher,
                 without,
             });
         }

@@ -34,10 +34,19 @@ impl<'a> Request<'a> {
         req
     }
 
+    /// The first value of header `name`.
     pub fn header(&self, name: &str) -> Option<&'a str> {
+        self.header_values(name).next()
+    }
+
+    /// Every value of header `name`, in order (a header may be sent more than once).
+    pub fn header_values<'n>(&self, name: &'n str) -> impl Iterator<Item = &'a str> + 'n
+    where
+        'a: 'n,
+    {
         self.headers
             .iter()
-            .find(|(n, _)| n == name)
+            .filter(move |(n, _)| n == name)
             .map(|(_, v)| v.as_str())
     }
 

@@ -685,3 +685,37 @@ fn request_and_response_header_edits_are_compiled_in_envoy_order() {
         _ => panic!("not forward"),
     }
 }
+
+#[test]
+fn repeated_header_matches_when_any_value_matches_like_envoy() {
+    let rules = vs_rules(json!([
+        {"name": "canary", "match": [{"headers": {"x-canary": {"exact": "true"}}}], "route": subset_route("v2")},
+        {"name": "not-debug", "match": [{"withoutHeaders": {"x-debug": {"exact": "1"}}}], "route": subset_route("v1")},
+        {"name": "rest", "route": subset_route("v1")}]));
+    let name = |r: Req| rules.routes[forward(&rules, &r).route].name.clone();
+    assert_eq!(
+        name(
+            Req::get("/")
+                .header("x-canary", "false")
+                .header("x-canary", "true")
+        ),
+        "canary"
+    );
+    assert_eq!(
+        name(Req::get("/").header("x-debug", "0").header("x-debug", "1")),
+        "rest"
+    );
+    assert_eq!(name(Req::get("/").header("x-debug", "0")), "not-debug");
+}
+
+#[test]
+fn header_regex_star_means_present_as_istiod_translates_it() {
+    let rules = vs_rules(json!([
+        {"name": "any", "match": [{"headers": {"x-debug": {"regex": "*"}}}], "route": subset_route("v1")},
+        {"name": "none", "match": [{"withoutHeaders": {"x-trace": {"regex": "*"}}}], "route": subset_route("v1")},
+        {"name": "rest", "route": subset_route("v2")}]));
+    let name = |r: Req| rules.routes[forward(&rules, &r).route].name.clone();
+    assert_eq!(name(Req::get("/").header("x-debug", "")), "any");
+    assert_eq!(name(Req::get("/")), "none");
+    assert_eq!(name(Req::get("/").header("x-trace", "1")), "rest");
+}

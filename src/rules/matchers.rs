@@ -48,21 +48,17 @@ pub struct HeaderCondition {
 }
 
 impl HeaderCondition {
+    /// A repeated header matches when any of its values does, as Envoy 1.40's route header
+    /// matcher decides.
     pub fn matches(&self, req: &Request<'_>) -> bool {
-        let value = req.header(&self.name);
-        if self.without {
-            let hit = match (&self.matcher, value) {
-                (None, v) => v.is_some(),
-                (Some(m), v) => m.matches(v.unwrap_or("")),
-            };
-            !hit
-        } else {
-            match (&self.matcher, value) {
-                (None, v) => v.is_some(),
-                (Some(m), Some(v)) => m.matches(v),
-                (Some(_), None) => false,
-            }
-        }
+        let mut values = req.header_values(&self.name).peekable();
+        let present = values.peek().is_some();
+        let hit = match &self.matcher {
+            None => present,
+            Some(m) if present => values.any(|v| m.matches(v)),
+            Some(m) => self.without && m.matches(""),
+        };
+        hit != self.without
     }
 }
 

@@ -11,7 +11,6 @@ Everything listens on 127.0.0.1 only; every wait is bounded in time.
 
 from __future__ import annotations
 
-import base64  # noqa: F401  (re-exported for tests through helpers below)
 import ctypes
 import http.client
 import itertools
@@ -231,15 +230,10 @@ class Upstreams:
 _base_ids = itertools.count((os.getpid() % 1000) * 100 + 1000)
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def bootstrap(plugin: dict | str, clusters: dict[str, int], admin_port: int, listener_port: int,
-              wasm_path: Path) -> dict:
-    """The Envoy bootstrap the tests run: [meshrules wasm, router], routes by cluster header."""
+              wasm_path: Path, extra: dict | None = None) -> dict:
+    """The Envoy bootstrap the tests run: [meshrules wasm, router], routes by cluster header.
+    ``extra`` adds top-level bootstrap fields (e.g. ``stats_config``)."""
     config_value = plugin if isinstance(plugin, str) else json.dumps(plugin)
     wasm_filter = {
         "name": "envoy.filters.http.wasm",
@@ -306,6 +300,7 @@ def bootstrap(plugin: dict | str, clusters: dict[str, int], admin_port: int, lis
         }
 
     return {
+        **(extra or {}),
         "admin": {"address": {"socket_address": {"address": "127.0.0.1", "port_value": admin_port}}},
         "static_resources": {
             "listeners": [
@@ -334,6 +329,21 @@ class Envoy:
     admin_port: int
     proc: subprocess.Popen
     _log_file: Any = field(repr=False, default=None)
+    admin_address_path: Path | None = None
+
+    def discover_ports(self) -> bool:
+        """Learns the admin and listener ports Envoy bound (both configured as port 0)."""
+        if not self.admin_port and self.admin_address_path and self.admin_address_path.exists():
+            text = self.admin_address_path.read_text().strip()
+            if text.rpartition(":")[2].isdigit():
+                self.admin_port = int(text.rpartition(":")[2])
+        if self.admin_port and not self.port:
+            body = _http_ok(self.admin_port, "/listeners?format=json")
+            if body:
+                for status in json.loads(body).get("listener_statuses", []):
+                    if status.get("name") == "ingress":
+                        self.port = status["local_address"]["socket_address"].get("port_value", 0)
+        return bool(self.admin_port and self.port)
 
     # --- addresses ------------------------------------------------------------------------
 
@@ -425,38 +435,45 @@ class EnvoyLauncher:
         self.started: list[Envoy] = []
         self._n = 0
 
-    def _spawn(self, plugin: dict | str, clusters: dict[str, int] | None) -> Envoy:
+    def _spawn(self, plugin: dict | str, clusters: dict[str, int] | None, extra: dict | None = None,
+               transform=None) -> Envoy:
         require_binaries()
         self._n += 1
         clusters = dict(self.upstreams.ports if clusters is None else clusters)
         clusters.setdefault(PASSTHROUGH, self.upstreams.port(PASSTHROUGH))
-        admin_port, listener_port = free_port(), free_port()
-        while listener_port == admin_port:
-            listener_port = free_port()
-        cfg = bootstrap(plugin, clusters, admin_port, listener_port, MESHRULES_WASM)
+        # Port 0 for admin and listener: the kernel picks free ports, so nothing can take them
+        # between choosing and binding; Envoy then tells which ones it got.
+        cfg = bootstrap(plugin, clusters, 0, 0, MESHRULES_WASM, extra)
+        if transform is not None:
+            cfg = transform(cfg)
         config_path = self.workdir / f"envoy-{self._n}.json"
         config_path.write_text(json.dumps(cfg, indent=2))
         log_path = self.workdir / f"envoy-{self._n}.log"
+        admin_address_path = self.workdir / f"envoy-{self._n}.admin"
+        admin_address_path.unlink(missing_ok=True)
         log_file = open(log_path, "wb")
         proc = subprocess.Popen(
             [str(ENVOY_BIN), "-c", str(config_path), "--concurrency", "1",
              "--base-id", str(next(_base_ids)), "--log-level", "info",
-             "--disable-hot-restart"],
+             "--disable-hot-restart", "--admin-address-path", str(admin_address_path)],
             stdout=log_file, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
             preexec_fn=_die_with_parent,
         )
-        env = Envoy(config_path, log_path, listener_port, admin_port, proc, log_file)
+        env = Envoy(config_path, log_path, 0, 0, proc, log_file, admin_address_path)
         self.started.append(env)
         return env
 
-    def start(self, plugin: dict | str, clusters: dict[str, int] | None = None) -> Envoy:
-        """Starts Envoy with ``plugin`` as the filter configuration; waits until it serves."""
-        env = self._spawn(plugin, clusters)
+    def start(self, plugin: dict | str, clusters: dict[str, int] | None = None,
+              extra: dict | None = None, transform=None) -> Envoy:
+        """Starts Envoy with ``plugin`` as the filter configuration; waits until it serves.
+        ``extra`` adds top-level bootstrap fields; ``transform(bootstrap) -> bootstrap`` may
+        rewrite the generated bootstrap (e.g. a reference Envoy without the filter)."""
+        env = self._spawn(plugin, clusters, extra, transform)
         deadline = time.monotonic() + ENVOY_START_TIMEOUT
         while time.monotonic() < deadline:
             if not env.alive():
                 raise EnvoyStartError(f"Envoy exited with {env.proc.returncode}:\n{tail(env.log_text())}")
-            if _http_ok(env.admin_port, "/ready") is not None and _accepts(env.port):
+            if env.discover_ports() and _http_ok(env.admin_port, "/ready") is not None and _accepts(env.port):
                 return env
             time.sleep(0.1)
         env.stop()
@@ -474,7 +491,7 @@ class EnvoyLauncher:
         while time.monotonic() < deadline:
             if not env.alive():
                 return Rejection(env, exited=True, exit_code=env.proc.returncode)
-            if _http_ok(env.admin_port, "/ready") is not None:
+            if env.discover_ports() and _http_ok(env.admin_port, "/ready") is not None:
                 return Rejection(env, exited=False, exit_code=None)
             time.sleep(0.1)
         return Rejection(env, exited=not env.alive(), exit_code=env.proc.poll())
@@ -504,8 +521,11 @@ class Rejection:
         return text
 
 
-def tail(text: str, lines: int = 60) -> str:
-    return "\n".join(text.splitlines()[-lines:])
+def tail(text: str, lines: int = 40) -> str:
+    """The log's warnings and errors (Envoy's info lines at start-up are long and many)."""
+    picked = [line for line in text.splitlines()
+              if re.search(r"\]\[(warning|error|critical)\]", line) or not line.startswith("[")]
+    return "\n".join(picked[-lines:])
 
 
 def require_binaries() -> None:
@@ -516,14 +536,15 @@ def require_binaries() -> None:
                     pytrace=False)
 
 
-def envoy_validate(config_path: Path, timeout: float = 60.0) -> subprocess.CompletedProcess:
-    """Runs ``envoy --mode validate -c FILE``; the result has returncode, stdout, stderr."""
+def envoy_validate(config_path: Path, timeout: float = 60.0, cwd: Path = REPO) -> subprocess.CompletedProcess:
+    """Runs ``envoy --mode validate -c FILE`` in ``cwd`` (the repository: shipped configs name
+    the filter as ``wasm/meshrules.wasm``); the result has returncode, stdout, stderr."""
     if not ENVOY_BIN.exists():
         pytest.fail(f"Envoy not found at {ENVOY_BIN}: run `make venv` or set ENVOY_BIN", pytrace=False)
     return subprocess.run(
         [str(ENVOY_BIN), "--mode", "validate", "-c", str(config_path), "--log-level", "warn",
          "--base-id", str(next(_base_ids)), "--disable-hot-restart"],
-        capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL,
+        capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL, cwd=cwd,
     )
 
 
@@ -555,6 +576,30 @@ class Response:
     def __str__(self) -> str:
         body = self.body[:300].decode(errors="replace")
         return f"HTTP {self.status} headers={self.headers} body={body!r}"
+
+
+def raw_served_by(env: Envoy, method: str, path: str, host: str, header_lines: Iterable[str] = ()) -> str:
+    """Sends a hand-written HTTP/1.1 request (so headers can repeat, keep their case, or carry
+    an explicit Host) and returns the answering upstream, or the status line if none answered."""
+    lines = [line for line in header_lines if line]
+    if not any(line.lower().startswith("host:") for line in lines):
+        lines.insert(0, f"Host: {host}")
+    head = f"{method} {path} HTTP/1.1\r\n" + "".join(f"{line}\r\n" for line in lines) + "Connection: close\r\n\r\n"
+    data = b""
+    with socket.create_connection(("127.0.0.1", env.port), timeout=10) as s:
+        s.sendall(head.encode())
+        deadline = time.monotonic() + 10
+        while b"\r\n\r\n" not in data and time.monotonic() < deadline:
+            chunk = s.recv(65536)
+            if not chunk:
+                break
+            data += chunk
+    status_line, *header_block = data.split(b"\r\n\r\n", 1)[0].decode(errors="replace").split("\r\n")
+    for line in header_block:
+        name, _, value = line.partition(":")
+        if name.strip().lower() == "x-served-by":
+            return value.strip()
+    return status_line
 
 
 def _collect(resp: http.client.HTTPResponse) -> dict[str, str]:
@@ -637,6 +682,31 @@ def count_clusters(env: Envoy, n: int, host: str, path: str = "/", headers_for=N
     return counts
 
 
+_PROM_LINE = re.compile(r"^([A-Za-z_:][\w:]*)(?:\{(.*)\})?\s+(\S+)$")
+_PROM_LABEL = re.compile(r'(\w+)="((?:[^"\\]|\\.)*)"')
+
+
+def parse_prometheus(text: str) -> list[tuple[str, dict[str, str], float]]:
+    """Samples of a Prometheus text exposition: (name, labels, value)."""
+    out = []
+    for line in text.splitlines():
+        if not line or line.startswith("#"):
+            continue
+        m = _PROM_LINE.match(line)
+        if m:
+            labels = dict(_PROM_LABEL.findall(m.group(2) or ""))
+            out.append((m.group(1), labels, float(m.group(3))))
+    return out
+
+
+def prometheus_value(text: str, name: str, **labels: str) -> float | None:
+    """The value of the sample ``name`` whose labels are exactly ``labels``, if present."""
+    for n, l, v in parse_prometheus(text):
+        if n == name and l == labels:
+            return v
+    return None
+
+
 def binomial_tolerance(n: int, p: float, sigmas: float = 5.0) -> float:
     """Half-width of a ``sigmas``-sigma band around n*p for a binomial(n, p) count."""
     return sigmas * (n * p * (1 - p)) ** 0.5
@@ -656,15 +726,18 @@ def upstreams(tmp_path_factory) -> Upstreams:
 
 @pytest.fixture
 def envoy(tmp_path, upstreams):
-    """Factory: ``envoy(plugin_config, clusters=None)`` starts a dedicated Envoy for this test.
+    """Factory: ``envoy(plugin_config, clusters=None, extra=None)`` starts a dedicated Envoy
+    for this test and returns it once it serves (an :class:`Envoy`: ``url(path)``, ``port``,
+    ``admin_port``, ``log_text()``, ``stats_prometheus()``, ``stat(name)``, ``stop()``).
 
     ``clusters`` maps Envoy cluster names to upstream ports (default: every upstream listener);
-    a ``passthrough`` cluster is always added. Every Envoy is stopped at the end of the test.
+    a ``passthrough`` cluster is always added; ``extra`` adds top-level bootstrap fields. Every
+    Envoy is stopped at the end of the test.
     """
     launcher = EnvoyLauncher(tmp_path, upstreams)
 
-    def start(plugin: dict | str, clusters: dict[str, int] | None = None) -> Envoy:
-        return launcher.start(plugin, clusters)
+    def start(plugin: dict | str, clusters: dict[str, int] | None = None, extra: dict | None = None) -> Envoy:
+        return launcher.start(plugin, clusters, extra)
 
     start.launcher = launcher  # type: ignore[attr-defined]
     yield start

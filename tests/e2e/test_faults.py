@@ -5,6 +5,7 @@ Timing assertions only bound deliberate delays, and widely (a 1 s delay must tak
 """
 
 import socket
+import threading
 import time
 
 import pytest
@@ -34,6 +35,8 @@ CONFIG = plugin_config(
     faulty("half.test", {"abort": {"httpStatus": 503, "percentage": pct(50)}}),
     faulty("hold.test", {"delay": {"fixedDelay": "3s", "percentage": pct(100)}}),
 )
+
+BODY = b"x" * 5000
 
 
 @pytest.fixture(scope="module")
@@ -103,6 +106,41 @@ def test_abort_at_50_percent_aborts_about_half(env):
     assert aborted + served == n
     assert abs(aborted - n * 0.5) <= binomial_tolerance(n, 0.5), aborted
     assert env.stat(STAT_ABORTS) == before + aborted
+
+
+def test_delay_holds_a_request_that_has_a_body(env):
+    """A POST whose body arrives with its headers is held as long as a GET."""
+    r = request(env, "POST", "/upload", host="delay.test", body=BODY)
+    assert r.status == 200 and r.served_by == V1, r
+    assert r.json()["body_bytes"] == len(BODY)
+    assert 0.9 <= r.elapsed < 5.0, r.elapsed
+
+
+def test_delay_then_abort_of_a_request_with_a_body_never_reaches_the_upstream(env, upstreams):
+    tid = new_test_id("both-body")
+    r = request(env, "POST", "/upload", host="both.test", body=BODY, headers={"x-test-id": tid})
+    assert r.status == 503 and r.body == b"fault filter abort", r
+    assert 0.9 <= r.elapsed < 5.0, r.elapsed
+    assert upstreams.attempts(tid) == 0
+
+
+def test_concurrent_delays_each_end_on_their_own_deadline(env):
+    """A 3 s delay is held first, then a 1 s one: the 1 s request must not wait for the 3 s
+    deadline (it ends before 2.5 s), and the 3 s one still lasts its 3 s."""
+    results = {}
+
+    def run(name, host):
+        results[name] = request(env, "GET", "/", host=host, timeout=15)
+
+    long = threading.Thread(target=run, args=("long", "hold.test"))
+    long.start()
+    assert env.wait_for_stat(STAT_DELAYED_NOW, 1, timeout=2.0) == 1
+    run("short", "delay.test")
+    long.join(timeout=15)
+    assert not long.is_alive()
+    short, long_r = results["short"], results["long"]
+    assert short.status == 200 and 0.9 <= short.elapsed < 2.5, (short, short.elapsed)
+    assert long_r.status == 200 and 2.9 <= long_r.elapsed < 8.0, (long_r, long_r.elapsed)
 
 
 def test_client_leaving_during_a_delay_releases_the_held_request(env, upstreams):

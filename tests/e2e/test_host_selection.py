@@ -92,6 +92,12 @@ def test_client_supplied_cluster_header_is_replaced_for_virtual_service_hosts(en
     assert r.upstream_headers()[CLUSTER_HEADER] == V1
 
 
+def test_client_cannot_pick_a_cluster_for_hosts_without_virtual_service(env):
+    r = request(env, "GET", "/", host="unknown.test", headers={CLUSTER_HEADER: V3})
+    assert r.served_by == PASSTHROUGH, r
+    assert CLUSTER_HEADER not in r.upstream_headers()
+
+
 def test_catch_all_host_takes_every_request(envoy):
     env = envoy(plugin_config(virtual_service("any", ["*"], [{"route": [to(subset="v3")]}])))
     for host in ["anything.test", "demoapp", "127.0.0.1"]:

@@ -79,6 +79,18 @@ def test_redirect_scheme_keeps_host_and_path(env, upstreams):
     assert r.headers["location"] == "https://redirect.test/secure?a=b"
 
 
+def test_redirect_to_https_drops_the_http_default_port_of_the_request(env, upstreams):
+    """`Host: redirect.test:80` names http's default port; an http->https redirect must not
+    send the client to https on port 80 (Envoy's own redirect drops it the same way)."""
+    r = local(env, upstreams, "GET", "/secure", "redirect.test:80")
+    assert r.headers["location"] == "https://redirect.test/secure", r
+
+
+def test_redirect_keeps_a_non_default_request_port(env, upstreams):
+    r = local(env, upstreams, "GET", "/old", "redirect.test:8080")
+    assert r.headers["location"] == "http://redirect.test:8080/new", r
+
+
 def test_redirect_port(env, upstreams):
     r = local(env, upstreams, "GET", "/port", "redirect.test")
     assert r.headers["location"] == "http://redirect.test:8443/port", r

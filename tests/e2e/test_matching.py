@@ -6,7 +6,7 @@ Routes send to demoapp's subsets v1, v2 and v3, so the answering upstream shows 
 
 import pytest
 
-from conftest import V1, V2, V3, plugin_config, request, to, virtual_service
+from conftest import V1, V2, V3, plugin_config, raw_served_by, request, to, virtual_service
 
 
 def vs(host, *routes):
@@ -91,6 +91,19 @@ def test_header_canary_sends_flagged_requests_to_v2(env):
     assert served(env, "canary.test", headers={"x-canary": "false"}) == V1
     assert served(env, "canary.test", headers={"x-canary": "TRUE"}) == V1
     assert served(env, "canary.test") == V1
+
+
+def test_repeated_header_matches_when_any_of_its_values_matches(env):
+    """Envoy 1.40's own route header matcher (what istiod generates) accepts a header sent
+    several times when any one of its values matches: checked against a plain Envoy route with
+    `x-canary exact "true"`, which takes all three of the first requests below."""
+    def canary(*values):
+        return raw_served_by(env, "GET", "/", "canary.test", [f"x-canary: {v}" for v in values])
+
+    assert canary("true", "true") == V2
+    assert canary("false", "true") == V2
+    assert canary("true", "false") == V2
+    assert canary("false", "no") == V1
 
 
 def test_header_regex_is_a_full_match_and_prefix_matches_the_start(env):

@@ -33,6 +33,9 @@ CONFIG = plugin_config(
         {"match": [{"uri": {"prefix": "/host"}}], "rewrite": {"authority": "rewritten.example"},
          "route": [to(subset="v1")]},
     ]),
+    virtual_service("rewrite-all", ["rewrite-all.test"], [
+        {"rewrite": {"uri": "/v2/"}, "route": [to(subset="v1")]},
+    ]),
 )
 
 
@@ -98,3 +101,7 @@ def test_rewrite_authority_changes_the_host_the_upstream_sees(env):
     r = request(env, "GET", "/host", host="rewrite.test")
     assert r.status == 200 and r.served_by == V1, r
     assert r.upstream_headers()["host"] == "rewritten.example"
+
+
+def test_rewrite_uri_without_uri_match_replaces_the_leading_slash(env):
+    assert request(env, "GET", "/items/7?x=1", host="rewrite-all.test").json()["path"] == "/v2/items/7?x=1"

@@ -18,6 +18,7 @@ CONFIG = plugin_config(
     routed("retry-5xx.test", retries={"attempts": 3, "retryOn": "5xx"}),
     routed("retry-503.test", retries={"attempts": 3, "retryOn": "503"}),
     routed("no-retry.test", retries={"attempts": 0}),
+    routed("attempts-only.test", retries={"attempts": 3}),
     routed("default.test"),
     routed("per-try.test", retries={"attempts": 2, "perTryTimeout": "0.3s", "retryOn": "5xx"}),
 )
@@ -72,6 +73,18 @@ def test_zero_attempts_disables_retries(env, upstreams):
     tid = new_test_id("r0")
     r = request(env, "GET", "/", host="no-retry.test", headers={"x-test-id": tid, "x-upstream-fail": "2"})
     assert r.status == 503, r
+    assert upstreams.attempts(tid) == 1
+
+
+def test_attempts_without_retry_on_use_istio_default_conditions(env, upstreams):
+    tid = new_test_id("rattempts")
+    r = request(env, "GET", "/", host="attempts-only.test", headers={"x-test-id": tid, "x-upstream-fail": "3"})
+    assert r.status == 200, r
+    assert upstreams.attempts(tid) == 4
+
+    tid = new_test_id("rattempts-500")
+    r = request(env, "GET", "/", host="attempts-only.test", headers={"x-test-id": tid, "x-upstream-status": "500"})
+    assert r.status == 500, r
     assert upstreams.attempts(tid) == 1
 
 

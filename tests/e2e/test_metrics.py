@@ -1,0 +1,116 @@
+"""The filter's metrics after real traffic, as Prometheus scrapes them from Envoy.
+
+The Envoy here carries the ``stats_config.stats_tags`` that README.md tells users to copy from
+``envoy/envoy.yaml``, so per-route counters come out with namespace, virtual_service and route
+labels; the names are the ones README.md lists.
+"""
+
+import pytest
+
+from conftest import (
+    REPO, STAT_ABORTS, STAT_CONFIG_ACCEPTED, STAT_CONFIG_REJECTED, STAT_DELAYED_NOW, STAT_DELAYS,
+    plugin_config, prometheus_value, request, stat_route_requests, stat_unrouted_requests, to,
+    virtual_service,
+)
+
+# Copied from envoy/envoy.yaml (test_stats_tags_are_the_ones_envoy_yaml_ships checks they match).
+STATS_TAGS = [
+    {"tag_name": "namespace",
+     "regex": r"^wasmcustom\.meshrules_(?:route|unrouted)_requests(\.namespace\.([^.]*))"},
+    {"tag_name": "virtual_service",
+     "regex": r"^wasmcustom\.meshrules_(?:route|unrouted)_requests(?:\.namespace\.[^.]*)?(\.virtual_service\.([^.]*))"},
+    {"tag_name": "route",
+     "regex": r"^wasmcustom\.meshrules_route_requests(?:\.namespace\.[^.]*)?(?:\.virtual_service\.[^.]*)?(\.route\.([^.]*))"},
+]
+
+CONFIG = plugin_config(
+    virtual_service("demoapp", ["demoapp"], [
+        {"name": "canary", "match": [{"headers": {"x-canary": {"exact": "true"}}}], "route": [to(subset="v2")]},
+        {"name": "faulty.route", "match": [{"uri": {"prefix": "/abort"}}],
+         "fault": {"abort": {"httpStatus": 503, "percentage": {"value": 100}}}, "route": [to(subset="v1")]},
+        {"match": [{"uri": {"prefix": "/delay"}}],
+         "fault": {"delay": {"fixedDelay": "0.2s", "percentage": {"value": 100}}}, "route": [to(subset="v1")]},
+        {"match": [{"uri": {"prefix": "/ok"}}], "route": [to(subset="v1")]},
+    ]),
+    virtual_service("reviews.main", ["reviews"], [{"name": "all", "route": [to("ratings")]}], namespace="other"),
+)
+
+TRAFFIC = [
+    # (path, host, headers, times)
+    ("/", "demoapp", {"x-canary": "true"}, 3),
+    ("/abort", "demoapp", None, 2),
+    ("/delay", "demoapp", None, 1),
+    ("/ok", "demoapp", None, 4),
+    ("/nowhere", "demoapp", None, 2),  # no route: 404
+    ("/", "reviews.other", None, 1),
+    ("/", "unknown.test", None, 5),  # no VirtualService: not counted anywhere
+]
+
+
+@pytest.fixture(scope="module")
+def env(module_envoy_launcher):
+    env = module_envoy_launcher.start(CONFIG, extra={"stats_config": {"stats_tags": STATS_TAGS}})
+    for path, host, headers, times in TRAFFIC:
+        for _ in range(times):
+            request(env, "GET", path, host=host, headers=headers)
+    return env
+
+
+@pytest.fixture(scope="module")
+def prom(env):
+    return env.stats_prometheus()
+
+
+def route_requests(prom, namespace, vs, route):
+    return prometheus_value(prom, "meshrules_route_requests", namespace=namespace, virtual_service=vs, route=route)
+
+
+def test_route_requests_are_counted_per_virtual_service_and_route(prom):
+    assert route_requests(prom, "app", "demoapp", "canary") == 3, prom
+    assert route_requests(prom, "app", "demoapp", "faulty_route") == 2, prom  # dots become _
+    assert route_requests(prom, "app", "demoapp", "route-2") == 1, prom  # unnamed: route-<index>
+    assert route_requests(prom, "app", "demoapp", "route-3") == 4, prom
+    assert route_requests(prom, "other", "reviews_main", "all") == 1, prom
+
+
+def test_requests_no_route_matched_are_counted_per_virtual_service(prom):
+    assert prometheus_value(prom, "meshrules_unrouted_requests", namespace="app", virtual_service="demoapp") == 2, prom
+    assert prometheus_value(prom, "meshrules_unrouted_requests", namespace="other", virtual_service="reviews_main") == 0, prom
+
+
+def test_fault_counters_and_delay_gauge(prom):
+    assert prometheus_value(prom, "meshrules_fault_aborts_injected") == 2, prom
+    assert prometheus_value(prom, "meshrules_fault_delays_injected") == 1, prom
+    assert prometheus_value(prom, "meshrules_requests_delayed") == 0, prom
+
+
+def test_config_loads_are_counted(prom):
+    # One load per Wasm VM: the main thread's and one per worker (--concurrency 1).
+    assert prometheus_value(prom, "meshrules_config_loads_accepted") >= 2, prom
+    assert prometheus_value(prom, "meshrules_config_loads_rejected") == 0, prom
+
+
+def test_admin_stats_show_the_same_counters_under_wasmcustom(env):
+    assert env.stat(stat_route_requests("app", "demoapp", "canary")) == 3
+    assert env.stat(stat_unrouted_requests("app", "demoapp")) == 2
+    assert env.stat(STAT_ABORTS) == 2
+    assert env.stat(STAT_DELAYS) == 1
+    assert env.stat(STAT_DELAYED_NOW) == 0
+    assert env.stat(STAT_CONFIG_ACCEPTED) >= 2
+    assert env.stat(STAT_CONFIG_REJECTED) == 0
+
+
+def test_stats_tags_are_the_ones_envoy_yaml_ships():
+    shipped = (REPO / "envoy" / "envoy.yaml").read_text()
+    for tag in STATS_TAGS:
+        assert f"tag_name: {tag['tag_name']}" in shipped
+        assert f"regex: '{tag['regex']}'" in shipped, tag
+
+
+def test_metric_names_are_the_ones_readme_lists():
+    readme = (REPO / "README.md").read_text()
+    for name in ["meshrules_route_requests{namespace,virtual_service,route}",
+                 "meshrules_unrouted_requests{namespace,virtual_service}",
+                 "meshrules_fault_delays_injected", "meshrules_fault_aborts_injected",
+                 "meshrules_requests_delayed", "meshrules_config_loads_accepted"]:
+        assert name in readme, name
