@@ -30,7 +30,8 @@ pub fn compile_regex(
     }
 }
 
-/// `ignore_case` applies to exact and prefix only, as in Istio (`ignoreUriCase`).
+/// `ignore_case` applies to exact and prefix only, as in Istio (`ignoreUriCase`). `{}` (no
+/// match type) compiles to `None`: istiod leaves such a condition out, so it matches anything.
 pub fn string_matcher(
     m: &StringMatch,
     ignore_case: bool,
@@ -59,25 +60,47 @@ pub fn string_matcher(
             StrMatcher::Prefix(p.clone())
         });
     }
-    if let Some(r) = &m.regex {
-        return full_match_regex(r, &format!("{path}.regex"), diags).map(StrMatcher::Regex);
+    match m.regex.as_deref() {
+        Some("") => {
+            diags.error(
+                format!("{path}.regex"),
+                "empty match: the regex is empty (Istio refuses it)",
+            );
+            None
+        }
+        Some(r) => full_match_regex(r, &format!("{path}.regex"), diags).map(StrMatcher::Regex),
+        None => None,
     }
-    None
 }
 
-/// A `StringMatch` that must say something: `{}` is refused where it cannot mean "present".
-fn required_matcher(
+/// A header or query parameter condition; `None` means "present". istiod turns `{}` and the
+/// non-RE2 regex `*` into `present_match` (`canBeConvertedToPresentMatch`) and refuses an empty
+/// prefix (`validateStringMatch`).
+pub fn presence_or_matcher(
+    m: &StringMatch,
+    path: &str,
+    diags: &mut Diagnostics,
+) -> Option<StrMatcher> {
+    if m.exact.is_none() && m.prefix.is_none() && m.regex.as_deref() == Some("*") {
+        return None;
+    }
+    if m.prefix.as_deref() == Some("") {
+        diags.error(
+            format!("{path}.prefix"),
+            "empty match: the prefix is empty (use {} to match presence)",
+        );
+        return None;
+    }
+    string_matcher(m, false, path, diags)
+}
+
+fn request_field(
     m: &Option<StringMatch>,
     ignore_case: bool,
     path: &str,
     diags: &mut Diagnostics,
 ) -> Option<StrMatcher> {
-    let m = m.as_ref()?;
-    let compiled = string_matcher(m, ignore_case, path, diags);
-    if m.exact.is_none() && m.prefix.is_none() && m.regex.is_none() {
-        diags.error(path, "empty match: set one of exact, prefix or regex");
-    }
-    compiled
+    string_matcher(m.as_ref()?, ignore_case, path, diags)
 }
 
 /// Compiles one match block. Returns `None` when it has errors, or when a condition on the
@@ -90,10 +113,10 @@ pub fn match_block(
 ) -> Option<MatchBlock> {
     let errors_before = diags.errors.len();
     let mut block = MatchBlock {
-        uri: required_matcher(&m.uri, m.ignore_uri_case, &format!("{path}.uri"), diags),
-        scheme: required_matcher(&m.scheme, false, &format!("{path}.scheme"), diags),
-        method: required_matcher(&m.method, false, &format!("{path}.method"), diags),
-        authority: required_matcher(&m.authority, false, &format!("{path}.authority"), diags),
+        uri: request_field(&m.uri, m.ignore_uri_case, &format!("{path}.uri"), diags),
+        scheme: request_field(&m.scheme, false, &format!("{path}.scheme"), diags),
+        method: request_field(&m.method, false, &format!("{path}.method"), diags),
+        authority: request_field(&m.authority, false, &format!("{path}.authority"), diags),
         ..MatchBlock::default()
     };
     if m.ignore_uri_case && matches!(block.uri, Some(StrMatcher::Regex(_))) {
@@ -111,16 +134,14 @@ pub fn match_block(
             if name.is_empty() {
                 diags.error(hpath.clone(), "header name is empty");
             }
-            // istiod's `canBeConvertedToPresentMatch`: regex `*` is not RE2, it means present.
-            let matcher =
-                if sm.regex.as_deref() == Some("*") && sm.exact.is_none() && sm.prefix.is_none() {
-                    None
-                } else {
-                    string_matcher(sm, false, &hpath, diags)
-                };
+            // Envoy's header map answers `host` with the authority.
+            let name = match name.to_ascii_lowercase() {
+                n if n == "host" => ":authority".to_string(),
+                n => n,
+            };
             block.headers.push(HeaderCondition {
-                name: name.to_ascii_lowercase(),
-                matcher,
+                name,
+                matcher: presence_or_matcher(sm, &hpath, diags),
                 without,
             });
         }
@@ -128,7 +149,7 @@ pub fn match_block(
     for (name, sm) in &m.query_params {
         block.query.push(QueryCondition {
             name: name.clone(),
-            matcher: string_matcher(sm, false, &format!("{path}.queryParams.{name}"), diags),
+            matcher: presence_or_matcher(sm, &format!("{path}.queryParams.{name}"), diags),
         });
     }
     if let Some(p) = m.port {

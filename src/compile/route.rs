@@ -7,21 +7,21 @@ use crate::config::{
     self, Diagnostics, HeaderOperations, Headers, HttpFaultInjection, HttpRetry, HttpRoute,
 };
 use crate::rules::{
-    Abort, Action, Cors, DirectResponse, Fault, HeaderOps, Redirect, RedirectPort, Rewrite, Route,
-    Split, StrMatcher, WeightedDestination,
+    Abort, Action, Cors, DirectResponse, Fault, HeaderOps, PathRewrite, Redirect, RedirectPort,
+    Route, Split, StrMatcher, WeightedDestination,
 };
 
 use super::matching::{applies_to_proxy, compile_regex, match_block, string_matcher};
 use super::{whole_number, Scope};
 
 /// Istio's retry policy when a route says nothing about retries (`retry.DefaultPolicy()`).
-pub const DEFAULT_RETRY_ON: &str =
+const DEFAULT_RETRY_ON: &str =
     "connect-failure,refused-stream,unavailable,cancelled,retriable-status-codes";
 const DEFAULT_RETRY_ATTEMPTS: &str = "2";
 const DEFAULT_RETRIABLE_CODES: &str = "503";
 
-/// Retry conditions Envoy's router knows (HTTP and gRPC); numbers are status codes.
-const RETRY_ON: [&str; 16] = [
+/// Retry conditions of Envoy's router, read from `x-envoy-retry-on`.
+const HTTP_RETRY_ON: [&str; 11] = [
     "5xx",
     "gateway-error",
     "reset",
@@ -33,6 +33,10 @@ const RETRY_ON: [&str; 16] = [
     "retriable-status-codes",
     "retriable-headers",
     "http3-post-connect-failure",
+];
+
+/// gRPC retry conditions: Envoy reads them only from `x-envoy-retry-grpc-on`.
+const GRPC_RETRY_ON: [&str; 5] = [
     "cancelled",
     "deadline-exceeded",
     "internal",
@@ -132,11 +136,14 @@ pub(crate) fn compile_route(
         .fault
         .as_ref()
         .and_then(|f| compile_fault(f, &format!("{path}.fault"), diags));
+    // istiod writes a 0s (disabled) route timeout when the VirtualService sets none.
+    let timeout = match &http.timeout {
+        Some(t) => millis(t, &format!("{path}.timeout"), diags),
+        None => Some("0".to_string()),
+    };
     let mut router_headers = Vec::new();
-    if let Some(t) = &http.timeout {
-        if let Some(ms) = millis(t, &format!("{path}.timeout"), diags) {
-            router_headers.push(("x-envoy-upstream-rq-timeout-ms".to_string(), ms));
-        }
+    if let Some(ms) = timeout {
+        router_headers.push(("x-envoy-upstream-rq-timeout-ms".to_string(), ms));
     }
     retry_headers(
         http.retries.as_ref(),
@@ -144,30 +151,37 @@ pub(crate) fn compile_route(
         &mut router_headers,
         diags,
     );
-    let rewrite = http.rewrite.as_ref().and_then(|rw| {
+    let path_rewrite = http.rewrite.as_ref().and_then(|rw| {
         let rpath = format!("{path}.rewrite");
-        let authority = rw.authority.clone().filter(|a| !a.is_empty());
-        match (&rw.uri, &rw.uri_regex_rewrite) {
+        match (
+            rw.uri.as_deref().filter(|u| !u.is_empty()),
+            &rw.uri_regex_rewrite,
+        ) {
             (Some(_), Some(_)) => {
                 diags.error(rpath, "only one of uri or uriRegexRewrite may be set");
                 None
             }
-            (Some(uri), None) => Some(Rewrite::Prefix {
-                uri: uri.clone(),
-                authority,
-            }),
-            (None, Some(rr)) => compile_regex(
-                &rr.pattern,
-                &rr.pattern,
-                &format!("{rpath}.uriRegexRewrite.match"),
-                diags,
-            )
-            .map(|pattern| Rewrite::Regex {
-                pattern,
-                replacement: re2_substitution(&rr.rewrite),
-                authority,
-            }),
-            (None, None) => authority.map(Rewrite::Authority),
+            (Some(uri), None) => Some(PathRewrite::Prefix(uri.to_string())),
+            (None, Some(rr)) => {
+                if rr.pattern.is_empty() || rr.rewrite.is_empty() {
+                    diags.error(
+                        format!("{rpath}.uriRegexRewrite"),
+                        "match and rewrite are both required",
+                    );
+                    return None;
+                }
+                compile_regex(
+                    &rr.pattern,
+                    &rr.pattern,
+                    &format!("{rpath}.uriRegexRewrite.match"),
+                    diags,
+                )
+                .map(|pattern| PathRewrite::Regex {
+                    pattern,
+                    replacement: re2_substitution(&rr.rewrite),
+                })
+            }
+            (None, None) => None,
         }
     });
     let cors = http
@@ -176,6 +190,26 @@ pub(crate) fn compile_route(
         .and_then(|c| compile_cors(c, &format!("{path}.corsPolicy"), diags));
     let (request_headers, response_headers) =
         header_ops(http.headers.as_ref(), &format!("{path}.headers"), diags);
+    let authority_rewrite = http
+        .rewrite
+        .as_ref()
+        .and_then(|rw| rw.authority.clone())
+        .filter(|a| !a.is_empty())
+        .or_else(|| request_headers.authority.clone());
+    // Istio's validation: these act on a forwarded request only.
+    if http.redirect.is_some() || http.direct_response.is_some() {
+        for (field, set) in [
+            ("fault", http.fault.is_some()),
+            ("rewrite", http.rewrite.is_some()),
+        ] {
+            if set {
+                diags.error(
+                    format!("{path}.{field}"),
+                    format!("{field} cannot be combined with redirect or directResponse"),
+                );
+            }
+        }
+    }
 
     if diags.errors.len() > errors_before || excluded {
         return None;
@@ -187,7 +221,8 @@ pub(crate) fn compile_route(
         action: action?,
         fault,
         cors,
-        rewrite,
+        path_rewrite,
+        authority_rewrite,
         request_headers,
         response_headers,
         router_headers,
@@ -240,6 +275,26 @@ fn compile_action(
             }
             (None, None) => RedirectPort::Keep,
         };
+        if let Some(scheme) = r.scheme.as_deref().filter(|s| !s.is_empty()) {
+            if scheme != "http" && scheme != "https" {
+                diags.error(
+                    format!("{rpath}.scheme"),
+                    format!("{scheme:?} is not http or https"),
+                );
+                return None;
+            }
+        }
+        let says_something = [&r.uri, &r.authority, &r.scheme]
+            .iter()
+            .any(|f| f.as_deref().is_some_and(|v| !v.is_empty()))
+            || !matches!(port, RedirectPort::Keep);
+        if !says_something {
+            diags.error(
+                rpath,
+                "redirect needs one of uri, authority, scheme, port or derivePort",
+            );
+            return None;
+        }
         return Some(Action::Redirect(Redirect {
             uri: r.uri.clone().filter(|u| !u.is_empty()),
             authority: r.authority.clone().filter(|a| !a.is_empty()),
@@ -408,7 +463,8 @@ fn compile_fault(f: &HttpFaultInjection, path: &str, diags: &mut Diagnostics) ->
         };
         let ppm = match (&d.percentage, d.percent) {
             (Some(p), _) => percent(Some(p.value), &format!("{dpath}.percentage.value"), diags),
-            (None, Some(p)) => percent(Some(p), &format!("{dpath}.percent"), diags),
+            (None, Some(p)) => whole_number(p, 0, 100, &format!("{dpath}.percent"), diags)
+                .map_or(0, |p| p as u32 * 10_000),
             // No percentage: Envoy's fault filter reads an unset fraction as 0%.
             (None, None) => 0,
         };
@@ -470,24 +526,27 @@ fn millis(text: &str, path: &str, diags: &mut Diagnostics) -> Option<String> {
 
 /// Router headers for a retry policy, following istiod's `retry.ConvertPolicy`: no `retries`
 /// means Istio's default policy; `attempts: 0` disables retries; numbers in `retryOn` are
-/// retriable status codes.
+/// retriable status codes. gRPC conditions go to `x-envoy-retry-grpc-on`, the only header
+/// Envoy reads them from.
 fn retry_headers(
     r: Option<&HttpRetry>,
     path: &str,
     out: &mut Vec<(String, String)>,
     diags: &mut Diagnostics,
 ) {
-    let mut push = |k: &str, v: &str| out.push((k.to_string(), v.to_string()));
     let Some(r) = r else {
-        push("x-envoy-max-retries", DEFAULT_RETRY_ATTEMPTS);
-        push("x-envoy-retry-on", DEFAULT_RETRY_ON);
-        push("x-envoy-retriable-status-codes", DEFAULT_RETRIABLE_CODES);
+        out.push(("x-envoy-max-retries".into(), DEFAULT_RETRY_ATTEMPTS.into()));
+        push_retry_on(DEFAULT_RETRY_ON, path, out, diags);
+        out.push((
+            "x-envoy-retriable-status-codes".into(),
+            DEFAULT_RETRIABLE_CODES.into(),
+        ));
         return;
     };
     let attempts = match r.attempts {
         Some(a) => match whole_number(
             a,
-            i64::from(i32::MIN),
+            0,
             i64::from(i32::MAX),
             &format!("{path}.attempts"),
             diags,
@@ -503,61 +562,84 @@ fn retry_headers(
             "ignored: needs Envoy's retry priority, which headers cannot set",
         );
     }
-    if attempts <= 0 {
-        push("x-envoy-max-retries", "0");
+    if r.backoff.is_some() {
+        diags.warn(
+            format!("{path}.backoff"),
+            "ignored: Envoy's retry backoff cannot be set by request headers (Envoy's 25ms base applies)",
+        );
+    }
+    if attempts == 0 {
+        if r.retry_on.is_some() || r.per_try_timeout.is_some() {
+            diags.error(
+                path,
+                "retryOn and perTryTimeout need attempts > 0 (attempts: 0 disables retries)",
+            );
+        }
+        out.push(("x-envoy-max-retries".into(), "0".into()));
         return;
     }
-    push("x-envoy-max-retries", &attempts.to_string());
-    match r.retry_on.as_deref().filter(|s| !s.is_empty()) {
-        None => {
-            push("x-envoy-retry-on", DEFAULT_RETRY_ON);
-            push("x-envoy-retriable-status-codes", DEFAULT_RETRIABLE_CODES);
-        }
-        Some(spec) => {
-            let mut policies = Vec::new();
-            let mut codes = Vec::new();
-            for item in spec.split(',').map(str::trim).filter(|s| !s.is_empty()) {
-                if let Ok(code) = item.parse::<u32>() {
-                    if !(100..=599).contains(&code) {
-                        diags.error(
-                            format!("{path}.retryOn"),
-                            format!("{code} is not an HTTP status code"),
-                        );
-                    }
-                    codes.push(item);
-                } else if RETRY_ON.contains(&item) {
-                    policies.push(item);
-                } else {
-                    diags.error(
-                        format!("{path}.retryOn"),
-                        format!("{item:?} is not a retry condition Envoy knows"),
-                    );
-                }
-            }
-            if !codes.is_empty() && !policies.contains(&"retriable-status-codes") {
-                policies.push("retriable-status-codes");
-            }
-            push("x-envoy-retry-on", &policies.join(","));
-            if !codes.is_empty() {
-                push("x-envoy-retriable-status-codes", &codes.join(","));
-            }
-        }
+    out.push(("x-envoy-max-retries".into(), attempts.to_string()));
+    let spec = r
+        .retry_on
+        .as_deref()
+        .filter(|s| !s.is_empty())
+        .unwrap_or(DEFAULT_RETRY_ON);
+    push_retry_on(spec, &format!("{path}.retryOn"), out, diags);
+    if r.retry_on.as_deref().is_none_or(str::is_empty) {
+        // istiod's default policy carries its 503 even when only attempts is given.
+        out.push((
+            "x-envoy-retriable-status-codes".into(),
+            DEFAULT_RETRIABLE_CODES.into(),
+        ));
     }
     if let Some(t) = &r.per_try_timeout {
         if let Some(ms) = millis(t, &format!("{path}.perTryTimeout"), diags) {
-            push("x-envoy-upstream-rq-per-try-timeout-ms", &ms);
+            out.push(("x-envoy-upstream-rq-per-try-timeout-ms".into(), ms));
         }
     }
 }
 
-fn compile_cors(c: &config::CorsPolicy, path: &str, diags: &mut Diagnostics) -> Option<Cors> {
-    let mut origins = Vec::new();
-    for o in &c.allow_origin {
-        origins.push(if o == "*" {
-            StrMatcher::Prefix(String::new())
+/// Splits a `retryOn` list into Envoy's HTTP and gRPC retry headers and status codes.
+fn push_retry_on(spec: &str, path: &str, out: &mut Vec<(String, String)>, diags: &mut Diagnostics) {
+    let mut http = Vec::new();
+    let mut grpc = Vec::new();
+    let mut codes = Vec::new();
+    for item in spec.split(',').map(str::trim).filter(|s| !s.is_empty()) {
+        if let Ok(code) = item.parse::<u32>() {
+            if !(100..=599).contains(&code) {
+                diags.error(path, format!("{code} is not an HTTP status code"));
+            }
+            codes.push(item);
+        } else if HTTP_RETRY_ON.contains(&item) {
+            http.push(item);
+        } else if GRPC_RETRY_ON.contains(&item) {
+            grpc.push(item);
         } else {
-            StrMatcher::Exact(o.clone())
-        });
+            diags.error(
+                path,
+                format!("{item:?} is not a retry condition Envoy knows"),
+            );
+        }
+    }
+    if !codes.is_empty() && !http.contains(&"retriable-status-codes") {
+        http.push("retriable-status-codes");
+    }
+    if !http.is_empty() {
+        out.push(("x-envoy-retry-on".into(), http.join(",")));
+    }
+    if !grpc.is_empty() {
+        out.push(("x-envoy-retry-grpc-on".into(), grpc.join(",")));
+    }
+    if !codes.is_empty() {
+        out.push(("x-envoy-retriable-status-codes".into(), codes.join(",")));
+    }
+}
+
+fn compile_cors(c: &config::CorsPolicy, path: &str, diags: &mut Diagnostics) -> Option<Cors> {
+    // istiod reads the deprecated `allowOrigin` only when `allowOrigins` is empty.
+    let mut origins = Vec::new();
+    if c.allow_origins.is_empty() {
+        origins.extend(c.allow_origin.iter().map(|o| StrMatcher::Exact(o.clone())));
     }
     for (i, o) in c.allow_origins.iter().enumerate() {
         let opath = format!("{path}.allowOrigins[{i}]");
@@ -568,7 +650,11 @@ fn compile_cors(c: &config::CorsPolicy, path: &str, diags: &mut Diagnostics) -> 
     }
     let max_age = match &c.max_age {
         Some(t) => match config::duration::parse(t) {
-            Ok(d) => d.as_secs().to_string(),
+            Ok(d) if d.subsec_nanos() == 0 => d.as_secs().to_string(),
+            Ok(_) => {
+                diags.error(format!("{path}.maxAge"), "must be whole seconds");
+                return None;
+            }
             Err(e) => {
                 diags.error(format!("{path}.maxAge"), e);
                 return None;
@@ -603,37 +689,57 @@ fn header_ops(h: Option<&Headers>, path: &str, diags: &mut Diagnostics) -> (Head
         return Default::default();
     };
     (
-        one_side(h.request.as_ref(), &format!("{path}.request"), diags),
-        one_side(h.response.as_ref(), &format!("{path}.response"), diags),
+        one_side(h.request.as_ref(), true, &format!("{path}.request"), diags),
+        one_side(
+            h.response.as_ref(),
+            false,
+            &format!("{path}.response"),
+            diags,
+        ),
     )
 }
 
-fn one_side(ops: Option<&HeaderOperations>, path: &str, diags: &mut Diagnostics) -> HeaderOps {
+fn is_authority(name: &str) -> bool {
+    name.eq_ignore_ascii_case("host") || name == ":authority"
+}
+
+/// istiod's `translateAppendHeaders`: on requests, setting or adding `host` / `:authority`
+/// rewrites the authority (a set wins over an add); other pseudo-headers cannot be edited.
+fn one_side(
+    ops: Option<&HeaderOperations>,
+    request: bool,
+    path: &str,
+    diags: &mut Diagnostics,
+) -> HeaderOps {
     let Some(ops) = ops else {
         return HeaderOps::default();
     };
+    let mut out = HeaderOps::default();
     let mut check = |name: &str, field: &str| {
-        if name.is_empty() || name.starts_with(':') || name.eq_ignore_ascii_case("host") {
+        let editable =
+            !name.is_empty() && !name.starts_with(':') && !name.eq_ignore_ascii_case("host");
+        if !editable {
             diags.error(
                 format!("{path}.{field}"),
-                format!("{name:?} cannot be edited (pseudo-header or host); use rewrite.authority"),
+                format!("{name:?} cannot be edited here (pseudo-header or host)"),
             );
         }
         name.to_ascii_lowercase()
     };
-    HeaderOps {
-        remove: ops.remove.iter().map(|n| check(n, "remove")).collect(),
-        set: ops
-            .set
-            .iter()
-            .map(|(k, v)| (check(k, "set"), v.clone()))
-            .collect(),
-        add: ops
-            .add
-            .iter()
-            .map(|(k, v)| (check(k, "add"), v.clone()))
-            .collect(),
+    for (field, map, list) in [
+        ("add", &ops.add, &mut out.add),
+        ("set", &ops.set, &mut out.set),
+    ] {
+        for (k, v) in map {
+            if request && is_authority(k) {
+                out.authority = Some(v.clone());
+            } else {
+                list.push((check(k, field), v.clone()));
+            }
+        }
     }
+    out.remove = ops.remove.iter().map(|n| check(n, "remove")).collect();
+    out
 }
 
 /// RE2 substitutions write groups as `\1`; the regex crate writes `${1}` and treats `$` as

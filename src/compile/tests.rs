@@ -165,13 +165,25 @@ fn route_without_action_is_refused() {
 }
 
 #[test]
-fn empty_string_match_is_refused() {
+fn empty_prefix_or_regex_is_refused_as_istio_validates_it() {
+    let config = json!({"resources": [vs(json!([{"match": [
+        {"headers": {"x-a": {"prefix": ""}}, "queryParams": {"q": {"regex": ""}}}],
+        "route": route_to("demoapp")}]))]});
+    let errors = errors_of(config);
+    assert_eq!(
+        errors,
+        [
+            "resources[0].spec.http[0].match[0].headers.x-a.prefix: empty match: the prefix is empty (use {} to match presence)",
+            "resources[0].spec.http[0].match[0].queryParams.q.regex: empty match: the regex is empty (Istio refuses it)",
+        ]
+    );
+}
+
+#[test]
+fn empty_uri_match_matches_everything_as_in_istio() {
     let config =
         json!({"resources": [vs(json!([{"match": [{"uri": {}}], "route": route_to("demoapp")}]))]});
-    assert_refused(
-        config,
-        "resources[0].spec.http[0].match[0].uri: empty match: set one of exact, prefix or regex",
-    );
+    assert_eq!(errors_of(config), Vec::<String>::new());
 }
 
 #[test]
@@ -264,4 +276,33 @@ fn invalid_json_is_refused() {
     assert!(e[0]
         .to_string()
         .starts_with("$: configuration is not valid JSON"));
+}
+
+#[test]
+fn fault_or_rewrite_with_a_redirect_is_refused_as_in_istio() {
+    let config = json!({"resources": [vs(json!([{"redirect": {"uri": "/x"}, "rewrite": {"uri": "/y"},
+        "fault": {"abort": {"httpStatus": 500, "percentage": {"value": 1}}}}]))]});
+    assert_eq!(
+        errors_of(config),
+        [
+            "resources[0].spec.http[0].fault: fault cannot be combined with redirect or directResponse",
+            "resources[0].spec.http[0].rewrite: rewrite cannot be combined with redirect or directResponse",
+        ]
+    );
+}
+
+#[test]
+fn retry_settings_without_attempts_are_refused() {
+    let config = json!({"resources": [vs(json!([{"route": route_to("a"),
+        "retries": {"attempts": 0, "retryOn": "5xx"}}]))]});
+    assert_refused(
+        config,
+        "resources[0].spec.http[0].retries: retryOn and perTryTimeout need attempts > 0 (attempts: 0 disables retries)",
+    );
+    let negative =
+        json!({"resources": [vs(json!([{"route": route_to("a"), "retries": {"attempts": -1}}]))]});
+    assert_refused(
+        negative,
+        "resources[0].spec.http[0].retries.attempts: -1 is not in 0..=2147483647",
+    );
 }

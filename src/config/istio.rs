@@ -167,6 +167,9 @@ pub struct HttpRetry {
     pub per_try_timeout: Option<String>,
     pub retry_on: Option<String>,
     pub retry_remote_localities: Option<bool>,
+    pub backoff: Option<String>,
+    /// Istio's previous-hosts retry predicate; Envoy has no header for it.
+    pub retry_ignore_previous_hosts: Option<bool>,
 }
 
 #[derive(Debug, Default, Deserialize)]

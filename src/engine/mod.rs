@@ -1,6 +1,7 @@
 //! The per-request decision: which VirtualService and route a request takes and what happens
 //! to it. Pure: no host calls; randomness comes from the caller's generator.
 
+mod edits;
 mod reply;
 mod request;
 
@@ -8,8 +9,11 @@ use std::time::Duration;
 
 use xxhash_rust::xxh3::xxh3_64_with_seed;
 
-use crate::rules::{Abort, Action, MatchBlock, Rewrite, RouteId, RuleSet, StickyKey, StrMatcher};
+use crate::rules::{
+    Abort, Action, MatchBlock, PathRewrite, RouteId, RuleSet, StickyKey, StrMatcher,
+};
 
+pub use edits::Edit;
 pub use reply::{LocalReply, ReplyKind};
 pub use request::{split_host_port, Request};
 
@@ -90,17 +94,20 @@ impl RuleSet {
         };
 
         // Envoy's filter order in Istio: CORS answers preflights before faults apply.
+        let origin = req.header("origin").filter(|o| !o.is_empty());
         let mut cors_origin = None;
-        if let (Some(cors), Some(origin)) = (&route.cors, req.header("origin")) {
-            let preflight =
-                req.method == "OPTIONS" && req.header("access-control-request-method").is_some();
-            if cors.allows(origin) {
-                if preflight {
-                    return verdict(None, Outcome::Reply(LocalReply::preflight(cors, origin)));
-                }
+        if let (Some(cors), Some(origin)) = (&route.cors, origin) {
+            let preflight = req.method == "OPTIONS"
+                && req
+                    .header("access-control-request-method")
+                    .is_some_and(|m| !m.is_empty());
+            let allowed = cors.allows(origin);
+            if preflight && (allowed || !cors.forward_unmatched_preflights) {
+                let reply = LocalReply::preflight(cors, allowed.then_some(origin), req);
+                return verdict(None, Outcome::Reply(self.finish(reply, route_id, None)));
+            }
+            if allowed {
                 cors_origin = Some(origin.to_string());
-            } else if preflight && !cors.forward_unmatched_preflights {
-                return verdict(None, Outcome::Reply(LocalReply::bare_preflight()));
             }
         }
 
@@ -118,34 +125,52 @@ impl RuleSet {
                 }
             }
         }
-        if let Some(a) = abort {
-            let reply = match a {
-                Abort::Http(status) => LocalReply::abort(status),
-                Abort::Grpc(code) => LocalReply::grpc_abort(code),
-            };
-            return verdict(delay, Outcome::Reply(reply));
-        }
-
-        let outcome = match &route.action {
-            Action::Forward(split) => {
+        let reply = match (abort, &route.action) {
+            (Some(Abort::Http(status)), _) => LocalReply::abort(status),
+            (Some(Abort::Grpc(code)), _) => LocalReply::grpc_abort(code),
+            (None, Action::Forward(split)) => {
                 let destination = if split.destinations.len() == 1 {
                     0
                 } else {
                     split.pick(self.split_point(req, route_id, split.total_weight, rng))
                 };
-                Outcome::Forward(Forward {
+                let forward = Forward {
                     route: route_id,
                     destination,
-                    path: rewrite_path(route.rewrite.as_ref(), req.path, matched),
+                    path: rewrite_path(route.path_rewrite.as_ref(), req.path, matched),
                     cors_origin,
-                })
+                };
+                return verdict(delay, Outcome::Forward(forward));
             }
-            Action::Redirect(r) => Outcome::Reply(LocalReply::redirect(r, req)),
-            Action::Respond(d) => Outcome::Reply(LocalReply::direct(d, &route.response_headers)),
+            (None, Action::Redirect(r)) => LocalReply::redirect(r, req),
+            (None, Action::Respond(d)) => LocalReply::direct(d),
             // find_route never returns a delegating route; answer as Envoy does for no route.
-            Action::Delegate(_) => Outcome::Reply(LocalReply::no_route()),
+            (None, Action::Delegate(_)) => LocalReply::no_route(),
         };
-        verdict(delay, outcome)
+        let reply = self.finish(reply, route_id, cors_origin.as_deref());
+        verdict(delay, Outcome::Reply(reply))
+    }
+
+    /// Envoy finishes a local reply on a route with the route's response headers, and its CORS
+    /// filter adds the allowed origin's headers to every response.
+    fn finish(
+        &self,
+        mut reply: LocalReply,
+        route_id: RouteId,
+        cors_origin: Option<&str>,
+    ) -> LocalReply {
+        let route = &self.routes[route_id];
+        let _ = edits::apply_ops(&route.response_headers, &mut |e| {
+            reply.edit(e);
+            Ok::<(), ()>(())
+        });
+        if let (Some(cors), Some(origin)) = (&route.cors, cors_origin) {
+            let _ = edits::cors_response(cors, origin, &mut |e| {
+                reply.edit(e);
+                Ok::<(), ()>(())
+            });
+        }
+        reply
     }
 
     /// First route of `ids` matching `req`, descending into delegates. A delegating route whose
@@ -216,13 +241,13 @@ fn matched_path(block: &MatchBlock) -> Option<MatchedPath> {
 /// `/`; exact and regex matches cover the whole path); `regex_rewrite` substitutes within the
 /// path and keeps the query.
 fn rewrite_path(
-    rewrite: Option<&Rewrite>,
+    rewrite: Option<&PathRewrite>,
     path: &str,
     matched: Option<MatchedPath>,
 ) -> Option<String> {
     let end = path.find(['?', '#']).unwrap_or(path.len());
     match rewrite? {
-        Rewrite::Prefix { uri, .. } => {
+        PathRewrite::Prefix(uri) => {
             let cut = match matched {
                 Some(MatchedPath::Prefix(n)) => n.min(end),
                 Some(MatchedPath::Whole) => end,
@@ -230,15 +255,13 @@ fn rewrite_path(
             };
             Some(format!("{uri}{}", &path[cut..]))
         }
-        Rewrite::Regex {
+        PathRewrite::Regex {
             pattern,
             replacement,
-            ..
         } => {
             let replaced = pattern.replace_all(&path[..end], replacement.as_str());
             Some(format!("{replaced}{}", &path[end..]))
         }
-        Rewrite::Authority(_) => None,
     }
 }
 

@@ -2,8 +2,9 @@
 //! Istio: the fault filter's abort, the router's redirect, direct response and 404, and the
 //! CORS filter's preflight answer.
 
-use crate::rules::{Cors, DirectResponse, HeaderOps, Redirect, RedirectPort};
+use crate::rules::{Cors, DirectResponse, Redirect, RedirectPort};
 
+use super::edits::Edit;
 use super::request::{split_host_port, Request};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -21,99 +22,121 @@ pub struct LocalReply {
     pub status: u32,
     pub headers: Vec<(String, String)>,
     pub body: Vec<u8>,
+    /// Set for gRPC aborts: Envoy answers a gRPC request trailers-only with this status and a
+    /// plain HTTP request with `status` and the body, as its fault filter does.
+    pub grpc_status: Option<u32>,
+    /// Envoy's response code details, for access logs.
+    pub details: &'static str,
 }
 
 /// Body of Envoy's fault filter abort (`fault_filter_abort`).
 pub const ABORT_BODY: &str = "fault filter abort";
 
 impl LocalReply {
-    fn new(kind: ReplyKind, status: u32) -> Self {
+    fn new(kind: ReplyKind, status: u32, details: &'static str) -> Self {
         LocalReply {
             kind,
             status,
             headers: Vec::new(),
             body: Vec::new(),
+            grpc_status: None,
+            details,
         }
     }
 
     /// Envoy's router answers 404 with no body when no route matches.
     pub fn no_route() -> Self {
-        Self::new(ReplyKind::NoRoute, 404)
+        Self::new(ReplyKind::NoRoute, 404, "route_not_found")
     }
 
     pub fn abort(status: u32) -> Self {
-        let mut r = Self::new(ReplyKind::Abort, status);
+        let mut r = Self::new(ReplyKind::Abort, status, "fault_filter_abort");
         r.headers.push(("content-type".into(), "text/plain".into()));
         r.body = ABORT_BODY.as_bytes().to_vec();
         r
     }
 
-    /// A gRPC abort is a trailers-only gRPC response: HTTP 200 carrying `grpc-status`.
     pub fn grpc_abort(code: u32) -> Self {
-        let mut r = Self::new(ReplyKind::Abort, 200);
-        r.headers
-            .push(("content-type".into(), "application/grpc".into()));
-        r.headers.push(("grpc-status".into(), code.to_string()));
-        r.headers.push(("grpc-message".into(), ABORT_BODY.into()));
+        let mut r = Self::new(ReplyKind::Abort, 200, "fault_filter_abort");
+        r.body = ABORT_BODY.as_bytes().to_vec();
+        r.grpc_status = Some(code);
         r
     }
 
-    pub fn direct(d: &DirectResponse, response_headers: &HeaderOps) -> Self {
-        let mut r = Self::new(ReplyKind::Direct, d.status);
+    pub fn direct(d: &DirectResponse) -> Self {
+        let mut r = Self::new(ReplyKind::Direct, d.status, "direct_response");
         if !d.body.is_empty() {
             r.headers.push(("content-type".into(), "text/plain".into()));
         }
         r.body = d.body.clone();
-        // Route response headers apply to direct responses too, as in Envoy.
-        for (k, v) in response_headers.set.iter().chain(&response_headers.add) {
-            r.headers.push((k.clone(), v.clone()));
-        }
         r
     }
 
-    /// Envoy's CORS filter preflight answer for an allowed origin.
-    pub fn preflight(cors: &Cors, origin: &str) -> Self {
-        let mut r = Self::new(ReplyKind::Preflight, 200);
-        r.headers
-            .push(("access-control-allow-origin".into(), origin.to_string()));
+    /// Envoy's CORS filter preflight answer. `origin` is the allowed origin, or `None` for an
+    /// unmatched preflight answered under `unmatchedPreflights: IGNORE`.
+    pub fn preflight(cors: &Cors, origin: Option<&str>, req: &Request<'_>) -> Self {
+        let mut r = Self::new(ReplyKind::Preflight, 200, "cors_preflight");
+        if let Some(o) = origin {
+            r.headers
+                .push(("access-control-allow-origin".into(), o.to_string()));
+        }
         if cors.allow_credentials {
             r.headers
                 .push(("access-control-allow-credentials".into(), "true".into()));
         }
+        // `*` echoes what the browser asked for, as Envoy does.
+        let methods = match cors.allow_methods.as_str() {
+            "*" => req.header("access-control-request-method").unwrap_or("*"),
+            m => m,
+        };
+        let headers = match cors.allow_headers.as_str() {
+            "*" => req.header("access-control-request-headers").unwrap_or("*"),
+            h => h,
+        };
         for (name, value) in [
-            ("access-control-allow-methods", &cors.allow_methods),
-            ("access-control-allow-headers", &cors.allow_headers),
-            ("access-control-max-age", &cors.max_age),
+            ("access-control-allow-methods", methods),
+            ("access-control-allow-headers", headers),
+            ("access-control-max-age", cors.max_age.as_str()),
         ] {
             if !value.is_empty() {
-                r.headers.push((name.into(), value.clone()));
+                r.headers.push((name.into(), value.to_string()));
             }
         }
         r
     }
 
-    /// `unmatchedPreflights: IGNORE`: a preflight from another origin is answered without
-    /// any CORS header, so the browser refuses the real request.
-    pub fn bare_preflight() -> Self {
-        Self::new(ReplyKind::Preflight, 200)
-    }
-
-    /// The router's redirect: `Location` built like Envoy's `RouteEntryImplBase::newUri`.
+    /// The router's redirect. istiod's translation (`ApplyRedirect`): `FROM_REQUEST_PORT` is the
+    /// request's port, `FROM_PROTOCOL_DEFAULT` sets no port, and a port that is the default of
+    /// the redirect's scheme is dropped. Then Envoy's `newUri`: a new port replaces the request's;
+    /// without one, the request's port is kept unless the scheme changes away from the scheme
+    /// that port is the default of.
     pub fn redirect(r: &Redirect, req: &Request<'_>) -> Self {
-        let scheme = r.scheme.as_deref().unwrap_or(req.scheme);
-        let authority = r.authority.as_deref().unwrap_or(req.authority);
-        let (host, given_port) = split_host_port(authority);
-        let (_, request_port) = split_host_port(req.authority);
+        let forwarded_proto = req.header("x-forwarded-proto").unwrap_or(req.scheme);
+        let scheme = r.scheme.as_deref().unwrap_or(forwarded_proto);
         let port = match &r.port {
-            RedirectPort::Fixed(p) => Some(p.to_string()),
-            RedirectPort::FromProtocolDefault => None,
-            RedirectPort::FromRequestPort => request_port.map(str::to_string),
-            RedirectPort::Keep => given_port.map(str::to_string),
+            RedirectPort::Fixed(p) => Some(*p),
+            RedirectPort::FromRequestPort => req.port(),
+            RedirectPort::FromProtocolDefault | RedirectPort::Keep => None,
+        }
+        .filter(|p| !((*p == 80 && scheme == "http") || (*p == 443 && scheme == "https")));
+        let host = match &r.authority {
+            Some(a) => a.as_str(),
+            None => {
+                let (host, request_port) = split_host_port(req.authority);
+                let strip = port.is_some()
+                    || (scheme != forwarded_proto
+                        && matches!(
+                            (forwarded_proto, request_port),
+                            ("https", Some("443")) | ("http", Some("80"))
+                        ));
+                if strip {
+                    host
+                } else {
+                    req.authority
+                }
+            }
         };
-        // A port that is the scheme's default is left out of the URL.
-        let port = port
-            .filter(|p| !((scheme == "http" && p == "80") || (scheme == "https" && p == "443")));
-        let path = match &r.uri {
+        let mut path = match &r.uri {
             Some(uri) if uri.contains('?') => uri.clone(),
             Some(uri) => match req.query() {
                 Some(q) => format!("{uri}?{q}"),
@@ -121,12 +144,27 @@ impl LocalReply {
             },
             None => req.path.to_string(),
         };
+        if !path.starts_with('/') {
+            path.insert(0, '/');
+        }
         let location = match port {
             Some(p) => format!("{scheme}://{host}:{p}{path}"),
             None => format!("{scheme}://{host}{path}"),
         };
-        let mut reply = Self::new(ReplyKind::Redirect, r.code);
+        let mut reply = Self::new(ReplyKind::Redirect, r.code, "redirect");
         reply.headers.push(("location".into(), location));
         reply
+    }
+
+    /// Applies a response header edit to this reply.
+    pub fn edit(&mut self, e: Edit<'_>) {
+        match e {
+            Edit::Remove(name) => self.headers.retain(|(k, _)| k != name),
+            Edit::Set(name, value) => {
+                self.headers.retain(|(k, _)| k != name);
+                self.headers.push((name.to_string(), value.to_string()));
+            }
+            Edit::Add(name, value) => self.headers.push((name.to_string(), value.to_string())),
+        }
     }
 }

@@ -422,11 +422,10 @@ fn grpc_abort_answers_http_200_with_grpc_status() {
     let rules = vs_rules(json!([{"route": subset_route("v1"), "fault": {
         "abort": {"grpcStatus": "UNAVAILABLE", "percentage": {"value": 100}}}}]));
     let r = reply(&rules, &Req::get("/"));
-    assert_eq!(r.status, 200);
-    assert!(r.headers.contains(&("grpc-status".into(), "14".into())));
-    assert!(r
-        .headers
-        .contains(&("content-type".into(), "application/grpc".into())));
+    // Envoy turns this into trailers-only `grpc-status: 14` for gRPC requests, and HTTP 200
+    // with the body for others, as its fault filter does.
+    assert_eq!((r.status, r.grpc_status), (200, Some(14)));
+    assert_eq!(r.body, b"fault filter abort");
 }
 
 fn router_headers(rules: &RuleSet, name: &str) -> Vec<(String, String)> {
@@ -455,18 +454,23 @@ fn timeout_and_retries_become_envoy_router_headers_like_istiod() {
             ("x-envoy-max-retries", "2"),
             (
                 "x-envoy-retry-on",
-                "connect-failure,refused-stream,unavailable,cancelled,retriable-status-codes"
+                "connect-failure,refused-stream,retriable-status-codes"
             ),
+            ("x-envoy-retry-grpc-on", "unavailable,cancelled"),
             ("x-envoy-retriable-status-codes", "503"),
         ])
     );
     assert_eq!(
         router_headers(&rules, "off"),
-        pairs(&[("x-envoy-max-retries", "0")])
+        pairs(&[
+            ("x-envoy-upstream-rq-timeout-ms", "0"),
+            ("x-envoy-max-retries", "0")
+        ])
     );
     assert_eq!(
         router_headers(&rules, "codes"),
         pairs(&[
+            ("x-envoy-upstream-rq-timeout-ms", "0"),
             ("x-envoy-max-retries", "3"),
             ("x-envoy-retry-on", "5xx,retriable-status-codes"),
             ("x-envoy-retriable-status-codes", "503,429"),
@@ -476,11 +480,13 @@ fn timeout_and_retries_become_envoy_router_headers_like_istiod() {
     assert_eq!(
         router_headers(&rules, "plain"),
         pairs(&[
+            ("x-envoy-upstream-rq-timeout-ms", "0"),
             ("x-envoy-max-retries", "4"),
             (
                 "x-envoy-retry-on",
-                "connect-failure,refused-stream,unavailable,cancelled,retriable-status-codes"
+                "connect-failure,refused-stream,retriable-status-codes"
             ),
+            ("x-envoy-retry-grpc-on", "unavailable,cancelled"),
             ("x-envoy-retriable-status-codes", "503"),
         ])
     );
@@ -508,46 +514,98 @@ fn rewrite_uri_replaces_the_matched_prefix_and_keeps_the_query() {
     // No URI match is Envoy's prefix "/".
     let f = forward(&rules, &Req::get("/x"));
     assert_eq!(f.path.as_deref(), Some("/root/x"));
-    assert_eq!(
-        rules.routes[f.route]
-            .rewrite
-            .as_ref()
-            .and_then(|r| r.authority()),
-        Some("backend.internal")
+    let edits = request_edits(&rules, &f, "/x");
+    assert!(
+        edits.contains(&"set :authority backend.internal".to_string()),
+        "{edits:?}"
+    );
+    assert!(
+        edits.contains(&"set x-envoy-original-path /x".to_string()),
+        "{edits:?}"
+    );
+    assert!(
+        edits.contains(&"set :path /root/x".to_string()),
+        "{edits:?}"
     );
 }
 
+fn show(e: Edit<'_>) -> String {
+    match e {
+        Edit::Remove(n) => format!("remove {n}"),
+        Edit::Set(n, v) => format!("set {n} {v}"),
+        Edit::Add(n, v) => format!("add {n} {v}"),
+    }
+}
+
+fn request_edits(rules: &RuleSet, f: &Forward, path: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    rules
+        .request_edits(f, path, |e| {
+            out.push(show(e));
+            Ok::<(), ()>(())
+        })
+        .unwrap();
+    out
+}
+
+fn response_edits(rules: &RuleSet, f: &Forward) -> Vec<String> {
+    let mut out = Vec::new();
+    rules
+        .response_edits(f, |e| {
+            out.push(show(e));
+            Ok::<(), ()>(())
+        })
+        .unwrap();
+    out
+}
+
+/// Locations as istiod's `ApplyRedirect` and Envoy's `newUri` build them.
 #[test]
-fn redirect_builds_location_like_envoy() {
+fn redirect_builds_location_like_istiod_and_envoy() {
     let rules = vs_rules(json!([
         {"match": [{"uri": {"prefix": "/a"}}], "redirect": {"uri": "/b"}},
         {"match": [{"uri": {"prefix": "/c"}}], "redirect": {"authority": "new.example.com", "scheme": "https", "redirectCode": 302}},
         {"match": [{"uri": {"prefix": "/d"}}], "redirect": {"port": 9443, "scheme": "https"}},
         {"match": [{"uri": {"prefix": "/e"}}], "redirect": {"scheme": "https", "derivePort": "FROM_PROTOCOL_DEFAULT"}},
-        {"match": [{"uri": {"prefix": "/f"}}], "redirect": {"authority": "other", "derivePort": "FROM_REQUEST_PORT"}}]));
-    let location = |path: &str| {
-        let r = reply(&rules, &Req::get(path));
-        (
-            r.status,
-            r.headers
-                .iter()
-                .find(|(k, _)| k == "location")
-                .unwrap()
-                .1
-                .clone(),
-        )
+        {"match": [{"uri": {"prefix": "/f"}}], "redirect": {"authority": "other", "derivePort": "FROM_REQUEST_PORT"}},
+        {"match": [{"uri": {"prefix": "/g"}}], "redirect": {"port": 443, "scheme": "https"}},
+        {"match": [{"uri": {"prefix": "/h"}}], "redirect": {"scheme": "https"}},
+        {"match": [{"uri": {"prefix": "/i"}}], "redirect": {"uri": "relative"}}]));
+    let location = |authority: &str, path: &str| {
+        let r = reply(&rules, &Req::new("GET", authority, path));
+        let loc = r.headers.iter().find(|(k, _)| k == "location").unwrap();
+        (r.status, loc.1.clone())
     };
+    let at = |code: u32, url: &str| (code, url.to_string());
     assert_eq!(
-        location("/a?x=1"),
-        (301, "http://demoapp:8080/b?x=1".to_string())
+        location("demoapp:8080", "/a?x=1"),
+        at(301, "http://demoapp:8080/b?x=1")
     );
     assert_eq!(
-        location("/c/1"),
-        (302, "https://new.example.com/c/1".to_string())
+        location("demoapp:8080", "/c/1"),
+        at(302, "https://new.example.com/c/1")
     );
-    assert_eq!(location("/d"), (301, "https://demoapp:9443/d".to_string()));
-    assert_eq!(location("/e"), (301, "https://demoapp/e".to_string()));
-    assert_eq!(location("/f"), (301, "http://other:8080/f".to_string()));
+    assert_eq!(location("demoapp", "/d"), at(301, "https://demoapp:9443/d"));
+    // FROM_PROTOCOL_DEFAULT sets no port: Envoy keeps the request's non-default port.
+    assert_eq!(
+        location("demoapp:8080", "/e"),
+        at(301, "https://demoapp:8080/e")
+    );
+    assert_eq!(
+        location("demoapp:8080", "/f"),
+        at(301, "http://other:8080/f")
+    );
+    // istiod drops 443 for https, so again the request's port survives.
+    assert_eq!(
+        location("demoapp:8080", "/g"),
+        at(301, "https://demoapp:8080/g")
+    );
+    // Leaving http drops its default port 80.
+    assert_eq!(location("demoapp:80", "/h"), at(301, "https://demoapp/h"));
+    assert_eq!(
+        location("demoapp:80", "/i"),
+        at(301, "http://demoapp:80/relative")
+    );
 }
 
 #[test]
@@ -718,4 +776,125 @@ fn header_regex_star_means_present_as_istiod_translates_it() {
     assert_eq!(name(Req::get("/").header("x-debug", "")), "any");
     assert_eq!(name(Req::get("/")), "none");
     assert_eq!(name(Req::get("/").header("x-trace", "1")), "rest");
+}
+
+#[test]
+fn destination_header_edits_win_on_a_lone_destination_and_lose_on_a_split() {
+    let dest = |subset: &str, weight: u32| {
+        json!({"destination": {"host": "demoapp", "subset": subset}, "weight": weight,
+               "headers": {"request": {"set": {"x-who": "dest"}, "remove": ["x-gone"]}}})
+    };
+    let route_headers = json!({"request": {"set": {"x-who": "route"}}});
+    let lone = vs_rules(json!([{"route": [dest("v1", 100)], "headers": route_headers}]));
+    let f = forward(&lone, &Req::get("/"));
+    let edits = request_edits(&lone, &f, "/");
+    assert_eq!(
+        &edits[..3],
+        ["remove x-gone", "set x-who route", "set x-who dest"],
+        "istiod merges a lone destination's edits after the route's"
+    );
+    let split =
+        vs_rules(json!([{"route": [dest("v1", 50), dest("v2", 50)], "headers": route_headers}]));
+    let f = forward(&split, &Req::get("/"));
+    let edits = request_edits(&split, &f, "/");
+    assert_eq!(
+        &edits[..3],
+        ["remove x-gone", "set x-who dest", "set x-who route"],
+        "Envoy finalizes a weighted cluster's headers before the route's"
+    );
+    assert!(
+        edits
+            .last()
+            .is_some_and(|e| e.starts_with("set x-meshrules-cluster outbound|")),
+        "the cluster header is set last: {edits:?}"
+    );
+}
+
+#[test]
+fn host_header_set_rewrites_the_authority_and_host_match_reads_it() {
+    let rules = vs_rules(json!([
+        {"name": "by-host", "match": [{"headers": {"host": {"prefix": "demoapp"}}}],
+         "headers": {"request": {"set": {"Host": "backend.internal"}}}, "route": subset_route("v1")}]));
+    let f = forward(&rules, &Req::get("/"));
+    assert_eq!(rules.routes[f.route].name, "by-host");
+    assert!(request_edits(&rules, &f, "/").contains(&"set :authority backend.internal".to_string()));
+}
+
+#[test]
+fn cors_star_origin_star_methods_and_ignored_preflights_follow_envoy() {
+    let rules = vs_rules(json!([
+        {"match": [{"uri": {"prefix": "/any"}}], "route": subset_route("v1"), "corsPolicy": {
+            "allowOrigins": [{"exact": "*"}], "allowMethods": ["*"], "allowHeaders": ["*"]}},
+        {"route": subset_route("v1"), "corsPolicy": {
+            "allowOrigins": [{"exact": "https://ok.example"}], "allowMethods": ["GET"],
+            "maxAge": "60s", "unmatchedPreflights": "IGNORE", "exposeHeaders": ["x-e"]}}]));
+    let pre = |path: &str, origin: &str| {
+        Req::new("OPTIONS", "demoapp", path)
+            .header("origin", origin)
+            .header("access-control-request-method", "PATCH")
+            .header("access-control-request-headers", "x-a,x-b")
+    };
+    let r = reply(&rules, &pre("/any", "https://whoever.example"));
+    assert_eq!(
+        r.headers,
+        pairs(&[
+            ("access-control-allow-origin", "https://whoever.example"),
+            ("access-control-allow-methods", "PATCH"),
+            ("access-control-allow-headers", "x-a,x-b"),
+        ])
+    );
+    // IGNORE: answered here, without allow-origin, so the browser refuses.
+    let r = reply(&rules, &pre("/", "https://evil.example"));
+    assert_eq!(
+        r.headers,
+        pairs(&[
+            ("access-control-allow-methods", "GET"),
+            ("access-control-max-age", "60"),
+        ])
+    );
+    // An empty Origin is no Origin.
+    let f = forward(&rules, &Req::get("/").header("origin", ""));
+    assert_eq!(f.cors_origin, None);
+    let f = forward(
+        &rules,
+        &Req::get("/").header("origin", "https://ok.example"),
+    );
+    assert_eq!(
+        response_edits(&rules, &f),
+        [
+            "set access-control-allow-origin https://ok.example",
+            "set access-control-expose-headers x-e"
+        ]
+    );
+}
+
+#[test]
+fn local_replies_carry_route_response_headers_and_cors() {
+    let rules = vs_rules(json!([
+        {"name": "abort", "match": [{"uri": {"prefix": "/abort"}}], "route": subset_route("v1"),
+         "fault": {"abort": {"httpStatus": 503, "percentage": {"value": 100}}},
+         "headers": {"response": {"set": {"x-route": "1"}}},
+         "corsPolicy": {"allowOrigins": [{"exact": "https://ok.example"}]}},
+        {"name": "direct", "directResponse": {"status": 200, "body": {"string": "{}"}},
+         "headers": {"response": {"set": {"content-type": "application/json"}}}}]));
+    let r = reply(
+        &rules,
+        &Req::get("/abort").header("origin", "https://ok.example"),
+    );
+    assert_eq!(r.status, 503);
+    assert!(r.headers.contains(&("x-route".into(), "1".into())));
+    assert!(r.headers.contains(&(
+        "access-control-allow-origin".into(),
+        "https://ok.example".into()
+    )));
+    let r = reply(&rules, &Req::get("/"));
+    let types: Vec<_> = r
+        .headers
+        .iter()
+        .filter(|(k, _)| k == "content-type")
+        .collect();
+    assert_eq!(
+        types,
+        [&("content-type".to_string(), "application/json".to_string())]
+    );
 }

@@ -7,10 +7,10 @@ use proxy_wasm::traits::{Context, HttpContext};
 use proxy_wasm::types::{Action, MapType, Status};
 
 use super::delay::{AfterDelay, Held};
+use super::local_reply;
 use super::metrics;
 use super::root::{now_ms, Active, Shared};
-use crate::engine::{Decision, Forward, LocalReply, Outcome, ReplyKind, Request};
-use crate::rules::HeaderOps;
+use crate::engine::{Decision, Edit, Forward, LocalReply, Outcome, ReplyKind, Request};
 
 pub struct Filter {
     context_id: u32,
@@ -18,6 +18,14 @@ pub struct Filter {
     /// The rule set and forward decision the response phase needs.
     forwarded: Option<(Rc<Active>, Forward)>,
     held: bool,
+}
+
+fn apply(map: MapType, e: Edit<'_>) -> Result<(), Status> {
+    match e {
+        Edit::Remove(name) => hostcalls::remove_map_value(map, name),
+        Edit::Set(name, value) => hostcalls::set_map_value(map, name, Some(value)),
+        Edit::Add(name, value) => hostcalls::add_map_value(map, name, value),
+    }
 }
 
 impl Filter {
@@ -30,16 +38,26 @@ impl Filter {
         }
     }
 
+    /// The decision could not be applied: answer clearly instead of routing wrongly.
     fn fail(&self, what: &'static str, e: Status) -> Action {
         self.shared.log_once(what, &format!("{e:?}"));
-        // The decision could not be applied: answer clearly instead of routing wrongly.
         let reply = LocalReply {
             kind: ReplyKind::Direct,
             status: 500,
             headers: vec![("content-type".into(), "text/plain".into())],
             body: b"meshrules: could not apply the routing decision".to_vec(),
+            grpc_status: None,
+            details: "meshrules_error",
         };
-        let _ = send_reply(&reply);
+        let _ = local_reply::send(&reply);
+        Action::Pause
+    }
+
+    fn reply(&self, reply: &LocalReply) -> Action {
+        if let Err(e) = local_reply::send(reply) {
+            self.shared
+                .log_once("cannot send a local reply", &format!("{e:?}"));
+        }
         Action::Pause
     }
 
@@ -64,58 +82,6 @@ impl Filter {
         metrics::add(self.shared.globals.delays, 1);
         Action::Pause
     }
-
-    fn apply_forward(&self, active: &Active, f: &Forward) -> Result<(), Status> {
-        let route = &active.rules.routes[f.route];
-        let dest = match &route.action {
-            crate::rules::Action::Forward(split) => split.destinations.get(f.destination),
-            _ => None,
-        };
-        apply_ops(MapType::HttpRequestHeaders, &route.request_headers)?;
-        if let Some(d) = dest {
-            apply_ops(MapType::HttpRequestHeaders, &d.request_headers)?;
-        }
-        for (k, v) in &route.router_headers {
-            hostcalls::set_map_value(MapType::HttpRequestHeaders, k, Some(v))?;
-        }
-        if let Some(path) = &f.path {
-            hostcalls::set_map_value(MapType::HttpRequestHeaders, ":path", Some(path))?;
-        }
-        if let Some(authority) = route.rewrite.as_ref().and_then(|r| r.authority()) {
-            hostcalls::set_map_value(MapType::HttpRequestHeaders, ":authority", Some(authority))?;
-        }
-        if let Some(d) = dest {
-            hostcalls::set_map_value(
-                MapType::HttpRequestHeaders,
-                &active.rules.cluster_header,
-                Some(&d.cluster),
-            )?;
-        }
-        Ok(())
-    }
-}
-
-fn apply_ops(map: MapType, ops: &HeaderOps) -> Result<(), Status> {
-    for name in &ops.remove {
-        hostcalls::remove_map_value(map, name)?;
-    }
-    for (k, v) in &ops.set {
-        hostcalls::set_map_value(map, k, Some(v))?;
-    }
-    for (k, v) in &ops.add {
-        hostcalls::add_map_value(map, k, v)?;
-    }
-    Ok(())
-}
-
-pub fn send_reply(r: &LocalReply) -> Result<(), Status> {
-    let headers: Vec<(&str, &str)> = r
-        .headers
-        .iter()
-        .map(|(k, v)| (k.as_str(), v.as_str()))
-        .collect();
-    let body = (!r.body.is_empty()).then_some(r.body.as_slice());
-    hostcalls::send_http_response(r.status, headers, body)
 }
 
 impl Context for Filter {
@@ -143,14 +109,10 @@ impl HttpContext for Filter {
             Err(e) => return self.fail("cannot read request headers", e),
         };
         // Only the filter chooses clusters: a client-sent cluster header is dropped.
-        if headers
-            .iter()
-            .any(|(k, _)| *k == active.rules.cluster_header)
-        {
-            if let Err(e) = hostcalls::remove_map_value(
-                MapType::HttpRequestHeaders,
-                &active.rules.cluster_header,
-            ) {
+        let cluster_header = active.rules.cluster_header.as_str();
+        if headers.iter().any(|(k, _)| k == cluster_header) {
+            if let Err(e) = hostcalls::remove_map_value(MapType::HttpRequestHeaders, cluster_header)
+            {
                 return self.fail("cannot remove the client's cluster header", e);
             }
         }
@@ -171,18 +133,14 @@ impl HttpContext for Filter {
                 }
                 match delay_ms {
                     Some(ms) => self.hold(ms, AfterDelay::Reply(reply)),
-                    None => match send_reply(&reply) {
-                        Ok(()) => Action::Pause,
-                        Err(e) => {
-                            self.shared
-                                .log_once("cannot send a local reply", &format!("{e:?}"));
-                            Action::Pause
-                        }
-                    },
+                    None => self.reply(&reply),
                 }
             }
             Outcome::Forward(f) => {
-                if let Err(e) = self.apply_forward(&active, &f) {
+                let edits = active
+                    .rules
+                    .request_edits(&f, req.path, |e| apply(MapType::HttpRequestHeaders, e));
+                if let Err(e) = edits {
                     return self.fail("cannot set request headers", e);
                 }
                 self.forwarded = Some((active, f));
@@ -195,40 +153,14 @@ impl HttpContext for Filter {
     }
 
     fn on_http_response_headers(&mut self, _num_headers: usize, _end_of_stream: bool) -> Action {
-        let Some((active, f)) = &self.forwarded else {
-            return Action::Continue;
-        };
-        let route = &active.rules.routes[f.route];
-        let result = (|| {
-            apply_ops(MapType::HttpResponseHeaders, &route.response_headers)?;
-            if let crate::rules::Action::Forward(split) = &route.action {
-                if let Some(d) = split.destinations.get(f.destination) {
-                    apply_ops(MapType::HttpResponseHeaders, &d.response_headers)?;
-                }
+        if let Some((active, f)) = &self.forwarded {
+            let result = active
+                .rules
+                .response_edits(f, |e| apply(MapType::HttpResponseHeaders, e));
+            if let Err(e) = result {
+                self.shared
+                    .log_once("cannot set response headers", &format!("{e:?}"));
             }
-            if let (Some(origin), Some(cors)) = (&f.cors_origin, &route.cors) {
-                let map = MapType::HttpResponseHeaders;
-                hostcalls::set_map_value(map, "access-control-allow-origin", Some(origin))?;
-                if cors.allow_credentials {
-                    hostcalls::set_map_value(
-                        map,
-                        "access-control-allow-credentials",
-                        Some("true"),
-                    )?;
-                }
-                if !cors.expose_headers.is_empty() {
-                    hostcalls::set_map_value(
-                        map,
-                        "access-control-expose-headers",
-                        Some(&cors.expose_headers),
-                    )?;
-                }
-            }
-            Ok::<(), Status>(())
-        })();
-        if let Err(e) = result {
-            self.shared
-                .log_once("cannot set response headers", &format!("{e:?}"));
         }
         Action::Continue
     }

@@ -134,7 +134,7 @@ impl RootContext for Root {
             }
             let result = match held.then {
                 AfterDelay::Resume => hostcalls::resume_http_request(),
-                AfterDelay::Reply(r) => super::http::send_reply(&r),
+                AfterDelay::Reply(r) => super::local_reply::send(&r),
             };
             if let Err(e) = result {
                 self.shared

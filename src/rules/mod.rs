@@ -48,7 +48,10 @@ pub struct Route {
     pub action: Action,
     pub fault: Option<Fault>,
     pub cors: Option<Cors>,
-    pub rewrite: Option<Rewrite>,
+    pub path_rewrite: Option<PathRewrite>,
+    /// `rewrite.authority`, or a `host` / `:authority` header set (istiod turns both into
+    /// Envoy's `host_rewrite_literal`).
+    pub authority_rewrite: Option<String>,
     pub request_headers: HeaderOps,
     pub response_headers: HeaderOps,
     /// Envoy router headers carrying timeout and retry policy.
@@ -130,30 +133,11 @@ pub enum Abort {
 }
 
 #[derive(Debug)]
-pub enum Rewrite {
+pub enum PathRewrite {
     /// `rewrite.uri`: replaces the matched prefix (the whole path for exact/regex matches).
-    Prefix {
-        uri: String,
-        authority: Option<String>,
-    },
+    Prefix(String),
     /// `rewrite.uriRegexRewrite`: every match of the pattern is replaced.
-    Regex {
-        pattern: Regex,
-        replacement: String,
-        authority: Option<String>,
-    },
-    Authority(String),
-}
-
-impl Rewrite {
-    pub fn authority(&self) -> Option<&str> {
-        match self {
-            Rewrite::Prefix { authority, .. } | Rewrite::Regex { authority, .. } => {
-                authority.as_deref()
-            }
-            Rewrite::Authority(a) => Some(a),
-        }
-    }
+    Regex { pattern: Regex, replacement: String },
 }
 
 #[derive(Debug)]
@@ -169,8 +153,11 @@ pub struct Cors {
 }
 
 impl Cors {
+    /// Envoy's `isOriginAllowed`: a matcher that matches `*` allows every origin.
     pub fn allows(&self, origin: &str) -> bool {
-        self.origins.iter().any(|m| m.matches(origin))
+        self.origins
+            .iter()
+            .any(|m| m.matches("*") || m.matches(origin))
     }
 }
 
@@ -180,10 +167,6 @@ pub struct HeaderOps {
     pub remove: Vec<String>,
     pub set: Vec<(String, String)>,
     pub add: Vec<(String, String)>,
-}
-
-impl HeaderOps {
-    pub fn is_empty(&self) -> bool {
-        self.remove.is_empty() && self.set.is_empty() && self.add.is_empty()
-    }
+    /// A `host` / `:authority` set or add: an authority rewrite, as istiod translates it.
+    pub authority: Option<String>,
 }
