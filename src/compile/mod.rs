@@ -1,13 +1,14 @@
 //! Turns the parsed configuration into [`RuleSet`] tables, checking every field on the way.
 //! All problems are collected, each with its JSON path; any problem refuses the whole config.
 
+mod delegate;
 mod matching;
 mod route;
 
 use std::collections::{BTreeSet, HashMap};
 
 use crate::config::{self, ConfigError, Diagnostics, PluginConfig, Spec, StickySplit};
-use crate::rules::{Action, RuleSet, StickyKey, VirtualService};
+use crate::rules::{RuleSet, StickyKey, VirtualService};
 
 /// What kind of Envoy the filter runs in, from Istio's node metadata.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -56,6 +57,10 @@ pub fn load(json: &[u8], identity: &dyn Identity) -> Result<Loaded, Vec<ConfigEr
     let mut diags = Diagnostics::default();
     let config = config::parse(json, &mut diags);
     let rules = compile(config, identity, &mut diags);
+    // A delegate's problem shows once however many roots merge it.
+    let mut seen = std::collections::HashSet::new();
+    diags.errors.retain(|e| seen.insert(e.to_string()));
+    diags.warnings.retain(|w| seen.insert(w.to_string()));
     if diags.errors.is_empty() {
         Ok(Loaded {
             rules,
@@ -149,9 +154,10 @@ fn compile(config: PluginConfig, identity: &dyn Identity, diags: &mut Diagnostic
         }
     }
 
-    // Every VirtualService gets an entry; those without hosts are delegates.
+    // Pass 1: every VirtualService gets an entry and its routes parsed once; those without
+    // hosts are delegates.
+    let mut parsed: Vec<ParsedVs<'_>> = Vec::new();
     let mut by_name: HashMap<(String, String), usize> = HashMap::new();
-    let mut pending: Vec<Pending> = Vec::new();
     for res in &config.resources {
         let Spec::VirtualService(vs) = &res.spec else {
             continue;
@@ -185,7 +191,7 @@ fn compile(config: PluginConfig, identity: &dyn Identity, diags: &mut Diagnostic
                 );
                 continue;
             }
-            for domain in domains(host, &meta.namespace, &routing.cluster_domain) {
+            for domain in domains(host, &meta.namespace, &routing.cluster_domain, identity) {
                 if let Some(owner) = rules.hosts.insert(&domain, vs_index) {
                     diags.warn(
                         hpath.clone(),
@@ -197,14 +203,6 @@ fn compile(config: PluginConfig, identity: &dyn Identity, diags: &mut Diagnostic
                 }
             }
         }
-        let scope = Scope {
-            namespace: &meta.namespace,
-            gateways: &vs.gateways,
-            identity,
-            cluster_name: &routing.cluster_name,
-            cluster_domain: &routing.cluster_domain,
-            subsets: &subsets,
-        };
         let mut names = HashMap::new();
         let mut routes = Vec::new();
         for (i, raw) in vs.http.iter().enumerate() {
@@ -220,99 +218,142 @@ fn compile(config: PluginConfig, identity: &dyn Identity, diags: &mut Diagnostic
                     );
                 }
             }
-            if let Some(r) = route::compile_route(&http, i, vs_index, &rpath, &scope, diags) {
-                if let Some(d) = &http.delegate {
-                    let ns = d
-                        .namespace
-                        .clone()
-                        .unwrap_or_else(|| meta.namespace.clone());
-                    pending.push(Pending {
-                        route: rules.routes.len(),
-                        path: format!("{rpath}.delegate"),
-                        target: (ns, d.name.clone()),
-                    });
-                }
-                routes.push(rules.routes.len());
-                rules.routes.push(r);
-            }
+            routes.push((i, rpath, http));
         }
-        rules.virtual_services.push(VirtualService { id, routes });
+        rules.virtual_services.push(VirtualService {
+            id,
+            routes: Vec::new(),
+        });
+        parsed.push(ParsedVs {
+            namespace: &meta.namespace,
+            gateways: &vs.gateways,
+            is_delegate: vs.hosts.is_empty(),
+            routes,
+        });
     }
 
-    let has_hosts: Vec<bool> = config
-        .resources
-        .iter()
-        .filter_map(|r| match &r.spec {
-            Spec::VirtualService(vs) => Some(!vs.hosts.is_empty()),
-            _ => None,
-        })
-        .collect();
-    resolve_delegates(&mut rules, &by_name, &has_hosts, &pending, diags);
+    // Pass 2: compile. A delegating route is replaced by the delegate's routes merged into it.
+    for (vs_index, pvs) in parsed.iter().enumerate() {
+        let scope = |namespace| Scope {
+            namespace,
+            gateways: pvs.gateways,
+            identity,
+            cluster_name: &routing.cluster_name,
+            cluster_domain: &routing.cluster_domain,
+            subsets: &subsets,
+        };
+        let mut ids = Vec::new();
+        for (i, rpath, http) in &pvs.routes {
+            let Some(d) = &http.delegate else {
+                let compiled =
+                    route::compile_route(http, *i, vs_index, rpath, &scope(pvs.namespace), diags);
+                // A delegate's own routes are checked here and run only merged into a root.
+                if let (Some(r), false) = (compiled, pvs.is_delegate) {
+                    ids.push(rules.routes.len());
+                    rules.routes.push(r);
+                }
+                continue;
+            };
+            let dpath = format!("{rpath}.delegate");
+            if pvs.is_delegate {
+                diags.error(
+                    dpath,
+                    "a delegate VirtualService cannot delegate again; Istio supports one level",
+                );
+                continue;
+            }
+            if !http.route.is_empty() || http.redirect.is_some() || http.direct_response.is_some() {
+                diags.error(
+                    rpath,
+                    "only one of route, redirect, directResponse or delegate may be set",
+                );
+                continue;
+            }
+            let ns = d
+                .namespace
+                .clone()
+                .unwrap_or_else(|| pvs.namespace.to_string());
+            let Some(&target) = by_name.get(&(ns.clone(), d.name.clone())) else {
+                diags.error(
+                    dpath,
+                    format!(
+                        "delegate VirtualService {ns}/{} is not in resources",
+                        d.name
+                    ),
+                );
+                continue;
+            };
+            let leaf_vs = &parsed[target];
+            if !leaf_vs.is_delegate {
+                diags.error(
+                    dpath,
+                    format!(
+                        "delegate VirtualService {ns}/{} must not have hosts",
+                        d.name
+                    ),
+                );
+                continue;
+            }
+            for (j, lpath, leaf) in &leaf_vs.routes {
+                if leaf.delegate.is_some() {
+                    continue; // refused where the delegate itself is compiled
+                }
+                let Some(merged) = delegate::merge(http, leaf) else {
+                    diags.warn(
+                        lpath.clone(),
+                        format!(
+                            "dropped under {rpath}: its match conflicts with the root route's (as istiod does)"
+                        ),
+                    );
+                    continue;
+                };
+                // Destinations resolve in the delegate's namespace; gateways are the root's.
+                let leaf_scope = scope(leaf_vs.namespace);
+                if let Some(r) =
+                    route::compile_route(&merged, *j, target, lpath, &leaf_scope, diags)
+                {
+                    ids.push(rules.routes.len());
+                    rules.routes.push(r);
+                }
+            }
+        }
+        rules.virtual_services[vs_index].routes = ids;
+    }
     rules
 }
 
-/// A delegating route waiting for its target to be known.
-struct Pending {
-    route: usize,
-    path: String,
-    target: (String, String),
+/// A VirtualService with its routes parsed.
+struct ParsedVs<'c> {
+    namespace: &'c str,
+    gateways: &'c [String],
+    is_delegate: bool,
+    routes: Vec<(usize, String, config::HttpRoute)>,
 }
 
-/// Points every delegating route at its delegate's routes. Istio supports one level of
-/// delegation, and a delegate must not have hosts of its own.
-fn resolve_delegates(
-    rules: &mut RuleSet,
-    by_name: &HashMap<(String, String), usize>,
-    has_hosts: &[bool],
-    pending: &[Pending],
-    diags: &mut Diagnostics,
-) {
-    for p in pending {
-        let (ns, name) = &p.target;
-        let Some(&target) = by_name.get(&p.target) else {
-            diags.error(
-                &p.path,
-                format!("delegate VirtualService {ns}/{name} is not in resources"),
-            );
-            continue;
-        };
-        if has_hosts[target] {
-            diags.error(
-                &p.path,
-                format!("delegate VirtualService {ns}/{name} must not have hosts"),
-            );
-            continue;
-        }
-        let children = rules.virtual_services[target].routes.clone();
-        if children
-            .iter()
-            .any(|c| matches!(rules.routes[*c].action, Action::Delegate(_)))
-        {
-            diags.error(
-                &p.path,
-                format!(
-                    "delegate VirtualService {ns}/{name} delegates again; Istio supports one level"
-                ),
-            );
-            continue;
-        }
-        rules.routes[p.route].action = Action::Delegate(children);
-    }
-}
-
-/// The domains istiod writes into a virtual host for a VirtualService host: a Kubernetes
-/// service is also reachable as `name`, `name.ns` and `name.ns.svc`.
-fn domains(host: &str, namespace: &str, cluster_domain: &str) -> Vec<String> {
+/// The domains istiod writes into a virtual host for a VirtualService host
+/// (`generateAltVirtualHostsForKubernetesService`): a Kubernetes service is also reachable as
+/// `name.ns` and `name.ns.svc`, and as `name` from its own namespace. Gateways get the host as
+/// written. Without node metadata (plain Envoy) the short name is kept too.
+fn domains(
+    host: &str,
+    namespace: &str,
+    cluster_domain: &str,
+    identity: &dyn Identity,
+) -> Vec<String> {
     let fqdn = expand_host(host, namespace, cluster_domain);
     let mut out = vec![fqdn.clone()];
+    if identity.kind() == ProxyKind::Gateway {
+        return out;
+    }
     if let Some(short) = fqdn.strip_suffix(&format!(".svc.{cluster_domain}")) {
-        if let Some((name, _ns)) = short.split_once('.') {
-            out.push(name.to_string());
+        if let Some((name, ns)) = short.split_once('.') {
+            if identity.namespace().is_none_or(|own| own == ns) {
+                out.push(name.to_string());
+            }
         }
         out.push(short.to_string());
         out.push(format!("{short}.svc"));
     }
-    out.dedup();
     out
 }
 

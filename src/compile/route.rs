@@ -98,7 +98,6 @@ pub(crate) fn compile_route(
         !http.route.is_empty(),
         http.redirect.is_some(),
         http.direct_response.is_some(),
-        http.delegate.is_some(),
     ];
     let action = match actions.iter().filter(|a| **a).count() {
         0 => {
@@ -303,39 +302,36 @@ fn compile_action(
             code,
         }));
     }
-    if let Some(d) = &http.direct_response {
-        let dpath = format!("{path}.directResponse");
-        let Some(status) = d.status else {
-            diags.error(format!("{dpath}.status"), "status is required");
-            return None;
-        };
-        let status = whole_number(status, 200, 599, &format!("{dpath}.status"), diags)? as u32;
-        let body = match &d.body {
-            None => Vec::new(),
-            Some(b) => match (&b.string, &b.bytes) {
-                (Some(s), None) => s.as_bytes().to_vec(),
-                (None, Some(encoded)) => {
-                    match base64::engine::general_purpose::STANDARD.decode(encoded) {
-                        Ok(bytes) => bytes,
-                        Err(e) => {
-                            diags.error(format!("{dpath}.body.bytes"), format!("not base64: {e}"));
-                            return None;
-                        }
+    let d = http.direct_response.as_ref()?;
+    let dpath = format!("{path}.directResponse");
+    let Some(status) = d.status else {
+        diags.error(format!("{dpath}.status"), "status is required");
+        return None;
+    };
+    let status = whole_number(status, 200, 599, &format!("{dpath}.status"), diags)? as u32;
+    let body = match &d.body {
+        None => Vec::new(),
+        Some(b) => match (&b.string, &b.bytes) {
+            (Some(s), None) => s.as_bytes().to_vec(),
+            (None, Some(encoded)) => {
+                match base64::engine::general_purpose::STANDARD.decode(encoded) {
+                    Ok(bytes) => bytes,
+                    Err(e) => {
+                        diags.error(format!("{dpath}.body.bytes"), format!("not base64: {e}"));
+                        return None;
                     }
                 }
-                _ => {
-                    diags.error(
-                        format!("{dpath}.body"),
-                        "set exactly one of string or bytes",
-                    );
-                    return None;
-                }
-            },
-        };
-        return Some(Action::Respond(DirectResponse { status, body }));
-    }
-    // Filled in once every VirtualService is known.
-    Some(Action::Delegate(Vec::new()))
+            }
+            _ => {
+                diags.error(
+                    format!("{dpath}.body"),
+                    "set exactly one of string or bytes",
+                );
+                return None;
+            }
+        },
+    };
+    Some(Action::Respond(DirectResponse { status, body }))
 }
 
 fn compile_split(

@@ -75,7 +75,7 @@ impl RuleSet {
             return Decision::Pass;
         };
         let vs = &self.virtual_services[vs_index];
-        let Some((route_id, matched)) = self.find_route(&vs.routes, req, None) else {
+        let Some((route_id, matched)) = self.find_route(&vs.routes, req) else {
             return Decision::Act(Verdict {
                 virtual_service: vs_index,
                 route: None,
@@ -144,8 +144,6 @@ impl RuleSet {
             }
             (None, Action::Redirect(r)) => LocalReply::redirect(r, req),
             (None, Action::Respond(d)) => LocalReply::direct(d),
-            // find_route never returns a delegating route; answer as Envoy does for no route.
-            (None, Action::Delegate(_)) => LocalReply::no_route(),
         };
         let reply = self.finish(reply, route_id, cors_origin.as_deref());
         verdict(delay, Outcome::Reply(reply))
@@ -173,34 +171,20 @@ impl RuleSet {
         reply
     }
 
-    /// First route of `ids` matching `req`, descending into delegates. A delegating route whose
-    /// delegate has no match falls through to the next route, as istiod's merged routes do.
+    /// The first route of `ids` matching `req`, with how much of the path its match covers.
     fn find_route(
         &self,
         ids: &[RouteId],
         req: &Request<'_>,
-        outer: Option<MatchedPath>,
     ) -> Option<(RouteId, Option<MatchedPath>)> {
-        for &id in ids {
+        ids.iter().find_map(|&id| {
             let route = &self.routes[id];
-            let matched = if route.matches.is_empty() {
-                outer
-            } else {
-                match route.matches.iter().find(|m| m.matches(req)) {
-                    Some(block) => matched_path(block).or(outer),
-                    None => continue,
-                }
-            };
-            match &route.action {
-                Action::Delegate(children) => {
-                    if let Some(found) = self.find_route(children, req, matched) {
-                        return Some(found);
-                    }
-                }
-                _ => return Some((id, matched)),
+            if route.matches.is_empty() {
+                return Some((id, None));
             }
-        }
-        None
+            let block = route.matches.iter().find(|m| m.matches(req))?;
+            Some((id, matched_path(block)))
+        })
     }
 
     fn split_point(

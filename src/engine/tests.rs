@@ -664,7 +664,8 @@ fn delegate_routes_apply_below_the_root_match_and_fall_through_when_none_match()
             {"apiVersion": "networking.istio.io/v1", "kind": "VirtualService",
              "metadata": {"name": "root", "namespace": "app"},
              "spec": {"hosts": ["demoapp"], "http": [
-                {"name": "to-reviews", "match": [{"uri": {"prefix": "/reviews"}}], "delegate": {"name": "reviews"}},
+                {"name": "to-reviews", "match": [{"uri": {"prefix": "/reviews"}}], "delegate": {"name": "reviews"},
+                 "timeout": "3s"},
                 {"name": "fallback", "route": subset_route("v1")}]}},
             {"apiVersion": "networking.istio.io/v1", "kind": "VirtualService",
              "metadata": {"name": "reviews", "namespace": "app"},
@@ -673,9 +674,15 @@ fn delegate_routes_apply_below_the_root_match_and_fall_through_when_none_match()
         json!({}),
         &Anonymous,
     );
+    let f = forward(&rules, &Req::get("/reviews/v2/1"));
+    assert_eq!(rules.routes[f.route].name, "reviews-v2");
+    // The delegate sets no timeout: the root route's applies (istiod's mergeHTTPRoute).
     assert_eq!(
-        rules.routes[forward(&rules, &Req::get("/reviews/v2/1")).route].name,
-        "reviews-v2"
+        rules.routes[f.route].router_headers[0],
+        (
+            "x-envoy-upstream-rq-timeout-ms".to_string(),
+            "3000".to_string()
+        )
     );
     assert_eq!(
         rules.routes[forward(&rules, &Req::get("/reviews/v1")).route].name,
@@ -718,10 +725,10 @@ fn source_labels_namespace_and_gateways_are_settled_against_the_proxy_itself() {
         &Pod,
     );
     assert_eq!(rules.routes.len(), 1);
-    assert_eq!(
-        rules.routes[forward(&rules, &Req::get("/")).route].name,
-        "frontend"
-    );
+    // The proxy runs in namespace shop: istiod gives it `demoapp.app`, not the short name.
+    let req = Req::new("GET", "demoapp.app:8080", "/");
+    assert_eq!(rules.routes[forward(&rules, &req).route].name, "frontend");
+    assert!(matches!(decide(&rules, &Req::get("/")), Decision::Pass));
 }
 
 #[test]

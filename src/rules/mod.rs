@@ -33,7 +33,7 @@ pub enum StickyKey {
 pub struct VirtualService {
     /// `namespace/name`, as shown in logs.
     pub id: String,
-    /// Top-level routes in order; delegated routes hang below them.
+    /// Routes in order, delegated routes merged in where their root route stood.
     pub routes: Vec<RouteId>,
 }
 
@@ -63,8 +63,6 @@ pub enum Action {
     Forward(Split),
     Redirect(Redirect),
     Respond(DirectResponse),
-    /// Routes of the delegate VirtualService, tried in order after this route's match.
-    Delegate(Vec<RouteId>),
 }
 
 #[derive(Debug)]
