@@ -79,8 +79,8 @@ CASES = {
         plugin_config(demo_vs({"match": [{"uri": {"prefix": "/"}}]})),
         "resources[0].spec.http[0]", ["route", "redirect", "directResponse"]),
     "empty-string-match": (
-        plugin_config(demo_vs(route_v1(match=[{"uri": {}}]))),
-        "resources[0].spec.http[0].match[0].uri", ["empty"]),
+        plugin_config(demo_vs(route_v1(match=[{"headers": {"x-a": {"prefix": ""}}}]))),
+        "resources[0].spec.http[0].match[0].headers.x-a.prefix", ["empty"]),
     "duplicate-route-names": (
         plugin_config(demo_vs(route_v1(name="main", match=[{"uri": {"prefix": "/a"}}]), route_v1(name="main"))),
         "resources[0].spec.http[1].name", ["duplicate", "main"]),

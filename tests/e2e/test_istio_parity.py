@@ -114,32 +114,27 @@ CASES = [
 ]
 
 
-# Redirects: (host, Istio HTTPRedirect, Host headers to probe with). Probes send no port, or
-# port 8080: the port of the listener istiod builds the route for (a sidecar's service port),
-# which is what FROM_REQUEST_PORT stands for. Two kinds of probe are left out on purpose:
-# - a Host naming the scheme's default port (``host:80``), where Envoy keeps ``:80`` in the
-#   Location and meshrules drops it: both are valid URLs (but see test_local_replies for the
-#   http->https case, where keeping ``:80`` is wrong);
-# - a Host naming port 8080 for ``port: 80``, ``scheme: https, port: 443`` and
-#   ``FROM_PROTOCOL_DEFAULT``: istiod leaves ``port_redirect`` unset there, so Envoy keeps the
-#   request's 8080, while Istio's documentation (which meshrules follows) says the scheme's
-#   default port is used.
-NO_PORT, PORT_8080 = "{host}", "{host}:8080"
+# Redirects: (host, Istio HTTPRedirect, Host headers to probe with). Probes send no port, port
+# 8080 (the port of the listener istiod builds the route for, a sidecar's service port, which is
+# what FROM_REQUEST_PORT stands for) or the scheme's default port 80. meshrules follows istiod's
+# code where Istio's documentation says otherwise: FROM_PROTOCOL_DEFAULT, `port: 80` and
+# `scheme: https, port: 443` set no port, so the request's 8080 survives.
+NO_PORT, PORT_8080, PORT_80 = "{host}", "{host}:8080", "{host}:80"
+ALL = [NO_PORT, PORT_8080, PORT_80]
 REDIRECTS = [
-    ("redirect-uri.parity", {"uri": "/new"}, [NO_PORT, PORT_8080]),
-    ("redirect-query.parity", {"uri": "/new?a=1"}, [NO_PORT, PORT_8080]),
-    ("redirect-authority.parity", {"authority": "new.example", "uri": "/landing", "redirectCode": 302},
-     [NO_PORT, PORT_8080]),
-    ("redirect-authority-only.parity", {"authority": "new.example"}, [NO_PORT, PORT_8080]),
-    ("redirect-scheme.parity", {"scheme": "https"}, [NO_PORT, PORT_8080]),
-    ("redirect-port.parity", {"port": 8443}, [NO_PORT, PORT_8080]),
-    ("redirect-port-80.parity", {"port": 80}, [NO_PORT]),
-    ("redirect-https-443.parity", {"scheme": "https", "port": 443}, [NO_PORT]),
-    ("redirect-default-port.parity", {"scheme": "https", "derivePort": "FROM_PROTOCOL_DEFAULT"}, [NO_PORT]),
+    ("redirect-uri.parity", {"uri": "/new"}, ALL),
+    ("redirect-query.parity", {"uri": "/new?a=1"}, ALL),
+    ("redirect-authority.parity", {"authority": "new.example", "uri": "/landing", "redirectCode": 302}, ALL),
+    ("redirect-authority-only.parity", {"authority": "new.example"}, ALL),
+    ("redirect-scheme.parity", {"scheme": "https"}, ALL),
+    ("redirect-port.parity", {"port": 8443}, ALL),
+    ("redirect-port-80.parity", {"port": 80}, ALL),
+    ("redirect-https-443.parity", {"scheme": "https", "port": 443}, ALL),
+    ("redirect-default-port.parity", {"scheme": "https", "derivePort": "FROM_PROTOCOL_DEFAULT"}, ALL),
     ("redirect-request-port.parity", {"authority": "other.example", "derivePort": "FROM_REQUEST_PORT"},
      [PORT_8080]),
-    ("redirect-307.parity", {"uri": "/t", "redirectCode": 307}, [NO_PORT, PORT_8080]),
-    ("redirect-308.parity", {"uri": "/p", "redirectCode": 308}, [NO_PORT, PORT_8080]),
+    ("redirect-307.parity", {"uri": "/t", "redirectCode": 307}, ALL),
+    ("redirect-308.parity", {"uri": "/p", "redirectCode": 308}, ALL),
 ]
 REQUEST_PORT = 8080
 REDIRECT_PROBE_PATHS = ["/page", "/page?x=1"]

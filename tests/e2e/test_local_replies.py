@@ -96,9 +96,11 @@ def test_redirect_port(env, upstreams):
     assert r.headers["location"] == "http://redirect.test:8443/port", r
 
 
-def test_redirect_derive_port_from_protocol_default_drops_the_request_port(env, upstreams):
+def test_redirect_derive_port_from_protocol_default_keeps_the_request_port_as_istiod_does(env, upstreams):
+    """istiod's ApplyRedirect sets no port for FROM_PROTOCOL_DEFAULT, so Envoy's newUri keeps a
+    non-default request port (Istio's documentation says otherwise; the code decides)."""
     r = local(env, upstreams, "GET", "/derive-default", "redirect.test:8080")
-    assert r.headers["location"] == "https://redirect.test/derive-default", r
+    assert r.headers["location"] == "https://redirect.test:8080/derive-default", r
 
 
 def test_redirect_derive_port_from_request_port_keeps_it_on_the_new_authority(env, upstreams):
