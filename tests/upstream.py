@@ -18,7 +18,8 @@ Knobs, all given as request headers:
 - ``x-upstream-delay-ms: N``: sleep N ms before answering.
 - ``x-upstream-status: N``: answer with status N.
 - ``x-upstream-fail: N`` with ``x-test-id: K``: the first N requests carrying id K answer 503,
-  later ones as usual.
+  later ones as usual. With ``x-upstream-fail-grpc: CODE`` the failures are instead gRPC
+  trailers-only answers: HTTP 200 with ``grpc-status: CODE``.
 - ``x-upstream-response-header: name=value``: add that header to the response (for tests that
   edit response headers).
 
@@ -143,10 +144,14 @@ class Handler(BaseHTTPRequestHandler):
                 headers[k] = f"{headers[k]}, {v}" if k in headers else v
 
             status = 200
+            extra = []
             test_id = headers.get("x-test-id")
             count = ATTEMPTS.bump(test_id) if test_id else 0
             fail = _int(headers.get("x-upstream-fail"))
-            if test_id and fail is not None and count <= fail:
+            grpc_code = _int(headers.get("x-upstream-fail-grpc"))
+            if test_id and fail is not None and count <= fail and grpc_code is not None:
+                extra += [("grpc-status", str(grpc_code)), ("grpc-message", "upstream says no")]
+            elif test_id and fail is not None and count <= fail:
                 status = 503
             elif (s := _int(headers.get("x-upstream-status"))) is not None and 100 <= s <= 599:
                 status = s
@@ -155,7 +160,6 @@ class Handler(BaseHTTPRequestHandler):
             if delay:
                 time.sleep(min(max(delay, 0), MAX_DELAY_MS) / 1000.0)
 
-            extra = []
             if "x-upstream-response-header" in headers:
                 name, _, value = headers["x-upstream-response-header"].partition("=")
                 if name.strip():

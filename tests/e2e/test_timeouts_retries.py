@@ -115,3 +115,37 @@ def test_per_try_timeout_cuts_each_attempt_and_retries(env, upstreams):
     assert r.status == 504, r
     assert r.elapsed < 2.9, r.elapsed
     assert upstreams.attempts(tid) == 3
+
+
+def with_route_timeout(seconds):
+    """A bootstrap whose cluster_header route has its own timeout, as a hand-written Envoy
+    route (default 15 s) would."""
+    def transform(cfg):
+        hcm = cfg["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]["typed_config"]
+        for route in hcm["route_config"]["virtual_hosts"][0]["routes"]:
+            route["route"]["timeout"] = seconds
+        return cfg
+    return transform
+
+
+def test_no_virtual_service_timeout_disables_the_envoy_route_timeout_as_istiod_does(module_envoy_launcher):
+    """istiod writes a 0s (disabled) route timeout when the VirtualService has none; the filter
+    sends x-envoy-upstream-rq-timeout-ms: 0, so a 1 s Envoy route timeout does not cut a 1.5 s
+    answer, while a VirtualService timeout still applies."""
+    env = module_envoy_launcher.start(plugin_config(routed("untimed.test"), routed("timed.test", timeout="0.5s")),
+                                      transform=with_route_timeout("1s"))
+    r = request(env, "GET", "/", host="untimed.test", headers={"x-upstream-delay-ms": "1500"})
+    assert r.status == 200 and r.served_by == V1, r
+    r = request(env, "GET", "/", host="timed.test", headers={"x-upstream-delay-ms": "1500"})
+    assert r.status == 504, r
+
+
+def test_istio_default_retries_cover_grpc_unavailable_through_the_grpc_retry_header(env, upstreams):
+    """Istio's default retryOn includes `unavailable`; Envoy reads gRPC conditions only from
+    x-envoy-retry-grpc-on, so the filter must send it there for gRPC UNAVAILABLE to be retried."""
+    tid = new_test_id("grpc")
+    r = request(env, "POST", "/pkg.Svc/Call", host="default.test", body=b"",
+                headers={"content-type": "application/grpc", "x-test-id": tid,
+                         "x-upstream-fail": "2", "x-upstream-fail-grpc": "14"})
+    assert r.status == 200 and "grpc-status" not in r.headers, r
+    assert upstreams.attempts(tid) == 3
