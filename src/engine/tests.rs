@@ -82,6 +82,17 @@ fn cluster(rules: &RuleSet, req: &Req) -> String {
     }
 }
 
+/// The destination index a forward decision picks with this generator.
+fn destination_with(rules: &RuleSet, req: &Req, rng: &mut fastrand::Rng) -> usize {
+    match rules.decide(&Request::from_headers(&req.0), rng) {
+        Decision::Act(Verdict {
+            outcome: Outcome::Forward(f),
+            ..
+        }) => f.destination,
+        other => panic!("not forwarded: {other:?}"),
+    }
+}
+
 fn route_named<'r>(rules: &'r RuleSet, name: &str) -> &'r Route {
     rules.routes.iter().find(|r| r.name == name).unwrap()
 }
@@ -283,15 +294,7 @@ fn weighted_split_shares_traffic_by_weight_over_the_sum() {
     let mut rng = fastrand::Rng::with_seed(42);
     let n = 20_000;
     let v1 = (0..n)
-        .filter(
-            |_| match rules.decide(&Request::from_headers(&req.0), &mut rng) {
-                Decision::Act(Verdict {
-                    outcome: Outcome::Forward(f),
-                    ..
-                }) => f.destination == 0,
-                _ => panic!("not forwarded"),
-            },
-        )
+        .filter(|_| destination_with(&rules, &req, &mut rng) == 0)
         .count();
     assert!((v1 as i64 - 5_000).abs() <= 306, "v1 got {v1} of {n}");
 }
@@ -304,16 +307,7 @@ fn sticky_split_keeps_a_user_on_one_side() {
         let req = Req::get("/").header("x-user", &format!("user-{user}"));
         let first = forward(&rules, &req).destination;
         for seed in 0..20 {
-            let again = match rules.decide(
-                &Request::from_headers(&req.0),
-                &mut fastrand::Rng::with_seed(seed),
-            ) {
-                Decision::Act(Verdict {
-                    outcome: Outcome::Forward(f),
-                    ..
-                }) => f.destination,
-                _ => panic!("not forwarded"),
-            };
+            let again = destination_with(&rules, &req, &mut fastrand::Rng::with_seed(seed));
             assert_eq!(again, first, "user-{user} flipped");
         }
         sides[first] += 1;
@@ -328,16 +322,7 @@ fn sticky_split_by_cookie() {
     let req = Req::get("/").header("cookie", "a=b; session=abc123");
     let first = forward(&rules, &req).destination;
     for seed in 0..20 {
-        let d = match rules.decide(
-            &Request::from_headers(&req.0),
-            &mut fastrand::Rng::with_seed(seed),
-        ) {
-            Decision::Act(Verdict {
-                outcome: Outcome::Forward(f),
-                ..
-            }) => f.destination,
-            _ => panic!("not forwarded"),
-        };
+        let d = destination_with(&rules, &req, &mut fastrand::Rng::with_seed(seed));
         assert_eq!(d, first);
     }
 }
@@ -348,13 +333,7 @@ fn zero_weight_destination_gets_nothing_and_lone_destination_gets_everything() {
     let mut rng = fastrand::Rng::with_seed(1);
     let req = Req::get("/");
     for _ in 0..1000 {
-        match rules.decide(&Request::from_headers(&req.0), &mut rng) {
-            Decision::Act(Verdict {
-                outcome: Outcome::Forward(f),
-                ..
-            }) => assert_eq!(f.destination, 0),
-            _ => panic!("not forwarded"),
-        }
+        assert_eq!(destination_with(&rules, &req, &mut rng), 0)
     }
     let lone = vs_rules(json!([{"route": [{"destination": {"host": "demoapp"}, "weight": 0}]}]));
     assert_eq!(
