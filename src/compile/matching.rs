@@ -192,22 +192,21 @@ pub(super) fn applies_to_proxy(
             ),
         }
     }
-    let gateways = if m.gateways.is_empty() {
-        scope.gateways
+    // No gateways anywhere means `mesh`: the rules are for sidecars only (Istio's default).
+    let gateways = if !m.gateways.is_empty() {
+        &m.gateways[..]
     } else {
-        &m.gateways
+        scope.gateways
     };
-    if !gateways.is_empty() {
-        match id.kind() {
-            ProxyKind::Sidecar => applies &= gateways.iter().any(|g| g == "mesh"),
-            ProxyKind::Gateway => {
-                applies &= gateways.iter().any(|g| g != "mesh");
-            }
-            ProxyKind::Unknown => diags.warn(
-                format!("{path}.gateways"),
-                "ignored: the proxy has no Istio node metadata to tell sidecar from gateway",
-            ),
-        }
+    let for_mesh = gateways.is_empty() || gateways.iter().any(|g| g == "mesh");
+    match id.kind() {
+        ProxyKind::Sidecar => applies &= for_mesh,
+        ProxyKind::Gateway => applies &= gateways.iter().any(|g| g != "mesh"),
+        ProxyKind::Unknown if !gateways.is_empty() => diags.warn(
+            format!("{path}.gateways"),
+            "ignored: the proxy has no Istio node metadata to tell sidecar from gateway",
+        ),
+        ProxyKind::Unknown => {}
     }
     applies
 }
