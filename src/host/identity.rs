@@ -6,9 +6,14 @@ use crate::compile::{Identity, ProxyKind};
 
 pub struct NodeMetadata;
 
-fn property(path: Vec<&str>) -> Option<String> {
-    let bytes = hostcalls::get_property(path).ok()??;
-    String::from_utf8(bytes).ok().filter(|s| !s.is_empty())
+/// A node property: Envoy 1.40 serves the node as the `xds.node` attribute; older Envoys (and
+/// Istio's proxies of their time) as `node`.
+fn property(path: &[&str]) -> Option<String> {
+    let xds: Vec<&str> = ["xds"].iter().chain(path).copied().collect();
+    [xds, path.to_vec()].into_iter().find_map(|p| {
+        let bytes = hostcalls::get_property(p).ok()??;
+        String::from_utf8(bytes).ok().filter(|s| !s.is_empty())
+    })
 }
 
 impl Identity for NodeMetadata {
@@ -17,16 +22,16 @@ impl Identity for NodeMetadata {
     }
 
     fn namespace(&self) -> Option<String> {
-        property(vec!["node", "metadata", "NAMESPACE"])
+        property(&["node", "metadata", "NAMESPACE"])
     }
 
     fn label(&self, key: &str) -> Option<String> {
-        property(vec!["node", "metadata", "LABELS", key])
+        property(&["node", "metadata", "LABELS", key])
     }
 
     /// Istio node ids start with the proxy type: `sidecar~...` or `router~...`.
     fn kind(&self) -> ProxyKind {
-        match property(vec!["node", "id"]) {
+        match property(&["node", "id"]) {
             Some(id) if id.starts_with("sidecar~") => ProxyKind::Sidecar,
             Some(id) if id.starts_with("router~") => ProxyKind::Gateway,
             _ => ProxyKind::Unknown,
