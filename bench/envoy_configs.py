@@ -38,7 +38,9 @@ RULES = {
         {"apiVersion": "networking.istio.io/v1", "kind": "DestinationRule",
          "metadata": {"name": "demoapp", "namespace": "app"},
          "spec": {"host": "demoapp", "subsets": [{"name": "v1"}, {"name": "v2"}]}},
-    ]
+    ],
+    # The cluster_header route below carries Istio's defaults, as (b)'s routes do.
+    "routing": {"routeHasIstioDefaults": True},
 }
 
 # What istiod writes for the same rules (route/retry.go DefaultPolicy, fault per route).
@@ -109,7 +111,7 @@ def meshrules_filter(wasm: str, rules: dict) -> dict:
 def meshrules_listener(port: int, wasm: str) -> dict:
     vhost = {"name": "all", "domains": ["*"], "routes": [
         {"match": {"prefix": "/", "headers": [{"name": "x-meshrules-cluster", "present_match": True}]},
-         "route": {"cluster_header": "x-meshrules-cluster", "timeout": "0s"}},
+         "route": {"cluster_header": "x-meshrules-cluster", "timeout": "0s", "retry_policy": ISTIO_RETRY}},
         {"match": {"prefix": "/"}, "route": {"cluster": PLAIN, "timeout": "0s"}},
     ]}
     return _listener("c_meshrules", port, [vhost], [meshrules_filter(wasm, RULES)])

@@ -78,6 +78,8 @@ pub(crate) struct Scope<'a> {
     pub identity: &'a dyn Identity,
     pub cluster_name: &'a str,
     pub cluster_domain: &'a str,
+    /// The Envoy route already has Istio's timeout and retry defaults.
+    pub route_has_istio_defaults: bool,
     /// Subset names per destination host, for hosts that have a DestinationRule.
     pub subsets: &'a HashMap<String, BTreeSet<String>>,
 }
@@ -240,6 +242,7 @@ fn compile(config: PluginConfig, identity: &dyn Identity, diags: &mut Diagnostic
             identity,
             cluster_name: &routing.cluster_name,
             cluster_domain: &routing.cluster_domain,
+            route_has_istio_defaults: routing.route_has_istio_defaults,
             subsets: &subsets,
         };
         let mut ids = Vec::new();

@@ -135,21 +135,26 @@ pub(crate) fn compile_route(
         .fault
         .as_ref()
         .and_then(|f| compile_fault(f, &format!("{path}.fault"), diags));
-    // istiod writes a 0s (disabled) route timeout when the VirtualService sets none.
+    // istiod writes a 0s (disabled) route timeout when the VirtualService sets none. Each
+    // header costs a host call per request, so defaults the Envoy route already has are skipped.
+    let defaults_in_route = scope.route_has_istio_defaults;
     let timeout = match &http.timeout {
         Some(t) => millis(t, &format!("{path}.timeout"), diags),
+        None if defaults_in_route => None,
         None => Some("0".to_string()),
     };
     let mut router_headers = Vec::new();
     if let Some(ms) = timeout {
         router_headers.push(("x-envoy-upstream-rq-timeout-ms".to_string(), ms));
     }
-    retry_headers(
-        http.retries.as_ref(),
-        &format!("{path}.retries"),
-        &mut router_headers,
-        diags,
-    );
+    if http.retries.is_some() || !defaults_in_route {
+        retry_headers(
+            http.retries.as_ref(),
+            &format!("{path}.retries"),
+            &mut router_headers,
+            diags,
+        );
+    }
     let path_rewrite = http.rewrite.as_ref().and_then(|rw| {
         let rpath = format!("{path}.rewrite");
         match (

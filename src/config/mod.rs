@@ -94,6 +94,10 @@ pub struct Routing {
     pub cluster_domain: String,
     /// Beyond Istio: keep a user on one side of a weighted split.
     pub sticky_split: Option<StickySplit>,
+    /// `true` when the Envoy route that forwards on the cluster header already carries Istio's
+    /// route defaults (`timeout: 0s` and Istio's default retry policy): the filter then sends
+    /// router headers only where a VirtualService route differs from them.
+    pub route_has_istio_defaults: bool,
 }
 
 impl Default for Routing {
@@ -103,6 +107,7 @@ impl Default for Routing {
             cluster_name: "outbound|{port}|{subset}|{host}".to_string(),
             cluster_domain: "cluster.local".to_string(),
             sticky_split: None,
+            route_has_istio_defaults: false,
         }
     }
 }

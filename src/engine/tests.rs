@@ -884,3 +884,21 @@ fn local_replies_carry_route_response_headers_and_cors() {
         [&("content-type".to_string(), "application/json".to_string())]
     );
 }
+
+#[test]
+fn route_with_istio_defaults_only_gets_the_router_headers_that_differ() {
+    let rules = rules_with(
+        json!([{"apiVersion": "networking.istio.io/v1", "kind": "VirtualService",
+            "metadata": {"name": "demoapp", "namespace": "app"},
+            "spec": {"hosts": ["demoapp"], "http": [
+                {"name": "plain", "match": [{"uri": {"prefix": "/p"}}], "route": subset_route("v1")},
+                {"name": "timed", "route": subset_route("v1"), "timeout": "5s"}]}}]),
+        json!({"routeHasIstioDefaults": true}),
+        &Anonymous,
+    );
+    assert_eq!(router_headers(&rules, "plain"), pairs(&[]));
+    assert_eq!(
+        router_headers(&rules, "timed"),
+        pairs(&[("x-envoy-upstream-rq-timeout-ms", "5000")])
+    );
+}

@@ -149,3 +149,32 @@ def test_istio_default_retries_cover_grpc_unavailable_through_the_grpc_retry_hea
                          "x-upstream-fail": "2", "x-upstream-fail-grpc": "14"})
     assert r.status == 200 and "grpc-status" not in r.headers, r
     assert upstreams.attempts(tid) == 3
+
+
+ISTIO_DEFAULT_RETRY = {
+    "retry_on": "connect-failure,refused-stream,unavailable,cancelled,retriable-status-codes",
+    "num_retries": 2, "retriable_status_codes": [503],
+}
+
+
+def with_istio_route_defaults(cfg):
+    hcm = cfg["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]["typed_config"]
+    for route in hcm["route_config"]["virtual_hosts"][0]["routes"]:
+        route["route"]["retry_policy"] = ISTIO_DEFAULT_RETRY
+    return cfg
+
+
+def test_route_carrying_istio_defaults_keeps_istio_retries_without_per_request_headers(
+        module_envoy_launcher, upstreams):
+    """With routing.routeHasIstioDefaults the filter sends no retry headers for a route without
+    `retries`; the Envoy route's own Istio default policy retries 503 twice, and explicit
+    VirtualService settings still arrive as headers."""
+    config = plugin_config(routed("lean.test"), routed("lean-off.test", retries={"attempts": 0}),
+                           routeHasIstioDefaults=True)
+    env = module_envoy_launcher.start(config, transform=with_istio_route_defaults)
+    tid = new_test_id("lean")
+    r = request(env, "GET", "/", host="lean.test", headers={"x-test-id": tid, "x-upstream-fail": "2"})
+    assert r.status == 200 and upstreams.attempts(tid) == 3, r
+    tid = new_test_id("lean-off")
+    r = request(env, "GET", "/", host="lean-off.test", headers={"x-test-id": tid, "x-upstream-fail": "2"})
+    assert r.status == 503 and upstreams.attempts(tid) == 1, r
