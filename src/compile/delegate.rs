@@ -14,26 +14,22 @@ pub fn merge(root: &HttpRoute, leaf: &HttpRoute) -> Option<HttpRoute> {
         redirect: leaf.redirect.clone(),
         direct_response: leaf.direct_response.clone(),
         delegate: leaf.delegate.clone(),
-        rewrite: leaf.rewrite.clone().or_else(|| root.rewrite.clone()),
-        timeout: leaf.timeout.clone().or_else(|| root.timeout.clone()),
-        retries: leaf.retries.clone().or_else(|| root.retries.clone()),
-        fault: leaf.fault.clone().or_else(|| root.fault.clone()),
-        mirror: leaf.mirror.clone().or_else(|| root.mirror.clone()),
-        mirrors: leaf.mirrors.clone().or_else(|| root.mirrors.clone()),
-        mirror_percent: leaf
-            .mirror_percent
-            .clone()
-            .or_else(|| root.mirror_percent.clone()),
-        mirror_percentage: leaf
-            .mirror_percentage
-            .clone()
-            .or_else(|| root.mirror_percentage.clone()),
-        cors_policy: leaf
-            .cors_policy
-            .clone()
-            .or_else(|| root.cors_policy.clone()),
-        headers: leaf.headers.clone().or_else(|| root.headers.clone()),
+        rewrite: inherit(&leaf.rewrite, &root.rewrite),
+        timeout: inherit(&leaf.timeout, &root.timeout),
+        retries: inherit(&leaf.retries, &root.retries),
+        fault: inherit(&leaf.fault, &root.fault),
+        mirror: inherit(&leaf.mirror, &root.mirror),
+        mirrors: inherit(&leaf.mirrors, &root.mirrors),
+        mirror_percent: inherit(&leaf.mirror_percent, &root.mirror_percent),
+        mirror_percentage: inherit(&leaf.mirror_percentage, &root.mirror_percentage),
+        cors_policy: inherit(&leaf.cors_policy, &root.cors_policy),
+        headers: inherit(&leaf.headers, &root.headers),
     })
+}
+
+/// The delegate's setting, else the root's.
+fn inherit<T: Clone>(leaf: &Option<T>, root: &Option<T>) -> Option<T> {
+    leaf.as_ref().or(root.as_ref()).cloned()
 }
 
 fn merge_matches(
@@ -69,20 +65,19 @@ fn merge_match(root: &HttpMatchRequest, leaf: &HttpMatchRequest) -> HttpMatchReq
     without_headers.extend(leaf.without_headers.clone());
     let mut query_params = root.query_params.clone();
     query_params.extend(leaf.query_params.clone());
-    let pick = |l: &Option<StringMatch>, r: &Option<StringMatch>| l.clone().or_else(|| r.clone());
     HttpMatchRequest {
         name: if leaf.name.is_empty() {
             root.name.clone()
         } else {
             leaf.name.clone()
         },
-        uri: pick(&leaf.uri, &root.uri),
-        scheme: pick(&leaf.scheme, &root.scheme),
-        method: pick(&leaf.method, &root.method),
-        authority: pick(&leaf.authority, &root.authority),
+        uri: inherit(&leaf.uri, &root.uri),
+        scheme: inherit(&leaf.scheme, &root.scheme),
+        method: inherit(&leaf.method, &root.method),
+        authority: inherit(&leaf.authority, &root.authority),
         headers,
         without_headers,
-        port: leaf.port.or(root.port),
+        port: inherit(&leaf.port, &root.port),
         source_labels: if leaf.source_labels.is_empty() {
             root.source_labels.clone()
         } else {
@@ -95,14 +90,8 @@ fn merge_match(root: &HttpMatchRequest, leaf: &HttpMatchRequest) -> HttpMatchReq
         },
         query_params,
         ignore_uri_case: leaf.ignore_uri_case,
-        source_namespace: leaf
-            .source_namespace
-            .clone()
-            .or_else(|| root.source_namespace.clone()),
-        stat_prefix: leaf
-            .stat_prefix
-            .clone()
-            .or_else(|| root.stat_prefix.clone()),
+        source_namespace: inherit(&leaf.source_namespace, &root.source_namespace),
+        stat_prefix: inherit(&leaf.stat_prefix, &root.stat_prefix),
     }
 }
 
