@@ -45,16 +45,16 @@ run: build venv
 
 lint: toolchain
 	cargo fmt --check
-	cargo clippy --all-targets -- -D warnings
-	cargo clippy --all-targets --target $(WASM_TARGET) -- -D warnings
+	cargo clippy --workspace --all-targets -- -D warnings
+	cargo clippy --workspace --all-targets --target $(WASM_TARGET) -- -D warnings
 
 unit:
-	cargo test
+	cargo test --workspace
 
 # The engine's tests again, compiled to wasm32-wasip1 and run in Node's V8 (the Wasm VM
 # Envoy uses), so the rule engine is proven inside a Wasm VM.
 wasm-test: toolchain
-	cargo test --lib --target $(WASM_TARGET)
+	cargo test --workspace --lib --target $(WASM_TARGET)
 
 e2e: build venv
 	$(PYTHON) -m pytest -q tests/e2e

@@ -7,7 +7,7 @@
 #![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used, clippy::panic))]
 
 pub mod compile;
-pub mod config;
+pub use meshrules_config as config;
 pub mod engine;
 pub mod rules;
 

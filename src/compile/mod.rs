@@ -209,7 +209,7 @@ fn compile(config: PluginConfig, identity: &dyn Identity, diags: &mut Diagnostic
         let mut routes = Vec::new();
         for (i, raw) in vs.http.iter().enumerate() {
             let rpath = format!("{path}.http[{i}]");
-            let Some(http) = diags.parse::<config::HttpRoute>(raw.clone(), &rpath) else {
+            let Some(http) = diags.parse_http_route(raw.clone(), &rpath) else {
                 continue;
             };
             if !http.name.is_empty() {

@@ -1,3 +1,4 @@
+#!/usr/bin/env node
 // Runs a wasm32-wasip1 test binary (cargo's runner) in Node's WASI on V8.
 import { readFile } from 'node:fs/promises';
 import process from 'node:process';

@@ -1,5 +1,6 @@
 //! The plugin configuration: Istio resources as `kubectl apply` takes them, plus meshrules'
 //! own `routing` settings. Parsing here is structural (serde); meaning is checked in `compile`.
+//! A crate of its own so the release build can optimise it for size (see Cargo.toml).
 
 pub mod duration;
 pub mod istio;
@@ -51,8 +52,14 @@ impl Diagnostics {
         self.warnings.push(ConfigError::new(path, message));
     }
 
+    /// Reads one `http` route of a VirtualService; routes are parsed one by one so that a bad
+    /// route drops only itself. Not generic, so its serde code is built in this crate, for size.
+    pub fn parse_http_route(&mut self, value: Value, path: &str) -> Option<HttpRoute> {
+        self.parse(value, path)
+    }
+
     /// Deserializes `value` as `T`, reporting a failure at `path` plus the path inside `value`.
-    pub fn parse<T: DeserializeOwned>(&mut self, value: Value, path: &str) -> Option<T> {
+    fn parse<T: DeserializeOwned>(&mut self, value: Value, path: &str) -> Option<T> {
         match serde_path_to_error::deserialize::<_, T>(value) {
             Ok(v) => Some(v),
             Err(e) => {
