@@ -6,9 +6,11 @@
 
 #![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used, clippy::panic))]
 
+pub mod authz;
 pub mod compile;
 pub use meshrules_config as config;
 pub mod engine;
+pub mod jwt;
 pub mod rules;
 
 // Test builds for wasm run in a plain WASI VM, which has no proxy-wasm host to link.

@@ -4,7 +4,9 @@
 
 pub mod duration;
 pub mod istio;
+pub mod security;
 
+use std::collections::BTreeMap;
 use std::fmt;
 
 use serde::de::DeserializeOwned;
@@ -12,6 +14,7 @@ use serde::Deserialize;
 use serde_json::Value;
 
 pub use istio::*;
+pub use security::*;
 
 /// One problem with the configuration, named by its JSON path.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -87,6 +90,8 @@ struct RawPluginConfig {
     resources: Vec<Value>,
     #[serde(default)]
     routing: Option<Value>,
+    #[serde(default)]
+    security: Option<Value>,
 }
 
 /// meshrules' own settings: how a routing decision is handed to Envoy's router.
@@ -119,6 +124,43 @@ impl Default for Routing {
     }
 }
 
+/// meshrules' own settings for AuthorizationPolicy and RequestAuthentication: the facts a
+/// sidecar learns from istiod's mesh config, which a plain Envoy does not have.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase", default)]
+pub struct Security {
+    /// Istio's root namespace: policies there apply to every workload.
+    pub root_namespace: String,
+    /// Proxies in front of this Envoy whose `X-Forwarded-For` entries are trusted, for
+    /// `remote.ip` / `remoteIpBlocks` (Envoy's `xff_num_trusted_hops`).
+    pub xff_num_trusted_hops: f64,
+    /// What a path containing `%2F`, `%5C` (either case) or `\\` gets: `REJECT` (400, the
+    /// default), `KEEP` (matched as written) or `UNESCAPE` (decoded to `/` before matching).
+    pub escaped_slashes: String,
+    /// Envoy cluster that fetches a `jwksUri`, a template of `{host}` and `{port}`.
+    pub jwks_cluster: String,
+    /// How long fetched JWKS are used before they are fetched again.
+    pub jwks_cache_duration: String,
+    /// Allowed clock difference for `exp` and `nbf` (Envoy's default is 60 s).
+    pub clock_skew: String,
+    /// Verified tokens remembered per worker, so repeated tokens skip signature checks.
+    pub token_cache_size: f64,
+}
+
+impl Default for Security {
+    fn default() -> Self {
+        Security {
+            root_namespace: "istio-system".to_string(),
+            xff_num_trusted_hops: 0.0,
+            escaped_slashes: "REJECT".to_string(),
+            jwks_cluster: "outbound|{port}||{host}".to_string(),
+            jwks_cache_duration: "300s".to_string(),
+            clock_skew: "60s".to_string(),
+            token_cache_size: 1000.0,
+        }
+    }
+}
+
 /// Where the key for a sticky weighted split comes from: one of a header or a cookie.
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -135,6 +177,8 @@ pub struct ObjectMeta {
     pub name: String,
     #[serde(default)]
     pub namespace: String,
+    #[serde(default)]
+    pub annotations: BTreeMap<String, String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -158,6 +202,8 @@ struct RawResource {
 pub enum Spec {
     VirtualService(VirtualServiceSpec),
     DestinationRule(DestinationRuleSpec),
+    AuthorizationPolicy(AuthorizationPolicySpec),
+    RequestAuthentication(RequestAuthenticationSpec),
 }
 
 /// One Istio object from `resources`, with the JSON path it was read from.
@@ -172,6 +218,7 @@ pub struct Resource {
 pub struct PluginConfig {
     pub resources: Vec<Resource>,
     pub routing: Routing,
+    pub security: Security,
 }
 
 const NETWORKING_VERSIONS: [&str; 3] = [
@@ -179,6 +226,7 @@ const NETWORKING_VERSIONS: [&str; 3] = [
     "networking.istio.io/v1beta1",
     "networking.istio.io/v1alpha3",
 ];
+const SECURITY_VERSIONS: [&str; 2] = ["security.istio.io/v1", "security.istio.io/v1beta1"];
 
 /// Reads the plugin configuration JSON. Resources that fail to parse are reported and skipped,
 /// so that the problems of every resource are listed together.
@@ -197,45 +245,57 @@ pub fn parse(json: &[u8], diags: &mut Diagnostics) -> PluginConfig {
         Some(v) => diags.parse::<Routing>(v, "routing").unwrap_or_default(),
         None => Routing::default(),
     };
+    let security = match raw.security {
+        Some(v) => diags.parse::<Security>(v, "security").unwrap_or_default(),
+        None => Security::default(),
+    };
     let resources = raw
         .resources
         .into_iter()
         .enumerate()
         .filter_map(|(i, v)| parse_resource(v, &format!("resources[{i}]"), diags))
         .collect();
-    PluginConfig { resources, routing }
+    PluginConfig {
+        resources,
+        routing,
+        security,
+    }
 }
 
 fn parse_resource(value: Value, path: &str, diags: &mut Diagnostics) -> Option<Resource> {
     let raw: RawResource = diags.parse(value, path)?;
     let spec_path = format!("{path}.spec");
-    let spec = match raw.kind.as_str() {
-        "VirtualService" | "DestinationRule" => {
-            if !NETWORKING_VERSIONS.contains(&raw.api_version.as_str()) {
-                diags.error(
-                    format!("{path}.apiVersion"),
-                    format!(
-                        "{:?} is not a supported apiVersion for {} (expected one of {})",
-                        raw.api_version,
-                        raw.kind,
-                        NETWORKING_VERSIONS.join(", ")
-                    ),
-                );
-                return None;
-            }
-            if raw.kind == "VirtualService" {
-                Spec::VirtualService(diags.parse(raw.spec, &spec_path)?)
-            } else {
-                Spec::DestinationRule(diags.parse(raw.spec, &spec_path)?)
-            }
-        }
+    let versions: &[&str] = match raw.kind.as_str() {
+        "VirtualService" | "DestinationRule" => &NETWORKING_VERSIONS,
+        "AuthorizationPolicy" | "RequestAuthentication" => &SECURITY_VERSIONS,
         other => {
             diags.error(
                 format!("{path}.kind"),
-                format!("unknown kind {other:?} (expected VirtualService or DestinationRule)"),
+                format!(
+                    "unknown kind {other:?} (expected VirtualService, DestinationRule, \
+                     AuthorizationPolicy or RequestAuthentication)"
+                ),
             );
             return None;
         }
+    };
+    if !versions.contains(&raw.api_version.as_str()) {
+        diags.error(
+            format!("{path}.apiVersion"),
+            format!(
+                "{:?} is not a supported apiVersion for {} (expected one of {})",
+                raw.api_version,
+                raw.kind,
+                versions.join(", ")
+            ),
+        );
+        return None;
+    }
+    let spec = match raw.kind.as_str() {
+        "VirtualService" => Spec::VirtualService(diags.parse(raw.spec, &spec_path)?),
+        "DestinationRule" => Spec::DestinationRule(diags.parse(raw.spec, &spec_path)?),
+        "AuthorizationPolicy" => Spec::AuthorizationPolicy(diags.parse(raw.spec, &spec_path)?),
+        _ => Spec::RequestAuthentication(diags.parse(raw.spec, &spec_path)?),
     };
     Some(Resource {
         path: path.to_string(),

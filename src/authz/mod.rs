@@ -1,0 +1,3 @@
+//! AuthorizationPolicy: compiled policies and their evaluation (pure: no host calls).
+
+pub mod path;

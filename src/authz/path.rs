@@ -1,0 +1,1 @@
+//! Request path normalization for authorization matching.

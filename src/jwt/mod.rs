@@ -1,0 +1,1 @@
+//! JWT verification for RequestAuthentication (pure: no host calls).
