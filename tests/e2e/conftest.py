@@ -276,6 +276,9 @@ def bootstrap(plugin: dict | str, clusters: dict[str, int], admin_port: int, lis
             "@type": "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager",
             "stat_prefix": "ingress",
             "codec_type": "AUTO",
+            # The connection's peer is the request's source (source.ip); X-Forwarded-For is
+            # read by the filter only, for remote.ip, as Istio's gateways and sidecars do.
+            "use_remote_address": True,
             "route_config": route_config,
             "http_filters": [
                 wasm_filter,
