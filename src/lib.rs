@@ -6,6 +6,7 @@
 
 #![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used, clippy::panic))]
 
+pub mod authn;
 pub mod authz;
 pub mod compile;
 pub use meshrules_config as config;

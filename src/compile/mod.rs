@@ -1,6 +1,8 @@
 //! Turns the parsed configuration into [`RuleSet`] tables, checking every field on the way.
 //! All problems are collected, each with its JSON path; any problem refuses the whole config.
 
+mod authn;
+mod authz;
 mod delegate;
 mod matching;
 mod route;
@@ -128,6 +130,44 @@ fn compile(config: PluginConfig, identity: &dyn Identity, diags: &mut Diagnostic
     };
     if rules.cluster_header.is_empty() {
         diags.error("routing.clusterHeader", "must not be empty");
+    }
+    let security = &config.security;
+    rules.authz = authz::settings(security, diags);
+    rules.authn = authn::settings(security, diags);
+    for res in &config.resources {
+        let (selector, target_ref, target_refs) = match &res.spec {
+            Spec::AuthorizationPolicy(s) => (&s.selector, &s.target_ref, &s.target_refs),
+            Spec::RequestAuthentication(s) => (&s.selector, &s.target_ref, &s.target_refs),
+            _ => continue,
+        };
+        let targets: Vec<_> = target_ref.iter().chain(target_refs).collect();
+        let applies = authz::policy_applies(
+            &res.metadata,
+            selector.as_ref(),
+            &targets,
+            &security.root_namespace,
+            identity,
+        );
+        match &res.spec {
+            Spec::AuthorizationPolicy(ap) => authz::compile_policy(
+                ap,
+                &res.metadata,
+                &res.path,
+                applies,
+                &mut rules.authz,
+                diags,
+            ),
+            Spec::RequestAuthentication(ra) => authn::compile_request_authentication(
+                ra,
+                &res.metadata,
+                &res.path,
+                applies,
+                security,
+                &mut rules.authn,
+                diags,
+            ),
+            _ => {}
+        }
     }
 
     let mut subsets: HashMap<String, BTreeSet<String>> = HashMap::new();

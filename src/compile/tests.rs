@@ -45,7 +45,7 @@ fn unknown_kind_is_refused() {
         "metadata": {"name": "g"}, "spec": {}}]});
     assert_refused(
         config,
-        "resources[0].kind: unknown kind \"Gateway\" (expected VirtualService or DestinationRule)",
+        "resources[0].kind: unknown kind \"Gateway\" (expected VirtualService, DestinationRule, AuthorizationPolicy or RequestAuthentication)",
     );
 }
 

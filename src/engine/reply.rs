@@ -49,6 +49,29 @@ impl LocalReply {
         Self::new(ReplyKind::NoRoute, 404, "route_not_found")
     }
 
+    /// Envoy's RBAC filter: 403 `RBAC: access denied`.
+    pub fn rbac_denied() -> Self {
+        Self::text(403, "rbac_access_denied", "RBAC: access denied")
+    }
+
+    /// A path that could be read two ways (see `authz::path`): 400, as Envoy's connection
+    /// manager answers a path it cannot normalize.
+    pub fn bad_path(detail: &str) -> Self {
+        Self::text(
+            400,
+            "path_normalization_failed",
+            &format!("Bad Request: {detail}"),
+        )
+    }
+
+    /// A plain-text reply, as Envoy's own filters send.
+    pub fn text(status: u32, details: &'static str, body: &str) -> Self {
+        let mut r = Self::new(ReplyKind::Direct, status, details);
+        r.headers.push(("content-type".into(), "text/plain".into()));
+        r.body = body.as_bytes().to_vec();
+        r
+    }
+
     pub fn abort(status: u32) -> Self {
         let mut r = Self::new(ReplyKind::Abort, status, "fault_filter_abort");
         r.headers.push(("content-type".into(), "text/plain".into()));

@@ -1,5 +1,7 @@
 //! The HTTP context: reads the request, asks the rule set, applies the decision.
 
+use std::cell::RefCell;
+use std::net::{IpAddr, SocketAddr};
 use std::rc::Rc;
 
 use proxy_wasm::hostcalls;
@@ -10,14 +12,22 @@ use super::delay::{AfterDelay, Held};
 use super::local_reply;
 use super::metrics;
 use super::root::{now_ms, Active, Shared};
+use crate::authn::{self, KeyState};
+use crate::authz::{path, Facts, JwtFacts, Verdict};
 use crate::engine::{Decision, Edit, Forward, LocalReply, Outcome, ReplyKind, Request};
+use crate::jwt::Verified;
 
-pub struct Filter {
-    context_id: u32,
-    shared: Rc<Shared>,
+/// What one request's processing remembers, shared with the root while it waits for keys.
+pub struct Stream {
+    pub context_id: u32,
     /// The rule set and forward decision the response phase needs.
     forwarded: Option<(Rc<Active>, Forward)>,
     held: bool,
+}
+
+pub struct Filter {
+    shared: Rc<Shared>,
+    stream: Rc<RefCell<Stream>>,
 }
 
 fn apply(map: MapType, e: Edit<'_>) -> Result<(), Status> {
@@ -28,66 +38,285 @@ fn apply(map: MapType, e: Edit<'_>) -> Result<(), Status> {
     }
 }
 
+fn request_edit(e: Edit<'_>) -> Result<(), Status> {
+    apply(MapType::HttpRequestHeaders, e)
+}
+
+/// The decision could not be applied: answer clearly instead of routing wrongly.
+fn fail(shared: &Shared, what: &'static str, e: Status) -> Action {
+    shared.log_once(what, &format!("{e:?}"));
+    let reply = LocalReply::text(
+        500,
+        "meshrules_error",
+        "meshrules: could not apply the routing decision",
+    );
+    let _ = local_reply::send(&reply);
+    Action::Pause
+}
+
+fn reply(shared: &Shared, reply: &LocalReply) -> Action {
+    if let Err(e) = local_reply::send(reply) {
+        shared.log_once("cannot send a local reply", &format!("{e:?}"));
+    }
+    Action::Pause
+}
+
+fn hold(shared: &Shared, stream: &mut Stream, delay_ms: u64, then: AfterDelay) -> Action {
+    let now = now_ms();
+    let rearm = shared.delays.borrow_mut().hold(
+        now,
+        Held {
+            deadline_ms: now + delay_ms,
+            context_id: stream.context_id,
+            then,
+        },
+    );
+    if let Some(period) = rearm {
+        if let Err(e) = hostcalls::set_tick_period(period) {
+            shared.delays.borrow_mut().release(stream.context_id);
+            return fail(shared, "cannot set the delay timer", e);
+        }
+    }
+    stream.held = true;
+    metrics::add(shared.globals.delayed_now, 1);
+    metrics::add(shared.globals.delays, 1);
+    Action::Pause
+}
+
+/// A string property of the stream (`source.address`, ...).
+fn property(path: &[&str]) -> Option<String> {
+    let bytes = hostcalls::get_property(path.to_vec()).ok()??;
+    String::from_utf8(bytes).ok().filter(|s| !s.is_empty())
+}
+
+/// `ip:port` (or a bare IP) as Envoy's address attributes give it.
+fn address(path: &[&str]) -> (Option<IpAddr>, Option<u16>) {
+    let Some(text) = property(path) else {
+        return (None, None);
+    };
+    match text.parse::<SocketAddr>() {
+        Ok(sa) => (Some(sa.ip()), Some(sa.port())),
+        Err(_) => (text.parse().ok(), None),
+    }
+}
+
+/// Runs the request through authentication, authorization and routing, and applies the
+/// outcome. Called from the request's own context, or from the root once JWKS it waited for
+/// have arrived (the root then resumes it on `Continue`).
+pub fn process(shared: &Rc<Shared>, active: &Rc<Active>, stream: &Rc<RefCell<Stream>>) -> Action {
+    let headers = match hostcalls::get_map(MapType::HttpRequestHeaders) {
+        Ok(h) => h,
+        Err(e) => return fail(shared, "cannot read request headers", e),
+    };
+    let rules = &active.rules;
+    // Only the filter chooses clusters: a client-sent cluster header is dropped.
+    let cluster_header = rules.cluster_header.as_str();
+    if headers.iter().any(|(k, _)| k == cluster_header) {
+        if let Err(e) = hostcalls::remove_map_value(MapType::HttpRequestHeaders, cluster_header) {
+            return fail(shared, "cannot remove the client's cluster header", e);
+        }
+    }
+    let mut req = Request::from_headers(&headers);
+
+    let mut jwt: Option<Rc<Verified>> = None;
+    let authn_path;
+    if !rules.authn.is_empty() {
+        for name in &rules.authn.output_headers {
+            if headers.iter().any(|(k, _)| k == name) {
+                if let Err(e) = request_edit(Edit::Remove(name)) {
+                    return fail(shared, "cannot remove a client-sent JWT output header", e);
+                }
+            }
+        }
+        let now = now_ms() / 1000;
+        let outcome = {
+            let slots = active.jwks.borrow();
+            let keys = |i: usize| match slots.get(i) {
+                Some(slot) => slot.state(),
+                None => KeyState::Failed,
+            };
+            rules
+                .authn
+                .authenticate(&req, now, &keys, &mut active.token_cache.borrow_mut())
+        };
+        match outcome {
+            authn::Outcome::Missing => metrics::add(shared.globals.jwt_missing, 1),
+            authn::Outcome::Verified {
+                token,
+                provider,
+                location,
+            } => {
+                metrics::add(shared.globals.jwt_valid, 1);
+                let edits =
+                    rules
+                        .authn
+                        .apply_edits(&req, &token, provider, location, &mut request_edit);
+                match edits {
+                    Ok(Some(path)) => {
+                        authn_path = path;
+                        if let Err(e) = request_edit(Edit::Set(":path", &authn_path)) {
+                            return fail(shared, "cannot remove the token from the path", e);
+                        }
+                        req.path = &authn_path;
+                    }
+                    Ok(None) => {}
+                    Err(e) => return fail(shared, "cannot set JWT headers", e),
+                }
+                jwt = Some(token);
+            }
+            authn::Outcome::Rejected(error) => {
+                metrics::add(shared.globals.jwt_invalid, 1);
+                log::debug!("meshrules: JWT refused: {}", error.message());
+                return reply(shared, &authn::rejection(&req, &error));
+            }
+            authn::Outcome::NeedKeys(i) => {
+                if let Some(slot) = active.jwks.borrow_mut().get_mut(i) {
+                    slot.waiters.push(Rc::clone(stream));
+                }
+                if let Err(e) = hostcalls::set_tick_period(std::time::Duration::from_millis(1)) {
+                    return fail(shared, "cannot start the JWKS fetch", e);
+                }
+                return Action::Pause;
+            }
+        }
+    }
+
+    let normalized_path;
+    if !rules.authz.is_empty() {
+        let authz = &rules.authz;
+        let n = match path::normalize(req.path, authz.escaped_slashes) {
+            Ok(n) => n,
+            Err(why) => {
+                metrics::add(shared.globals.path_rejected, 1);
+                return reply(shared, &LocalReply::bad_path(why.detail()));
+            }
+        };
+        let needs = authz.needs;
+        let (source_ip, _) = if needs.source_ip {
+            address(&["source", "address"])
+        } else {
+            (None, None)
+        };
+        let (destination_ip, destination_port) = if needs.destination {
+            address(&["destination", "address"])
+        } else {
+            (None, None)
+        };
+        let sni = needs
+            .sni
+            .then(|| property(&["connection", "requested_server_name"]))
+            .flatten();
+        let peer = needs
+            .peer
+            .then(|| property(&["connection", "uri_san_peer_certificate"]))
+            .flatten();
+        let facts = Facts {
+            req: &req,
+            path: &n.path,
+            source_ip,
+            remote_ip: authz.remote_ip(&req, source_ip),
+            destination_ip,
+            destination_port,
+            sni: sni.as_deref(),
+            peer_principal: peer.as_deref(),
+            jwt: jwt.as_deref().map(|v| JwtFacts {
+                issuer: &v.issuer,
+                subject: &v.subject,
+                claims: &v.claims,
+            }),
+        };
+        let eval = authz.evaluate(&facts);
+        if eval.dry_run_would_deny {
+            metrics::add(shared.globals.authz_dry_run_would_deny, 1);
+            log::info!(
+                "meshrules: dry-run policies would deny {} {}",
+                req.method,
+                req.path
+            );
+        }
+        if eval.audited {
+            metrics::add(shared.globals.authz_audit, 1);
+        }
+        match eval.verdict {
+            Verdict::Allow => metrics::add(shared.globals.authz_allowed, 1),
+            denied => {
+                metrics::add(shared.globals.authz_denied, 1);
+                match denied {
+                    Verdict::DeniedBy(policy, rule) => log::info!(
+                        "meshrules: RBAC denied {} {}: DENY policy {policy} rules[{rule}] matched",
+                        req.method,
+                        req.path
+                    ),
+                    _ => log::info!(
+                        "meshrules: RBAC denied {} {}: no ALLOW policy matched",
+                        req.method,
+                        req.path
+                    ),
+                }
+                return reply(shared, &LocalReply::rbac_denied());
+            }
+        }
+        if n.changed() {
+            // The upstream gets the path that was authorized (Envoy's normalize_path).
+            normalized_path = format!("{}{}", n.path, n.query);
+            if let Err(e) = request_edit(Edit::Set(":path", &normalized_path)) {
+                return fail(shared, "cannot set the normalized path", e);
+            }
+            req.path = &normalized_path;
+        }
+    }
+
+    let decision = rules.decide(&req, &mut shared.rng.borrow_mut());
+    let Decision::Act(verdict) = decision else {
+        return Action::Continue;
+    };
+    match verdict.route {
+        Some(r) => metrics::add(active.metrics.routes[r], 1),
+        None => metrics::add(active.metrics.unrouted[verdict.virtual_service], 1),
+    }
+    let delay_ms = verdict.delay.map(|d| d.as_millis() as u64);
+    let mut stream = stream.borrow_mut();
+    match verdict.outcome {
+        Outcome::Reply(r) => {
+            if r.kind == ReplyKind::Abort {
+                metrics::add(shared.globals.aborts, 1);
+            }
+            match delay_ms {
+                Some(ms) => hold(shared, &mut stream, ms, AfterDelay::Reply(r)),
+                None => reply(shared, &r),
+            }
+        }
+        Outcome::Forward(f) => {
+            if let Err(e) = rules.request_edits(&f, req.path, request_edit) {
+                return fail(shared, "cannot set request headers", e);
+            }
+            stream.forwarded = Some((Rc::clone(active), f));
+            match delay_ms {
+                Some(ms) => hold(shared, &mut stream, ms, AfterDelay::Resume),
+                None => Action::Continue,
+            }
+        }
+    }
+}
+
 impl Filter {
     pub fn new(context_id: u32, shared: Rc<Shared>) -> Self {
         Filter {
-            context_id,
             shared,
-            forwarded: None,
-            held: false,
+            stream: Rc::new(RefCell::new(Stream {
+                context_id,
+                forwarded: None,
+                held: false,
+            })),
         }
-    }
-
-    /// The decision could not be applied: answer clearly instead of routing wrongly.
-    fn fail(&self, what: &'static str, e: Status) -> Action {
-        self.shared.log_once(what, &format!("{e:?}"));
-        let reply = LocalReply {
-            kind: ReplyKind::Direct,
-            status: 500,
-            headers: vec![("content-type".into(), "text/plain".into())],
-            body: b"meshrules: could not apply the routing decision".to_vec(),
-            grpc_status: None,
-            details: "meshrules_error",
-        };
-        let _ = local_reply::send(&reply);
-        Action::Pause
-    }
-
-    fn reply(&self, reply: &LocalReply) -> Action {
-        if let Err(e) = local_reply::send(reply) {
-            self.shared
-                .log_once("cannot send a local reply", &format!("{e:?}"));
-        }
-        Action::Pause
-    }
-
-    fn hold(&mut self, delay_ms: u64, then: AfterDelay) -> Action {
-        let now = now_ms();
-        let rearm = self.shared.delays.borrow_mut().hold(
-            now,
-            Held {
-                deadline_ms: now + delay_ms,
-                context_id: self.context_id,
-                then,
-            },
-        );
-        if let Some(period) = rearm {
-            if let Err(e) = hostcalls::set_tick_period(period) {
-                self.shared.delays.borrow_mut().release(self.context_id);
-                return self.fail("cannot set the delay timer", e);
-            }
-        }
-        self.held = true;
-        metrics::add(self.shared.globals.delayed_now, 1);
-        metrics::add(self.shared.globals.delays, 1);
-        Action::Pause
     }
 }
 
 impl Context for Filter {
     fn on_done(&mut self) -> bool {
+        let stream = self.stream.borrow();
         // A client that left while its request was held leaves nothing behind.
-        if self.held && self.shared.delays.borrow_mut().release(self.context_id) {
+        if stream.held && self.shared.delays.borrow_mut().release(stream.context_id) {
             metrics::add(self.shared.globals.delayed_now, -1);
         }
         true
@@ -104,56 +333,11 @@ impl HttpContext for Filter {
         if seen.is_multiple_of(metrics::MEMORY_SAMPLE_EVERY) {
             metrics::record_vm_memory(self.shared.globals.vm_memory);
         }
-        let headers = match hostcalls::get_map(MapType::HttpRequestHeaders) {
-            Ok(h) => h,
-            Err(e) => return self.fail("cannot read request headers", e),
-        };
-        // Only the filter chooses clusters: a client-sent cluster header is dropped.
-        let cluster_header = active.rules.cluster_header.as_str();
-        if headers.iter().any(|(k, _)| k == cluster_header) {
-            if let Err(e) = hostcalls::remove_map_value(MapType::HttpRequestHeaders, cluster_header)
-            {
-                return self.fail("cannot remove the client's cluster header", e);
-            }
-        }
-        let req = Request::from_headers(&headers);
-        let decision = active.rules.decide(&req, &mut self.shared.rng.borrow_mut());
-        let Decision::Act(verdict) = decision else {
-            return Action::Continue;
-        };
-        match verdict.route {
-            Some(r) => metrics::add(active.metrics.routes[r], 1),
-            None => metrics::add(active.metrics.unrouted[verdict.virtual_service], 1),
-        }
-        let delay_ms = verdict.delay.map(|d| d.as_millis() as u64);
-        match verdict.outcome {
-            Outcome::Reply(reply) => {
-                if reply.kind == ReplyKind::Abort {
-                    metrics::add(self.shared.globals.aborts, 1);
-                }
-                match delay_ms {
-                    Some(ms) => self.hold(ms, AfterDelay::Reply(reply)),
-                    None => self.reply(&reply),
-                }
-            }
-            Outcome::Forward(f) => {
-                let edits = active
-                    .rules
-                    .request_edits(&f, req.path, |e| apply(MapType::HttpRequestHeaders, e));
-                if let Err(e) = edits {
-                    return self.fail("cannot set request headers", e);
-                }
-                self.forwarded = Some((active, f));
-                match delay_ms {
-                    Some(ms) => self.hold(ms, AfterDelay::Resume),
-                    None => Action::Continue,
-                }
-            }
-        }
+        process(&self.shared, &active, &self.stream)
     }
 
     fn on_http_response_headers(&mut self, _num_headers: usize, _end_of_stream: bool) -> Action {
-        if let Some((active, f)) = &self.forwarded {
+        if let Some((active, f)) = &self.stream.borrow().forwarded {
             let result = active
                 .rules
                 .response_edits(f, |e| apply(MapType::HttpResponseHeaders, e));

@@ -15,6 +15,16 @@ pub const REQUESTS_DELAYED: &str = "meshrules_requests_delayed";
 pub const ROUTE_REQUESTS: &str = "meshrules_route_requests";
 pub const UNROUTED_REQUESTS: &str = "meshrules_unrouted_requests";
 pub const VM_MEMORY: &str = "meshrules_vm_memory_bytes";
+pub const AUTHZ_ALLOWED: &str = "meshrules_authz_allowed";
+pub const AUTHZ_DENIED: &str = "meshrules_authz_denied";
+pub const AUTHZ_DRY_RUN_WOULD_DENY: &str = "meshrules_authz_dry_run_would_deny";
+pub const AUTHZ_AUDIT: &str = "meshrules_authz_audit";
+pub const PATH_REJECTED: &str = "meshrules_path_rejected";
+pub const JWT_VALID: &str = "meshrules_jwt_valid";
+pub const JWT_INVALID: &str = "meshrules_jwt_invalid";
+pub const JWT_MISSING: &str = "meshrules_jwt_missing";
+pub const JWKS_FETCH_OK: &str = "meshrules_jwks_fetch_ok";
+pub const JWKS_FETCH_FAILED: &str = "meshrules_jwks_fetch_failed";
 
 /// How often (in requests) the VM memory gauge is refreshed: often enough to see growth,
 /// rare enough to cost nothing.
@@ -53,6 +63,16 @@ pub struct Globals {
     pub aborts: Option<u32>,
     pub delayed_now: Option<u32>,
     pub vm_memory: Option<u32>,
+    pub authz_allowed: Option<u32>,
+    pub authz_denied: Option<u32>,
+    pub authz_dry_run_would_deny: Option<u32>,
+    pub authz_audit: Option<u32>,
+    pub path_rejected: Option<u32>,
+    pub jwt_valid: Option<u32>,
+    pub jwt_invalid: Option<u32>,
+    pub jwt_missing: Option<u32>,
+    pub jwks_fetch_ok: Option<u32>,
+    pub jwks_fetch_failed: Option<u32>,
 }
 
 impl Globals {
@@ -64,6 +84,16 @@ impl Globals {
             aborts: define(MetricType::Counter, ABORTS_INJECTED),
             delayed_now: define(MetricType::Gauge, REQUESTS_DELAYED),
             vm_memory: define(MetricType::Gauge, VM_MEMORY),
+            authz_allowed: define(MetricType::Counter, AUTHZ_ALLOWED),
+            authz_denied: define(MetricType::Counter, AUTHZ_DENIED),
+            authz_dry_run_would_deny: define(MetricType::Counter, AUTHZ_DRY_RUN_WOULD_DENY),
+            authz_audit: define(MetricType::Counter, AUTHZ_AUDIT),
+            path_rejected: define(MetricType::Counter, PATH_REJECTED),
+            jwt_valid: define(MetricType::Counter, JWT_VALID),
+            jwt_invalid: define(MetricType::Counter, JWT_INVALID),
+            jwt_missing: define(MetricType::Counter, JWT_MISSING),
+            jwks_fetch_ok: define(MetricType::Counter, JWKS_FETCH_OK),
+            jwks_fetch_failed: define(MetricType::Counter, JWKS_FETCH_FAILED),
         }
     }
 }

@@ -5,6 +5,7 @@
 mod delay;
 mod http;
 mod identity;
+mod jwks;
 mod local_reply;
 mod metrics;
 mod root;

@@ -8,19 +8,25 @@ use std::time::{Duration, UNIX_EPOCH};
 
 use proxy_wasm::hostcalls;
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
-use proxy_wasm::types::{BufferType, ContextType};
+use proxy_wasm::types::{Action, BufferType, ContextType};
 
 use super::delay::{AfterDelay, DelayQueue};
-use super::http::Filter;
+use super::http::{self, Filter};
 use super::identity::NodeMetadata;
+use super::jwks;
 use super::metrics::{self, Globals, RuleMetrics};
 use crate::compile;
+use crate::jwt::TokenCache;
 use crate::rules::RuleSet;
 
 /// A loaded rule set with its metrics; requests keep the one they started with.
 pub struct Active {
     pub rules: RuleSet,
     pub metrics: RuleMetrics,
+    /// Verified JWTs of this configuration, so repeated tokens skip the signature math.
+    pub token_cache: RefCell<TokenCache>,
+    /// One slot per `rules.authn.remote` JWKS.
+    pub jwks: RefCell<Vec<jwks::Slot>>,
 }
 
 /// State shared by the root context and the HTTP contexts of one worker.
@@ -78,7 +84,29 @@ impl Root {
     }
 }
 
-impl Context for Root {}
+impl Context for Root {
+    fn on_http_call_response(
+        &mut self,
+        token: u32,
+        _headers: usize,
+        body_size: usize,
+        _trailers: usize,
+    ) {
+        let Some(active) = self.shared.active.borrow().clone() else {
+            return;
+        };
+        let progress = jwks::on_response(
+            &active.rules.authn.remote,
+            &mut active.jwks.borrow_mut(),
+            token,
+            body_size,
+            now_ms(),
+        );
+        if let Some(progress) = progress {
+            self.resume_waiters(&active, progress);
+        }
+    }
+}
 
 impl RootContext for Root {
     fn on_configure(&mut self, _size: usize) -> bool {
@@ -105,10 +133,23 @@ impl RootContext for Root {
                     loaded.rules.virtual_services.len(),
                     loaded.rules.routes.len()
                 );
-                *self.shared.active.borrow_mut() = Some(Rc::new(Active {
+                let slots = loaded
+                    .rules
+                    .authn
+                    .remote
+                    .iter()
+                    .map(|_| jwks::Slot::default());
+                let active = Active {
+                    token_cache: RefCell::new(loaded.rules.authn.new_cache()),
+                    jwks: RefCell::new(slots.collect()),
                     rules: loaded.rules,
                     metrics,
-                }));
+                };
+                if !active.rules.authn.remote.is_empty() {
+                    // The first JWKS fetch starts on the first tick, outside configuration.
+                    self.arm(Duration::from_millis(1));
+                }
+                *self.shared.active.borrow_mut() = Some(Rc::new(active));
                 metrics::add(self.shared.globals.config_accepted, 1);
                 metrics::record_vm_memory(self.shared.globals.vm_memory);
                 true
@@ -124,7 +165,8 @@ impl RootContext for Root {
     }
 
     fn on_tick(&mut self) {
-        let (due, next) = self.shared.delays.borrow_mut().due(now_ms());
+        let now = now_ms();
+        let (due, next) = self.shared.delays.borrow_mut().due(now);
         for held in due {
             metrics::add(self.shared.globals.delayed_now, -1);
             if let Err(e) = hostcalls::set_effective_context(held.context_id) {
@@ -141,7 +183,22 @@ impl RootContext for Root {
                     .log_once("cannot resume a delayed request", &format!("{e:?}"));
             }
         }
-        self.arm(next);
+        let active = self.shared.active.borrow().clone();
+        let mut next = (next > Duration::ZERO).then_some(next);
+        if let Some(active) = active.filter(|a| !a.rules.authn.remote.is_empty()) {
+            let progress = jwks::tick(
+                &active.rules.authn.remote,
+                &mut active.jwks.borrow_mut(),
+                now,
+            );
+            self.resume_waiters(&active, progress);
+            let jwks_next = jwks::next_tick(&active.rules.authn.remote, &active.jwks.borrow(), now);
+            next = match (next, jwks_next) {
+                (Some(a), Some(b)) => Some(a.min(b)),
+                (a, b) => a.or(b),
+            };
+        }
+        self.arm(next.unwrap_or(Duration::ZERO));
     }
 
     fn create_http_context(&self, context_id: u32) -> Option<Box<dyn HttpContext>> {
@@ -154,6 +211,31 @@ impl RootContext for Root {
 }
 
 impl Root {
+    /// Counts a fetch's outcome, forgets tokens verified with the old keys and runs the
+    /// requests that waited for the new ones.
+    fn resume_waiters(&self, active: &Rc<Active>, progress: jwks::Progress) {
+        if progress.keys_replaced {
+            active.token_cache.borrow_mut().clear();
+        }
+        let globals = &self.shared.globals;
+        metrics::add(globals.jwks_fetch_ok, i64::from(progress.fetched_ok));
+        metrics::add(globals.jwks_fetch_failed, i64::from(progress.fetch_failed));
+        for waiter in progress.wake {
+            let context_id = waiter.borrow().context_id;
+            if let Err(e) = hostcalls::set_effective_context(context_id) {
+                // The client has gone.
+                log::debug!("meshrules: request {context_id} waiting for JWKS is gone: {e:?}");
+                continue;
+            }
+            if let Action::Continue = http::process(&self.shared, active, &waiter) {
+                if let Err(e) = hostcalls::resume_http_request() {
+                    self.shared
+                        .log_once("cannot resume a request after JWKS", &format!("{e:?}"));
+                }
+            }
+        }
+    }
+
     fn arm(&self, period: Duration) {
         if let Err(e) = hostcalls::set_tick_period(period) {
             self.shared

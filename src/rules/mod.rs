@@ -21,6 +21,8 @@ pub struct RuleSet {
     pub hosts: HostIndex,
     pub virtual_services: Vec<VirtualService>,
     pub routes: Vec<Route>,
+    pub authz: crate::authz::Authz,
+    pub authn: crate::authn::Authn,
 }
 
 #[derive(Debug, Clone)]

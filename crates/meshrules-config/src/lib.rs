@@ -134,8 +134,9 @@ pub struct Security {
     /// Proxies in front of this Envoy whose `X-Forwarded-For` entries are trusted, for
     /// `remote.ip` / `remoteIpBlocks` (Envoy's `xff_num_trusted_hops`).
     pub xff_num_trusted_hops: f64,
-    /// What a path containing `%2F`, `%5C` (either case) or `\\` gets: `REJECT` (400, the
-    /// default), `KEEP` (matched as written) or `UNESCAPE` (decoded to `/` before matching).
+    /// What a path containing `%2F` or `%5C` (either case) gets: `REJECT` (400, the default),
+    /// `KEEP` (matched and forwarded encoded) or `UNESCAPE` (decoded to `/` before matching).
+    /// A raw `\` is always read as `/`, as Envoy's `normalize_path` does.
     pub escaped_slashes: String,
     /// Envoy cluster that fetches a `jwksUri`, a template of `{host}` and `{port}`.
     pub jwks_cluster: String,

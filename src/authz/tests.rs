@@ -1,0 +1,363 @@
+//! AuthorizationPolicy semantics as istiod translates them, decided on request facts.
+
+use std::net::IpAddr;
+
+use serde_json::{json, Value};
+
+use super::*;
+use crate::compile::{load, Anonymous};
+
+fn policy(name: &str, spec: Value) -> Value {
+    json!({"apiVersion": "security.istio.io/v1", "kind": "AuthorizationPolicy",
+           "metadata": {"name": name, "namespace": "app"}, "spec": spec})
+}
+
+fn authz(resources: Vec<Value>) -> Authz {
+    match load(
+        json!({"resources": resources}).to_string().as_bytes(),
+        &Anonymous,
+    ) {
+        Ok(l) => l.rules.authz,
+        Err(e) => panic!("config refused: {e:?}"),
+    }
+}
+
+fn errors(resources: Vec<Value>) -> Vec<String> {
+    match load(
+        json!({"resources": resources}).to_string().as_bytes(),
+        &Anonymous,
+    ) {
+        Ok(_) => Vec::new(),
+        Err(e) => e.iter().map(ToString::to_string).collect(),
+    }
+}
+
+struct Probe {
+    headers: Vec<(String, String)>,
+    source: Option<IpAddr>,
+    peer: Option<&'static str>,
+    claims: serde_json::Map<String, Value>,
+    jwt: Option<(&'static str, &'static str)>,
+}
+
+impl Probe {
+    fn get(path: &str) -> Probe {
+        Probe {
+            headers: vec![
+                (":method".into(), "GET".into()),
+                (":authority".into(), "demo.example.com".into()),
+                (":path".into(), path.into()),
+            ],
+            source: "10.0.0.1".parse().ok(),
+            peer: None,
+            claims: serde_json::Map::new(),
+            jwt: None,
+        }
+    }
+
+    fn header(mut self, k: &str, v: &str) -> Probe {
+        self.headers.push((k.into(), v.into()));
+        self
+    }
+
+    fn verdict(&self, a: &Authz) -> bool {
+        let req = Request::from_headers(&self.headers);
+        let facts = Facts {
+            req: &req,
+            path: req.path_only(),
+            source_ip: self.source,
+            remote_ip: a.remote_ip(&req, self.source),
+            destination_ip: "10.0.0.9".parse().ok(),
+            destination_port: Some(8080),
+            sni: None,
+            peer_principal: self.peer,
+            jwt: self.jwt.map(|(issuer, subject)| JwtFacts {
+                issuer,
+                subject,
+                claims: &self.claims,
+            }),
+        };
+        a.evaluate(&facts).verdict == Verdict::Allow
+    }
+}
+
+#[test]
+fn deny_wins_over_allow_and_no_allow_policy_allows() {
+    let deny = policy(
+        "deny-admin",
+        json!({"action": "DENY", "rules": [{"to": [{"operation": {"paths": ["/admin*"]}}]}]}),
+    );
+    let allow_all = policy("allow-all", json!({"rules": [{}]}));
+    let a = authz(vec![deny.clone()]);
+    assert!(!Probe::get("/admin/x").verdict(&a));
+    assert!(
+        Probe::get("/public").verdict(&a),
+        "no ALLOW policy: allowed"
+    );
+    let a = authz(vec![deny, allow_all]);
+    assert!(!Probe::get("/admin").verdict(&a), "DENY is evaluated first");
+    assert!(Probe::get("/public").verdict(&a));
+}
+
+#[test]
+fn allow_without_rules_denies_everything_and_empty_rule_allows_everything() {
+    let a = authz(vec![policy("nothing", json!({"action": "ALLOW"}))]);
+    assert!(!Probe::get("/").verdict(&a));
+    let a = authz(vec![policy("everything", json!({"rules": [{}]}))]);
+    assert!(Probe::get("/").verdict(&a));
+}
+
+#[test]
+fn a_rule_needs_a_source_an_operation_and_every_condition() {
+    let a = authz(vec![policy(
+        "p",
+        json!({"rules": [{
+            "from": [{"source": {"ipBlocks": ["10.0.0.0/8"]}}, {"source": {"ipBlocks": ["192.168.0.1"]}}],
+            "to": [{"operation": {"methods": ["GET"], "paths": ["/api/*"]}}],
+            "when": [{"key": "request.headers[x-team]", "values": ["blue"]},
+                     {"key": "destination.port", "values": ["8080"]}]}]}),
+    )]);
+    let ok = Probe::get("/api/items").header("x-team", "blue");
+    assert!(ok.verdict(&a));
+    assert!(!Probe::get("/api/items").verdict(&a), "condition missing");
+    assert!(
+        !Probe::get("/web").header("x-team", "blue").verdict(&a),
+        "operation"
+    );
+    let mut elsewhere = Probe::get("/api/items").header("x-team", "blue");
+    elsewhere.source = "172.16.0.1".parse().ok();
+    assert!(!elsewhere.verdict(&a), "source");
+}
+
+#[test]
+fn not_values_exclude_and_absent_attributes_only_match_not_values() {
+    let a = authz(vec![policy(
+        "p",
+        json!({"rules": [{"from": [{"source": {"notPrincipals": ["cluster.local/ns/app/sa/bad"]}}]}]}),
+    )]);
+    assert!(
+        Probe::get("/").verdict(&a),
+        "plaintext: no principal, notPrincipals match"
+    );
+    let mut bad = Probe::get("/");
+    bad.peer = Some("spiffe://cluster.local/ns/app/sa/bad");
+    assert!(!bad.verdict(&a));
+    let a = authz(vec![policy(
+        "p",
+        json!({"rules": [{"from": [{"source": {"principals": ["*"]}}]}]}),
+    )]);
+    assert!(!Probe::get("/").verdict(&a), "principals: [*] needs mTLS");
+}
+
+#[test]
+fn principals_namespaces_and_service_accounts_use_istiods_spiffe_matchers() {
+    let mut p = Probe::get("/");
+    p.peer = Some("spiffe://cluster.local/ns/shop/sa/web");
+    for (source, allowed) in [
+        (
+            json!({"principals": ["cluster.local/ns/shop/sa/web"]}),
+            true,
+        ),
+        (json!({"principals": ["*/sa/web"]}), true),
+        (json!({"principals": ["cluster.local/ns/shop/*"]}), true),
+        (
+            json!({"principals": ["cluster.local/ns/other/sa/web"]}),
+            false,
+        ),
+        (json!({"namespaces": ["shop"]}), true),
+        (json!({"namespaces": ["sh*"]}), true),
+        (json!({"namespaces": ["other"]}), false),
+        (json!({"serviceAccounts": ["shop/web"]}), true),
+        (json!({"serviceAccounts": ["web"]}), false), // bare name: the policy's namespace (app)
+        (json!({"serviceAccounts": ["shop/we"]}), false),
+        (json!({"trustDomains": ["cluster.local"]}), true),
+        (json!({"notTrustDomains": ["cluster.local"]}), false),
+    ] {
+        let a = authz(vec![policy(
+            "p",
+            json!({"rules": [{"from": [{"source": source}]}]}),
+        )]);
+        assert_eq!(p.verdict(&a), allowed, "{source}");
+    }
+}
+
+#[test]
+fn hosts_ignore_case_and_methods_and_paths_do_not() {
+    for (op, allowed) in [
+        (json!({"hosts": ["DEMO.example.com"]}), true),
+        (json!({"hosts": ["*.EXAMPLE.com"]}), true),
+        (json!({"hosts": ["demo.example.com:8080"]}), false),
+        (json!({"methods": ["get"]}), false),
+        (json!({"paths": ["/Items"]}), false),
+        (json!({"paths": ["/items"]}), true),
+        (json!({"paths": ["*s"]}), true),
+    ] {
+        let a = authz(vec![policy(
+            "p",
+            json!({"rules": [{"to": [{"operation": op}]}]}),
+        )]);
+        assert_eq!(Probe::get("/items?x=1").verdict(&a), allowed, "{op}");
+    }
+}
+
+#[test]
+fn path_templates_match_one_or_many_segments() {
+    let a = authz(vec![policy(
+        "p",
+        json!({"rules": [{"to": [{"operation": {"paths": ["/users/{*}/profile", "/files/{**}"]}}]}]}),
+    )]);
+    assert!(Probe::get("/users/alice/profile").verdict(&a));
+    assert!(!Probe::get("/users/a/b/profile").verdict(&a));
+    assert!(Probe::get("/files/a/b/c.txt").verdict(&a));
+    assert!(Probe::get("/files/").verdict(&a));
+}
+
+#[test]
+fn remote_ip_honours_trusted_hops() {
+    let config = json!({"resources": [policy("p", json!({"rules": [{"from": [{"source":
+        {"remoteIpBlocks": ["203.0.113.0/24"]}}]}]}))], "security": {"xffNumTrustedHops": 1}});
+    let a = match load(config.to_string().as_bytes(), &Anonymous) {
+        Ok(l) => l.rules.authz,
+        Err(e) => panic!("{e:?}"),
+    };
+    let xff = |v: &str| Probe::get("/").header("x-forwarded-for", v);
+    // Envoy has appended the peer (10.0.0.1); one trusted hop: the client's last entry.
+    assert!(xff("198.51.100.7, 203.0.113.9, 10.0.0.1").verdict(&a));
+    assert!(!xff("203.0.113.9, 198.51.100.7, 10.0.0.1").verdict(&a));
+    assert!(
+        !Probe::get("/").verdict(&a),
+        "no header: the peer (10.0.0.1)"
+    );
+}
+
+#[test]
+fn request_principals_and_claims_read_the_verified_token() {
+    let mut p = Probe::get("/");
+    p.jwt = Some(("https://idp.test", "alice"));
+    p.claims = json!({"groups": ["dev", "ops"], "org": {"team": "core"}, "azp": "web"})
+        .as_object()
+        .cloned()
+        .unwrap();
+    for (when, allowed) in [
+        (
+            json!({"key": "request.auth.principal", "values": ["https://idp.test/alice"]}),
+            true,
+        ),
+        (
+            json!({"key": "request.auth.principal", "values": ["*/alice"]}),
+            true,
+        ),
+        (
+            json!({"key": "request.auth.principal", "values": ["https://idp.test/*"]}),
+            true,
+        ),
+        (
+            json!({"key": "request.auth.principal", "values": ["https://idp.test/bob"]}),
+            false,
+        ),
+        (
+            json!({"key": "request.auth.claims[groups]", "values": ["ops"]}),
+            true,
+        ),
+        (
+            json!({"key": "request.auth.claims[org][team]", "values": ["core"]}),
+            true,
+        ),
+        (
+            json!({"key": "request.auth.claims[org][team]", "values": ["edge"]}),
+            false,
+        ),
+        (
+            json!({"key": "request.auth.presenter", "values": ["web"]}),
+            true,
+        ),
+    ] {
+        let a = authz(vec![policy(
+            "p",
+            json!({"rules": [{"when": [when.clone()]}]}),
+        )]);
+        assert_eq!(p.verdict(&a), allowed, "{when}");
+    }
+    let a = authz(vec![policy(
+        "p",
+        json!({"rules": [{"from": [{"source": {"requestPrincipals": ["*"]}}]}]}),
+    )]);
+    assert!(
+        !Probe::get("/").verdict(&a),
+        "no token: no request principal"
+    );
+}
+
+#[test]
+fn dry_run_and_audit_policies_never_decide() {
+    let mut dry = policy(
+        "dry",
+        json!({"action": "DENY", "rules": [{"to": [{"operation": {"paths": ["/x"]}}]}]}),
+    );
+    dry["metadata"]["annotations"] = json!({"istio.io/dry-run": "true"});
+    let audit = policy("audit", json!({"action": "AUDIT", "rules": [{}]}));
+    let a = authz(vec![dry, audit]);
+    let req_headers = Probe::get("/x").headers;
+    let req = Request::from_headers(&req_headers);
+    let facts = Facts {
+        req: &req,
+        path: "/x",
+        source_ip: None,
+        remote_ip: None,
+        destination_ip: None,
+        destination_port: None,
+        sni: None,
+        peer_principal: None,
+        jwt: None,
+    };
+    let e = a.evaluate(&facts);
+    assert_eq!(e.verdict, Verdict::Allow);
+    assert!(e.dry_run_would_deny);
+    assert!(e.audited);
+}
+
+#[test]
+fn bad_policies_are_refused_with_their_paths() {
+    let cases = [
+        (
+            json!({"action": "CUSTOM", "provider": {"name": "ext"}}),
+            "resources[0].spec.action: CUSTOM needs",
+        ),
+        (
+            json!({"rules": [{"when": [{"key": "request.foo", "values": ["x"]}]}]}),
+            "resources[0].spec.rules[0].when[0].key: unknown attribute",
+        ),
+        (
+            json!({"rules": [{"when": [{"key": "source.ip"}]}]}),
+            "resources[0].spec.rules[0].when[0]: at least one of values or notValues",
+        ),
+        (
+            json!({"rules": [{"from": [{"source": {"ipBlocks": ["10.0.0.300"]}}]}]}),
+            "resources[0].spec.rules[0].from[0].source.ipBlocks[0]: \"10.0.0.300\" is not an IP",
+        ),
+        (
+            json!({"rules": [{"to": [{"operation": {"ports": ["http"]}}]}]}),
+            "resources[0].spec.rules[0].to[0].operation.ports[0]",
+        ),
+        (
+            json!({"rules": [{"to": [{"operation": {"paths": ["/a/{**}/b/{*}"]}}]}]}),
+            "resources[0].spec.rules[0].to[0].operation.paths[0]",
+        ),
+        (
+            json!({"rules": [{"from": [{"source": {}}]}]}),
+            "resources[0].spec.rules[0].from[0].source: source must set",
+        ),
+        (
+            json!({"rules": [{"from": [{"source": {"serviceAccounts": ["a"], "namespaces": ["b"]}}]}]}),
+            "resources[0].spec.rules[0].from[0].source: cannot set serviceAccounts",
+        ),
+        (json!({"action": "MAYBE"}), "resources[0].spec.action"),
+    ];
+    for (spec, expected) in cases {
+        let errs = errors(vec![policy("p", spec.clone())]);
+        assert!(
+            errs.iter().any(|e| e.starts_with(expected)),
+            "{spec}: expected {expected:?} in {errs:?}"
+        );
+    }
+}
