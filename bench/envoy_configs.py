@@ -1,6 +1,7 @@
-"""Envoy bootstraps for the benchmark: a fast upstream, and one Envoy with three listeners that
-carry the same demo rule set three ways: (a) no rules, (b) Envoy native config as istiod would
-write it, (c) the meshrules filter."""
+"""Envoy bootstraps for the benchmark: a fast upstream, and one Envoy whose listeners carry the
+same demo rule set: (a) no rules, (b) Envoy native config as istiod would write it, (c) the
+meshrules filter; plus (d) meshrules without its verified-token cache (every JWT checked
+again) and (e) meshrules with the routing rules only, to isolate what the JWT check costs."""
 
 from __future__ import annotations
 
@@ -43,6 +44,55 @@ RULES = {
     "routing": {"routeHasIstioDefaults": True},
 }
 
+ISSUER = "https://idp.bench"
+
+
+def security_resources(jwks: str) -> list:
+    """The demo's security: a JWT check (RequestAuthentication, inline keys) and an ALLOW
+    policy on the token's principal and the method."""
+    return [
+        {"apiVersion": "security.istio.io/v1", "kind": "RequestAuthentication",
+         "metadata": {"name": "jwt", "namespace": "app"},
+         "spec": {"jwtRules": [{"issuer": ISSUER, "jwks": jwks}]}},
+        {"apiVersion": "security.istio.io/v1", "kind": "AuthorizationPolicy",
+         "metadata": {"name": "allow-users", "namespace": "app"},
+         "spec": {"action": "ALLOW", "rules": [{
+             "from": [{"source": {"requestPrincipals": [f"{ISSUER}/*"]}}],
+             "to": [{"operation": {"methods": ["GET"]}}]}]}},
+    ]
+
+
+def rules_with_security(jwks: str, token_cache: bool = True) -> dict:
+    rules = {**RULES, "resources": RULES["resources"] + security_resources(jwks)}
+    if not token_cache:
+        rules["security"] = {"tokenCacheSize": 0}
+    return rules
+
+
+def native_security_filters(jwks: str) -> list:
+    """What the same security is in Envoy's own filters: jwt_authn (requires_any provider or
+    allow_missing, as istiod writes it) and an RBAC ALLOW policy on the token's issuer."""
+    jwt = {"name": "envoy.filters.http.jwt_authn", "typed_config": {
+        "@type": "type.googleapis.com/envoy.extensions.filters.http.jwt_authn.v3.JwtAuthentication",
+        "providers": {"bench": {"issuer": ISSUER, "local_jwks": {"inline_string": jwks},
+                                "payload_in_metadata": "payload", "forward": False}},
+        "rules": [{"match": {"prefix": "/"}, "requires": {"requires_any": {"requirements": [
+            {"provider_name": "bench"}, {"allow_missing": {}}]}}}]}}
+    rbac = {"name": "envoy.filters.http.rbac", "typed_config": {
+        "@type": "type.googleapis.com/envoy.extensions.filters.http.rbac.v3.RBAC",
+        "rules": {"action": "ALLOW", "policies": {"ns[app]-policy[allow-users]-rule[0]": {
+            "permissions": [{"and_rules": {"rules": [
+                {"header": {"name": ":method", "string_match": {"exact": "GET"}}}]}}],
+            "principals": [{"and_ids": {"ids": [
+                {"metadata": {"filter": "envoy.filters.http.jwt_authn",
+                              "path": [{"key": "payload"}, {"key": "iss"}],
+                              "value": {"string_match": {"exact": ISSUER}}}},
+                {"metadata": {"filter": "envoy.filters.http.jwt_authn",
+                              "path": [{"key": "payload"}, {"key": "sub"}],
+                              "value": {"string_match": {"safe_regex": {"regex": ".+"}}}}}]}}]}}}}}
+    return [jwt, rbac]
+
+
 # What istiod writes for the same rules (route/retry.go DefaultPolicy, fault per route).
 ISTIO_RETRY = {
     "retry_on": "connect-failure,refused-stream,unavailable,cancelled,retriable-status-codes",
@@ -82,7 +132,7 @@ def plain_listener(port: int) -> dict:
     return _listener("a_plain", port, [_catch_all(PLAIN)], [])
 
 
-def native_listener(port: int) -> dict:
+def native_listener(port: int, jwks: str) -> dict:
     def route(match: dict, action: dict) -> dict:
         action.update({"timeout": "5s", "retry_policy": ISTIO_RETRY})
         return {"match": match, "route": action,
@@ -95,26 +145,27 @@ def native_listener(port: int) -> dict:
               {"weighted_clusters": {"clusters": [{"name": V1, "weight": 90}, {"name": V2, "weight": 10}]}}),
     ]}
     fault = {"name": "envoy.filters.http.fault", "typed_config": {"@type": FAULT_TYPE}}
-    return _listener("b_native", port, [vhost, _catch_all(PLAIN)], [fault])
+    return _listener("b_native", port, [vhost, _catch_all(PLAIN)], native_security_filters(jwks) + [fault])
 
 
-def meshrules_filter(wasm: str, rules: dict) -> dict:
+def meshrules_filter(wasm: str, rules: dict, vm_id: str = "meshrules") -> dict:
     return {"name": "envoy.filters.http.wasm", "typed_config": {
         "@type": "type.googleapis.com/envoy.extensions.filters.http.wasm.v3.Wasm",
         "config": {"name": "meshrules", "root_id": "meshrules",
                    "configuration": {"@type": "type.googleapis.com/google.protobuf.StringValue",
                                      "value": json.dumps(rules)},
-                   "vm_config": {"vm_id": "meshrules", "runtime": "envoy.wasm.runtime.v8",
+                   "vm_config": {"vm_id": vm_id, "runtime": "envoy.wasm.runtime.v8",
                                  "code": {"local": {"filename": wasm}}}}}}
 
 
-def meshrules_listener(port: int, wasm: str) -> dict:
+def meshrules_listener(port: int, wasm: str, rules: dict, name: str = "c_meshrules") -> dict:
     vhost = {"name": "all", "domains": ["*"], "routes": [
         {"match": {"prefix": "/", "headers": [{"name": "x-meshrules-cluster", "present_match": True}]},
          "route": {"cluster_header": "x-meshrules-cluster", "timeout": "0s", "retry_policy": ISTIO_RETRY}},
         {"match": {"prefix": "/"}, "route": {"cluster": PLAIN, "timeout": "0s"}},
     ]}
-    return _listener("c_meshrules", port, [vhost], [meshrules_filter(wasm, RULES)])
+    # One VM per listener: each carries its own configuration.
+    return _listener(name, port, [vhost], [meshrules_filter(wasm, rules, vm_id=name)])
 
 
 def bootstrap(admin_port: int, listeners: list, upstream_port: int) -> dict:

@@ -1,10 +1,12 @@
 #!/usr/bin/env python3
 """`make bench`: what meshrules costs against Envoy's own filters, written to BENCHMARKS.md.
 
-One Envoy (--concurrency 1, pinned to CPU 0) carries three listeners with the same demo rule
-set: (a) no rules, (b) the rules as Envoy native config, (c) meshrules. A fast upstream (Envoy
-with a direct_response) and the load generators share CPU 1. Rounds are interleaved a/b/c so
-drift cancels; medians and per-round ratios are reported.
+One Envoy (--concurrency 1, pinned to CPU 0) carries listeners with the same demo rule set
+(routing, an ALLOW policy and a JWT check): (a) no rules, (b) the rules as Envoy native config,
+(c) meshrules, (d) meshrules re-verifying every token (no token cache), (e) meshrules with
+the routing rules only. Every request carries the same valid ES256 token. A fast upstream
+(Envoy with a direct_response) and the load generators share CPU 1. Rounds are interleaved
+a/b/c/d/e so drift cancels; medians and per-round ratios are reported.
 
 `--smoke` runs every step for a second or so and checks that each produced numbers: it is part
 of `make test`, so the benchmark cannot rot. Its numbers mean nothing.
@@ -39,6 +41,23 @@ WASM = REPO / "wasm" / "meshrules.wasm"
 RAW_WASM = REPO / "target" / "wasm32-wasip1" / "release" / "meshrules.wasm"
 HOST = "demoapp"
 CONNECTIONS = 16
+# Set by jwt_material(): the header every load generator sends.
+AUTH: list[str] = []
+
+
+def jwt_material() -> str:
+    """A fresh EC P-256 key: its JWKS (returned) and a day-long ES256 token (into AUTH)."""
+    import jwt  # PyJWT, from tests/requirements.txt
+    from cryptography.hazmat.primitives.asymmetric import ec
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    jwk = json.loads(jwt.algorithms.ECAlgorithm.to_jwk(key.public_key()))
+    jwk.update({"kid": "bench", "alg": "ES256", "use": "sig"})
+    now = int(time.time())
+    token = jwt.encode({"iss": cfg.ISSUER, "sub": "bench-user", "iat": now, "exp": now + 86_400},
+                       key, algorithm="ES256", headers={"kid": "bench"})
+    AUTH[:] = ["-H", f"Authorization: Bearer {token}"]
+    return json.dumps({"keys": [jwk]})
 
 
 def free_port() -> int:
@@ -121,7 +140,7 @@ def seconds(text: str) -> float:
 def wrk(port: int, duration: float) -> dict:
     out = subprocess.run(
         pinned(1, ["wrk", "-t1", f"-c{CONNECTIONS}", f"-d{max(1, round(duration))}s", "--latency",
-                   "-H", f"Host: {HOST}", f"http://127.0.0.1:{port}/"]),
+                   "-H", f"Host: {HOST}", *AUTH, f"http://127.0.0.1:{port}/"]),
         capture_output=True, text=True, timeout=duration + 60, check=True).stdout
     rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
     requests = int(re.search(r"(\d+) requests in", out).group(1))
@@ -146,7 +165,7 @@ def oha(port: int, rate: float, duration: float) -> dict:
     out = subprocess.run(
         pinned(1, [str(OHA), "-z", f"{duration}s", "-q", f"{rate:.0f}", "-c", str(CONNECTIONS),
                    "--latency-correction", "--no-tui",
-                   "--output-format", "json", "-H", f"Host: {HOST}", f"http://127.0.0.1:{port}/"]),
+                   "--output-format", "json", "-H", f"Host: {HOST}", *AUTH, f"http://127.0.0.1:{port}/"]),
         capture_output=True, text=True, timeout=duration + 60, check=True).stdout
     data = json.loads(out)
     codes = data.get("statusCodeDistribution", {})
@@ -160,7 +179,7 @@ def hammer(port: int, requests: int) -> None:
     """Sends exactly `requests` requests as fast as it can (oha -n)."""
     subprocess.run(
         pinned(1, [str(OHA), "-n", str(requests), "-c", str(CONNECTIONS), "--no-tui",
-                   "--output-format", "json", "-H", f"Host: {HOST}", f"http://127.0.0.1:{port}/"]),
+                   "--output-format", "json", "-H", f"Host: {HOST}", *AUTH, f"http://127.0.0.1:{port}/"]),
         capture_output=True, text=True, timeout=3600, check=True)
 
 
@@ -189,13 +208,17 @@ def us(seconds_: float) -> str:
 def run(args: argparse.Namespace) -> str:
     work = Path(tempfile.mkdtemp(prefix="meshrules-bench-"))
     up_port, test_admin = free_port(), free_port()
-    ports = {"a": free_port(), "b": free_port(), "c": free_port()}
+    ports = {k: free_port() for k in "abcde"}
+    jwks = jwt_material()
     started = []
     try:
         upstream = Envoy("upstream", cfg.upstream(free_port(), up_port), work, cpu=1)
         started.append(upstream)
-        listeners = [cfg.plain_listener(ports["a"]), cfg.native_listener(ports["b"]),
-                     cfg.meshrules_listener(ports["c"], str(WASM))]
+        listeners = [cfg.plain_listener(ports["a"]), cfg.native_listener(ports["b"], jwks),
+                     cfg.meshrules_listener(ports["c"], str(WASM), cfg.rules_with_security(jwks)),
+                     cfg.meshrules_listener(ports["d"], str(WASM), cfg.rules_with_security(jwks, token_cache=False),
+                                            name="d_meshrules_no_token_cache"),
+                     cfg.meshrules_listener(ports["e"], str(WASM), cfg.RULES, name="e_meshrules_routing_only")]
         envoy = Envoy("under-test", cfg.bootstrap(test_admin, listeners, up_port), work, cpu=0)
         started.append(envoy)
 
@@ -225,7 +248,7 @@ def run(args: argparse.Namespace) -> str:
         memory = {}
         for label, listener in (("without filter", cfg.plain_listener), ("with filter", None)):
             port = free_port()
-            lst = listener(port) if listener else cfg.meshrules_listener(port, str(WASM))
+            lst = listener(port) if listener else cfg.meshrules_listener(port, str(WASM), cfg.rules_with_security(jwks))
             e = Envoy(f"memory-{label.replace(' ', '-')}", cfg.bootstrap(free_port(), [lst], up_port), work, cpu=0)
             started.append(e)
             hammer(port, args.warm_requests)
@@ -275,6 +298,8 @@ def report(args, rounds, fixed, rate, decisions, memory, mem_before, mem_after) 
     p99_b = median([f["b"]["p99"] for f in fixed])
     p99_c = median([f["c"]["p99"] for f in fixed])
     d100 = decisions.get("100routes_10hosts")
+    jwt_hit = [r["c"]["cpu_us"] - r["e"]["cpu_us"] for r in rounds]
+    jwt_miss = [r["d"]["cpu_us"] - r["e"]["cpu_us"] for r in rounds]
     lines = [
         "# meshrules benchmarks",
         "",
@@ -288,8 +313,12 @@ def report(args, rounds, fixed, rate, decisions, memory, mem_before, mem_after) 
         f"`direct_response`) and load generators on CPU 1; {CONNECTIONS} connections; "
         f"{args.rounds} interleaved rounds of {args.duration:g} s per listener.",
         "- Listeners: (a) no rules, plain route; (b) the demo rules as Envoy native config, as "
-        "istiod writes them (header match route, weighted clusters, `envoy.filters.http.fault` "
-        "at 0%, timeout, Istio's default retry policy); (c) the same rules in meshrules.",
+        "istiod writes them (`jwt_authn` with an inline ES256 key, RBAC ALLOW on the token's "
+        "issuer/subject and the method, header match route, weighted clusters, "
+        "`envoy.filters.http.fault` at 0%, timeout, Istio's default retry policy); (c) the same "
+        "rules in meshrules (RequestAuthentication, AuthorizationPolicy, VirtualService); "
+        "(d) as c with `security.tokenCacheSize: 0`, so every token is verified again; (e) "
+        "meshrules with the VirtualService only. Every request carries the same valid token.",
         "",
         "## Headline",
         "",
@@ -302,28 +331,35 @@ def report(args, rounds, fixed, rate, decisions, memory, mem_before, mem_after) 
         f"| p99 latency c − b at {rate:.0f} req/s (half of b's saturation) | {us(p99_c - p99_b)} µs | <= 50 µs |",
         f"| core decision, 100 routes on 10 hosts (native, mean) | {d100:.0f} ns | <= 1000 ns |"
         if d100 is not None else "| core decision | n/a | |",
+        f"| JWT check + ALLOW policy in meshrules, Envoy CPU per request: verified-token cache hit (c − e) "
+        f"| {median(jwt_hit):+.1f} µs | |",
+        f"| same, cache miss: ES256 signature verified every request (d − e) | {median(jwt_miss):+.1f} µs | |",
         f"| wasm module after wasm-opt (raw) | {opt / 1024:.0f} KiB ({raw / 1024:.0f} KiB) | <= 400 KB |",
         f"| VM linear memory after {args.warm_requests} → +{args.memory_requests} requests | "
         f"{mem_before / 2**20:.2f} MiB → {mem_after / 2**20:.2f} MiB | flat |",
         "",
         "## Throughput (wrk, saturating)",
         "",
-        "| round | a req/s | b req/s | c req/s | c/b | c/a | a p99 µs | b p99 µs | c p99 µs "
-        "| a CPU µs/req | b CPU µs/req | c CPU µs/req | CPU c/b |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "| round | a req/s | b req/s | c req/s | d req/s | e req/s | c/b | c/a | a p99 µs | b p99 µs | c p99 µs "
+        "| a CPU µs/req | b CPU µs/req | c CPU µs/req | d CPU µs/req | e CPU µs/req | CPU c/b |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for i, r in enumerate(rounds, 1):
         lines.append(f"| {i} | {r['a']['rps']:.0f} | {r['b']['rps']:.0f} | {r['c']['rps']:.0f} | "
+                     f"{r['d']['rps']:.0f} | {r['e']['rps']:.0f} | "
                      f"{cb[i - 1]:.3f} | {ca[i - 1]:.3f} | {us(r['a']['p99'])} | {us(r['b']['p99'])} | {us(r['c']['p99'])} "
-                     f"| {r['a']['cpu_us']:.1f} | {r['b']['cpu_us']:.1f} | {r['c']['cpu_us']:.1f} | {cpu_cb[i - 1]:.3f} |")
+                     f"| {r['a']['cpu_us']:.1f} | {r['b']['cpu_us']:.1f} | {r['c']['cpu_us']:.1f} "
+                     f"| {r['d']['cpu_us']:.1f} | {r['e']['cpu_us']:.1f} | {cpu_cb[i - 1]:.3f} |")
 
     def med(k: str, field: str) -> float:
         return median([r[k][field] for r in rounds])
 
     lines.append(
-        f"| median | {med('a', 'rps'):.0f} | {med('b', 'rps'):.0f} | {med('c', 'rps'):.0f} | {median(cb):.3f} | "
+        f"| median | {med('a', 'rps'):.0f} | {med('b', 'rps'):.0f} | {med('c', 'rps'):.0f} | "
+        f"{med('d', 'rps'):.0f} | {med('e', 'rps'):.0f} | {median(cb):.3f} | "
         f"{median(ca):.3f} | {us(med('a', 'p99'))} | {us(med('b', 'p99'))} | {us(med('c', 'p99'))} "
-        f"| {med('a', 'cpu_us'):.1f} | {med('b', 'cpu_us'):.1f} | {med('c', 'cpu_us'):.1f} | {median(cpu_cb):.3f} |")
+        f"| {med('a', 'cpu_us'):.1f} | {med('b', 'cpu_us'):.1f} | {med('c', 'cpu_us'):.1f} "
+        f"| {med('d', 'cpu_us'):.1f} | {med('e', 'cpu_us'):.1f} | {median(cpu_cb):.3f} |")
     lines += [
         "",
         f"## Latency at a fixed rate (oha, {rate:.0f} req/s, latency-corrected)",
