@@ -29,7 +29,7 @@ curl -fs http://127.0.0.1:9901/ready >/dev/null || { echo "Envoy is not ready:";
 
 cat <<'MSG'
 meshrules demo is up: Envoy on 127.0.0.1:10000 (admin :9901), upstreams v1 :18081, v2 :18082.
-The rules are the VirtualService in envoy/envoy.yaml. Try:
+The rules are the VirtualService and AuthorizationPolicy in envoy/envoy.yaml. Try:
 
   # canary: the x-canary header goes to v2
   curl -s -H 'Host: demoapp' -H 'x-canary: true' localhost:10000/ -o /dev/null -w '%header{x-served-by}\n'
@@ -45,6 +45,12 @@ The rules are the VirtualService in envoy/envoy.yaml. Try:
 
   # timeout: the upstream takes 3 s, the route allows 1 s -> 504
   curl -s -H 'Host: demoapp' -H 'x-upstream-delay-ms: 3000' localhost:10000/slow -o /dev/null -w '%{http_code} after %{time_total}s\n'
+
+  # authorization: a DENY on /admin, also when spelled /a/../admin, //admin or /%61dmin -> 403 403 403 403
+  for p in /admin /a/../admin //admin /%61dmin; do curl -s --path-as-is -H 'Host: demoapp' localhost:10000$p -o /dev/null -w '%{http_code} '; done; echo
+
+  # ambiguous paths are refused: an encoded slash -> 400
+  curl -s -H 'Host: demoapp' localhost:10000/admin%2Fusers -o /dev/null -w '%{http_code}\n'
 
   # the filter's metrics
   curl -s localhost:9901/stats/prometheus | grep meshrules

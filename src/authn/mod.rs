@@ -122,6 +122,9 @@ impl Authn {
         verified.unwrap_or(Outcome::Missing)
     }
 
+    /// Checks `token` with the providers reading this location. Several jwtRules may name the
+    /// same issuer; like Envoy's `requires_any`, the token passes if any of them accepts it,
+    /// and is refused with the first one's error otherwise.
     fn check<'k>(
         &self,
         token: &str,
@@ -130,11 +133,12 @@ impl Authn {
         keys: &'k dyn Fn(usize) -> KeyState<'k>,
         cache: &mut TokenCache,
     ) -> Result<(usize, Rc<Verified>), Outcome> {
-        let by_issuer = |iss: &str| {
+        let of_issuer = |iss: &str| {
             providers
                 .iter()
                 .copied()
-                .find(|&p| self.providers[p].issuer == iss)
+                .filter(|&p| self.providers[p].issuer == iss)
+                .collect::<Vec<_>>()
         };
         let expect = |p: usize| Expectation {
             issuer: &self.providers[p].issuer,
@@ -142,29 +146,45 @@ impl Authn {
             now,
             clock_skew: self.clock_skew,
         };
+        let mut first_error = None;
         // A cached token skips the signature, never the issuer, time and audience checks:
         // the same token may reach a location whose provider wants other audiences.
         if let Some(v) = cache.get(token, now) {
-            if let Some(p) = by_issuer(&v.issuer) {
-                v.check(&expect(p)).map_err(Outcome::Rejected)?;
-                return Ok((p, v));
+            for p in of_issuer(&v.issuer) {
+                match v.check(&expect(p)) {
+                    Ok(()) => return Ok((p, v)),
+                    Err(e) => first_error = first_error.or(Some(e)),
+                }
+            }
+            if let Some(e) = first_error {
+                return Err(Outcome::Rejected(e));
             }
         }
         let decoded = jwt::decode(token).map_err(Outcome::Rejected)?;
-        let issuer = decoded.issuer().unwrap_or_default();
-        let p = by_issuer(issuer).ok_or(Outcome::Rejected(JwtError::UnknownIssuer))?;
-        let provider = &self.providers[p];
-        let jwks = match &provider.keys {
-            Keys::Inline(jwks) => jwks,
-            Keys::Remote(i) => match keys(*i) {
-                KeyState::Ready(jwks) => jwks,
-                KeyState::Pending => return Err(Outcome::NeedKeys(*i)),
-                KeyState::Failed => return Err(Outcome::Rejected(JwtError::JwksFetchFailed)),
-            },
-        };
-        let verified = Rc::new(jwt::verify(decoded, &expect(p), jwks).map_err(Outcome::Rejected)?);
-        cache.insert(token, Rc::clone(&verified), now);
-        Ok((p, verified))
+        for p in of_issuer(decoded.issuer().unwrap_or_default()) {
+            let jwks = match &self.providers[p].keys {
+                Keys::Inline(jwks) => jwks,
+                Keys::Remote(i) => match keys(*i) {
+                    KeyState::Ready(jwks) => jwks,
+                    KeyState::Pending => return Err(Outcome::NeedKeys(*i)),
+                    KeyState::Failed => {
+                        first_error = first_error.or(Some(JwtError::JwksFetchFailed));
+                        continue;
+                    }
+                },
+            };
+            match jwt::verify(decoded.clone(), &expect(p), jwks) {
+                Ok(verified) => {
+                    let verified = Rc::new(verified);
+                    cache.insert(token, Rc::clone(&verified), now);
+                    return Ok((p, verified));
+                }
+                Err(e) => first_error = first_error.or(Some(e)),
+            }
+        }
+        Err(Outcome::Rejected(
+            first_error.unwrap_or(JwtError::UnknownIssuer),
+        ))
     }
 
     /// Header edits for a verified token: the token dropped unless forwarded, the payload and

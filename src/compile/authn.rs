@@ -61,16 +61,6 @@ pub(super) fn compile_request_authentication(
         if !applies {
             continue;
         }
-        if authn.providers.iter().any(|p| p.issuer == provider.issuer) {
-            diags.warn(
-                format!("{rpath}.issuer"),
-                format!(
-                    "issuer {:?} is already configured; the first rule checks its tokens",
-                    provider.issuer
-                ),
-            );
-            continue;
-        }
         let index = authn.providers.len();
         for loc in locations(rule, &rpath, diags) {
             match authn.locations.iter_mut().find(|(l, _)| *l == loc) {

@@ -64,7 +64,8 @@ def run(cmd: str) -> str:
 def test_demo_prints_curl_lines_that_show_canary_split_delay_abort_and_timeout(demo):
     cmds = curl_lines(demo)
     assert set(cmds) >= {"canary", "90/10 split between v1 and v2", "fault delay", "fault abort",
-                         "timeout", "the filter's metrics"}, cmds
+                         "timeout", "authorization", "ambiguous paths are refused",
+                         "the filter's metrics"}, cmds
 
     assert run(cmds["canary"]).strip() == "v2"
 
@@ -83,8 +84,13 @@ def test_demo_prints_curl_lines_that_show_canary_split_delay_abort_and_timeout(d
     code, seconds = re.match(r"(\d+) after ([\d.]+)s", run(cmds["timeout"])).groups()
     assert code == "504" and 0.9 <= float(seconds) < 2.9, (code, seconds)
 
+    assert run(cmds["authorization"]).split() == ["403"] * 4
+    assert run(cmds["ambiguous paths are refused"]).strip() == "400"
+
     metrics = run(cmds["the filter's metrics"])
     assert 'meshrules_route_requests{namespace="app",virtual_service="demoapp",route="canary"} 1' in metrics
     assert 'meshrules_route_requests{namespace="app",virtual_service="demoapp",route="split"} 50' in metrics
     assert "meshrules_fault_delays_injected{} 1" in metrics
     assert "meshrules_fault_aborts_injected{} 1" in metrics
+    assert "meshrules_authz_denied{} 4" in metrics
+    assert "meshrules_path_rejected{} 1" in metrics

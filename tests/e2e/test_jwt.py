@@ -315,6 +315,49 @@ def test_token_in_a_place_its_issuer_does_not_read_is_rejected(authn, keys):
     assert (r.status, r.body) == (401, b"Jwt issuer is not configured"), r
 
 
+def test_a_cached_token_is_checked_again_for_the_audiences_where_it_is_read(impl, launcher, upstreams, keys):
+    """Two jwtRules of one issuer read different headers and allow different audiences. A
+    token for the first, verified (and so cached) there, is still refused in the second's
+    header: the verified-token cache saves the signature check, not the audience check."""
+    hs = json.dumps(jwks(keys["hs"]))
+    same_issuer = [
+        jwt_rule(HMAC_ISSUER, jwks=hs, audiences=["orders"], fromHeaders=[{"name": "x-orders-token"}]),
+        jwt_rule(HMAC_ISSUER, jwks=hs, audiences=["billing"], fromHeaders=[{"name": "x-billing-token"}]),
+    ]
+    if impl == ENVOY:
+        env = launcher.start(plugin_config(), clusters=upstreams.ports,
+                             transform=with_envoy_jwt_authn(same_issuer, lambda uri: JWKS_CLUSTER))
+    else:
+        env = launcher.start(security_config(request_authentication("jwt", *same_issuer)),
+                             clusters=upstreams.ports, transform=as_workload("app"))
+    token = sign(keys["hs"], claims(HMAC_ISSUER, "svc-a", aud="orders"))
+    for _ in range(2):
+        ok(request(env, "GET", PATH, HOST, {"x-orders-token": token}))
+    r = request(env, "GET", PATH, HOST, {"x-billing-token": token})
+    assert (r.status, r.body) == (403, b"Audiences in Jwt are not allowed"), r
+
+
+def test_a_token_passes_when_any_rule_of_its_issuer_accepts_it(impl, launcher, upstreams, keys):
+    """Two jwtRules of one issuer read the same place and allow different audiences: Envoy's
+    requires_any over the providers accepts a token that either of them accepts, and refuses
+    one that neither does."""
+    hs = json.dumps(jwks(keys["hs"]))
+    same_issuer = [jwt_rule(HMAC_ISSUER, jwks=hs, audiences=["orders"]),
+                   jwt_rule(HMAC_ISSUER, jwks=hs, audiences=["billing"])]
+    if impl == ENVOY:
+        env = launcher.start(plugin_config(), clusters=upstreams.ports,
+                             transform=with_envoy_jwt_authn(same_issuer, lambda uri: JWKS_CLUSTER))
+    else:
+        env = launcher.start(security_config(request_authentication("jwt", *same_issuer)),
+                             clusters=upstreams.ports, transform=as_workload("app"))
+    for aud in ("orders", "billing"):
+        token = sign(keys["hs"], claims(HMAC_ISSUER, "svc-a", aud=aud))
+        ok(request(env, "GET", PATH, HOST, {"authorization": f"Bearer {token}"}))
+    token = sign(keys["hs"], claims(HMAC_ISSUER, "svc-a", aud="shipping"))
+    r = request(env, "GET", PATH, HOST, {"authorization": f"Bearer {token}"})
+    assert (r.status, r.body) == (403, b"Audiences in Jwt are not allowed"), r
+
+
 def test_oversize_garbage_token_gets_401_and_envoy_keeps_serving(authn, keys):
     garbage = b64url(bytes(range(256)) * 40)  # ~13.6 KB a segment, ~40 KB in all
     token = f"{garbage}.{garbage}.{garbage}"
