@@ -220,8 +220,8 @@ pub struct Evaluation<'p> {
     pub verdict: Verdict<'p>,
     /// The dry-run policies would have denied the request.
     pub dry_run_would_deny: bool,
-    /// An AUDIT policy matched.
-    pub audited: bool,
+    /// The AUDIT policy and rule that matched, if one did.
+    pub audited: Option<(&'p str, usize)>,
 }
 
 impl Authz {
@@ -249,7 +249,7 @@ impl Authz {
         Evaluation {
             verdict,
             dry_run_would_deny,
-            audited: first_match(&self.audit, f).is_some(),
+            audited: first_match(&self.audit, f),
         }
     }
 

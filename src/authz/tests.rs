@@ -313,7 +313,7 @@ fn dry_run_and_audit_policies_never_decide() {
     let e = a.evaluate(&facts);
     assert_eq!(e.verdict, Verdict::Allow);
     assert!(e.dry_run_would_deny);
-    assert!(e.audited);
+    assert_eq!(e.audited, Some(("app/audit", 0)));
 }
 
 #[test]

@@ -234,8 +234,13 @@ pub fn process(shared: &Rc<Shared>, active: &Rc<Active>, stream: &Rc<RefCell<Str
                 req.path
             );
         }
-        if eval.audited {
+        if let Some((policy, rule)) = eval.audited {
             metrics::add(shared.globals.authz_audit, 1);
+            log::info!(
+                "meshrules: AUDIT {} {}: policy {policy} rules[{rule}] matched",
+                req.method,
+                req.path
+            );
         }
         match eval.verdict {
             Verdict::Allow => metrics::add(shared.globals.authz_allowed, 1),

@@ -694,3 +694,17 @@ def test_unsupported_policy_is_refused_at_load_naming_its_path(rejected_envoy, c
     assert hits, f"no refusal names {path!r}:\n" + log[-3000:]
     for part in reason:
         assert part in hits[0], hits[0]
+
+
+def test_deny_and_audit_log_lines_name_the_policy_and_rule_that_decided(deny_envoy):
+    assert_outcome(send(deny_envoy, "/", host="combine.test", method="DELETE",
+                        header_lines=["X-A: 1", "X-B: 1"]), DENIED)
+    assert_outcome(send(deny_envoy, "/", host="audit.test"), SERVED)
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline:
+        log = deny_envoy.log_text()
+        if "DENY policy app/deny-combined rules[0] matched" in log and \
+                "AUDIT GET /: policy app/audit-it rules[0] matched" in log:
+            return
+        time.sleep(0.1)
+    pytest.fail("no log line names the deciding policies:\n" + log[-3000:])
