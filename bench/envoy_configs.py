@@ -1,7 +1,8 @@
 """Envoy bootstraps for the benchmark: a fast upstream, and one Envoy whose listeners carry the
 same demo rule set: (a) no rules, (b) Envoy native config as istiod would write it, (c) the
 meshrules filter; plus (d) meshrules without its verified-token cache (every JWT checked
-again) and (e) meshrules with the routing rules only, to isolate what the JWT check costs."""
+again), (e) meshrules with the routing rules only, to isolate what the JWT check costs, and
+(f) as b with jwt_authn's own verified-token cache on (istiod leaves it off)."""
 
 from __future__ import annotations
 
@@ -69,13 +70,17 @@ def rules_with_security(jwks: str, token_cache: bool = True) -> dict:
     return rules
 
 
-def native_security_filters(jwks: str) -> list:
+def native_security_filters(jwks: str, jwt_cache: bool) -> list:
     """What the same security is in Envoy's own filters: jwt_authn (requires_any provider or
-    allow_missing, as istiod writes it) and an RBAC ALLOW policy on the token's issuer."""
+    allow_missing, as istiod writes it) and an RBAC ALLOW policy on the token's issuer.
+    `jwt_cache` turns on jwt_authn's verified-token cache, the like of meshrules' own."""
+    provider = {"issuer": ISSUER, "local_jwks": {"inline_string": jwks},
+                "payload_in_metadata": "payload", "forward": False}
+    if jwt_cache:
+        provider["jwt_cache_config"] = {"jwt_cache_size": 1000}
     jwt = {"name": "envoy.filters.http.jwt_authn", "typed_config": {
         "@type": "type.googleapis.com/envoy.extensions.filters.http.jwt_authn.v3.JwtAuthentication",
-        "providers": {"bench": {"issuer": ISSUER, "local_jwks": {"inline_string": jwks},
-                                "payload_in_metadata": "payload", "forward": False}},
+        "providers": {"bench": provider},
         "rules": [{"match": {"prefix": "/"}, "requires": {"requires_any": {"requirements": [
             {"provider_name": "bench"}, {"allow_missing": {}}]}}}]}}
     rbac = {"name": "envoy.filters.http.rbac", "typed_config": {
@@ -132,7 +137,7 @@ def plain_listener(port: int) -> dict:
     return _listener("a_plain", port, [_catch_all(PLAIN)], [])
 
 
-def native_listener(port: int, jwks: str) -> dict:
+def native_listener(port: int, jwks: str, jwt_cache: bool = False, name: str = "b_native") -> dict:
     def route(match: dict, action: dict) -> dict:
         action.update({"timeout": "5s", "retry_policy": ISTIO_RETRY})
         return {"match": match, "route": action,
@@ -145,7 +150,7 @@ def native_listener(port: int, jwks: str) -> dict:
               {"weighted_clusters": {"clusters": [{"name": V1, "weight": 90}, {"name": V2, "weight": 10}]}}),
     ]}
     fault = {"name": "envoy.filters.http.fault", "typed_config": {"@type": FAULT_TYPE}}
-    return _listener("b_native", port, [vhost, _catch_all(PLAIN)], native_security_filters(jwks) + [fault])
+    return _listener(name, port, [vhost, _catch_all(PLAIN)], native_security_filters(jwks, jwt_cache) + [fault])
 
 
 def meshrules_filter(wasm: str, rules: dict, vm_id: str = "meshrules") -> dict:

@@ -4,6 +4,7 @@
 
 pub mod duration;
 pub mod istio;
+mod path_de;
 pub mod security;
 
 use std::collections::BTreeMap;
@@ -63,10 +64,10 @@ impl Diagnostics {
 
     /// Deserializes `value` as `T`, reporting a failure at `path` plus the path inside `value`.
     fn parse<T: DeserializeOwned>(&mut self, value: Value, path: &str) -> Option<T> {
-        match serde_path_to_error::deserialize::<_, T>(value) {
+        match path_de::from_value::<T>(value) {
             Ok(v) => Some(v),
             Err(e) => {
-                let inner = e.path().to_string();
+                let inner = e.path();
                 let full = if inner == "." {
                     path.to_string()
                 } else if path.is_empty() {
@@ -76,7 +77,7 @@ impl Diagnostics {
                 } else {
                     format!("{path}.{inner}")
                 };
-                self.error(full, e.into_inner().to_string());
+                self.error(full, e.message());
                 None
             }
         }
