@@ -193,6 +193,7 @@ def build(wasm_path: Path, out: Path, version: str) -> dict:
     sources = {"compat": "oci:layout:compat", "oci": "oci:layout:oci", "docker": "dir:docker"}
     record = {
         "version": version,
+        "wasm": str(wasm_path),
         "wasm_sha256": sha256_hex(wasm),
         "images": [{"variant": v.name, "tag": version + v.tag_suffix, "summary": v.summary,
                     "manifest_digest": digests[v.name], "source": sources[v.name]}
@@ -207,7 +208,7 @@ def print_summary(record: dict, registry: str | None, out: Path) -> None:
     print(f"meshrules {record['version']} images in {out} (push: make push REGISTRY=host:port/repo)")
     for image in record["images"]:
         print(f"  {repo}:{image['tag']:<14} manifest {image['manifest_digest']}  {image['summary']}")
-    print(f"wasm/meshrules.wasm sha256: {record['wasm_sha256']}")
+    print(f"{record['wasm']} sha256: {record['wasm_sha256']}")
     first = record["images"][0]
     print("WasmPlugin (Istio checks sha256 against the image's manifest digest for oci:// URLs,")
     print("against the file's sha256 for http(s):// URLs):")

@@ -204,7 +204,7 @@ def test_make_image_prints_each_tag_with_its_manifest_digest_and_the_module_sha2
     record, printed = build_image(tmp_path / "image", registry="registry.example:5000/meshrules")
     module_sha = sha256(MESHRULES_WASM.read_bytes())
     assert record["wasm_sha256"] == module_sha
-    assert f"wasm/meshrules.wasm sha256: {module_sha}" in printed, printed
+    assert f"{MESHRULES_WASM} sha256: {module_sha}" in printed, printed
     version = record["version"]
     for variant, suffix in [("compat", ""), ("docker", "-docker"), ("oci", "-oci")]:
         image = image_by_variant(record, variant)
