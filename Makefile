@@ -10,7 +10,7 @@ RAW_WASM    := target/$(WASM_TARGET)/release/meshrules.wasm
 WASM        := wasm/meshrules.wasm
 ENVOY_VERSION := 1.40.0
 
-.PHONY: build toolchain venv tools run test lint unit wasm-test e2e bench bench-smoke clean
+.PHONY: build toolchain venv tools image-tools image push require-registry run test lint unit wasm-test e2e bench bench-smoke clean
 
 # Tools a fresh machine lacks: the wasm target, wasm-opt (Debian's binaryen), node for the
 # in-VM unit tests, and Envoy with pytest in a virtualenv.
@@ -40,6 +40,27 @@ build: toolchain
 	wasm-opt -O3 --strip-debug --strip-producers $(RAW_WASM) -o $(WASM)
 	@ls -l $(WASM) | awk '{print "built $(WASM): " $$5 " bytes"}'
 
+# OCI images of the filter in the formats Istio's agent pulls, written without a container
+# engine (scripts/image.py: an OCI layout, skopeo for the Docker variant and for pushing).
+# skopeo builds and pushes; docker-registry is the local registry the image tests push to.
+IMAGE_DIR  := wasm/image
+REGISTRY   ?=
+TLS_VERIFY ?= true
+
+image-tools:
+	@command -v skopeo >/dev/null && command -v docker-registry >/dev/null || \
+		{ apt-get update -qq && apt-get install -y -qq skopeo docker-registry >/dev/null; }
+
+image: build image-tools
+	python3 scripts/image.py build --wasm $(WASM) --out $(IMAGE_DIR) $(if $(REGISTRY),--registry $(REGISTRY))
+
+# make push REGISTRY=host:port/repo [TLS_VERIFY=false for a plain-HTTP registry]
+require-registry:
+	@test -n "$(REGISTRY)" || { echo "usage: make push REGISTRY=host:port/repo [TLS_VERIFY=false]" >&2; exit 2; }
+
+push: require-registry image
+	python3 scripts/image.py push --out $(IMAGE_DIR) --registry $(REGISTRY) --tls-verify $(TLS_VERIFY)
+
 run: build venv
 	@scripts/run-demo.sh
 
@@ -56,7 +77,7 @@ unit:
 wasm-test: toolchain
 	cargo test --workspace --lib --target $(WASM_TARGET)
 
-e2e: build venv
+e2e: build venv image-tools
 	$(PYTHON) -m pytest -q tests/e2e
 
 # What the filter costs against Envoy's native filters; regenerates BENCHMARKS.md.

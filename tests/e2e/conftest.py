@@ -439,14 +439,14 @@ class EnvoyLauncher:
         self._n = 0
 
     def _spawn(self, plugin: dict | str, clusters: dict[str, int] | None, extra: dict | None = None,
-               transform=None) -> Envoy:
+               transform=None, wasm: Path | None = None) -> Envoy:
         require_binaries()
         self._n += 1
         clusters = dict(self.upstreams.ports if clusters is None else clusters)
         clusters.setdefault(PASSTHROUGH, self.upstreams.port(PASSTHROUGH))
         # Port 0 for admin and listener: the kernel picks free ports, so nothing can take them
         # between choosing and binding; Envoy then tells which ones it got.
-        cfg = bootstrap(plugin, clusters, 0, 0, MESHRULES_WASM, extra)
+        cfg = bootstrap(plugin, clusters, 0, 0, wasm or MESHRULES_WASM, extra)
         if transform is not None:
             cfg = transform(cfg)
         config_path = self.workdir / f"envoy-{self._n}.json"
@@ -467,11 +467,12 @@ class EnvoyLauncher:
         return env
 
     def start(self, plugin: dict | str, clusters: dict[str, int] | None = None,
-              extra: dict | None = None, transform=None) -> Envoy:
+              extra: dict | None = None, transform=None, wasm: Path | None = None) -> Envoy:
         """Starts Envoy with ``plugin`` as the filter configuration; waits until it serves.
         ``extra`` adds top-level bootstrap fields; ``transform(bootstrap) -> bootstrap`` may
-        rewrite the generated bootstrap (e.g. a reference Envoy without the filter)."""
-        env = self._spawn(plugin, clusters, extra, transform)
+        rewrite the generated bootstrap (e.g. a reference Envoy without the filter); ``wasm``
+        loads another module file than ``MESHRULES_WASM`` (e.g. one pulled from a registry)."""
+        env = self._spawn(plugin, clusters, extra, transform, wasm)
         deadline = time.monotonic() + ENVOY_START_TIMEOUT
         while time.monotonic() < deadline:
             if not env.alive():
@@ -729,18 +730,20 @@ def upstreams(tmp_path_factory) -> Upstreams:
 
 @pytest.fixture
 def envoy(tmp_path, upstreams):
-    """Factory: ``envoy(plugin_config, clusters=None, extra=None)`` starts a dedicated Envoy
+    """Factory: ``envoy(plugin_config, clusters=None, extra=None, wasm=None)`` starts a dedicated Envoy
     for this test and returns it once it serves (an :class:`Envoy`: ``url(path)``, ``port``,
     ``admin_port``, ``log_text()``, ``stats_prometheus()``, ``stat(name)``, ``stop()``).
 
     ``clusters`` maps Envoy cluster names to upstream ports (default: every upstream listener);
-    a ``passthrough`` cluster is always added; ``extra`` adds top-level bootstrap fields. Every
-    Envoy is stopped at the end of the test.
+    a ``passthrough`` cluster is always added; ``extra`` adds top-level bootstrap fields;
+    ``wasm`` is the module file (default ``MESHRULES_WASM``). Every Envoy is stopped at the end
+    of the test.
     """
     launcher = EnvoyLauncher(tmp_path, upstreams)
 
-    def start(plugin: dict | str, clusters: dict[str, int] | None = None, extra: dict | None = None) -> Envoy:
-        return launcher.start(plugin, clusters, extra)
+    def start(plugin: dict | str, clusters: dict[str, int] | None = None, extra: dict | None = None,
+              wasm: Path | None = None) -> Envoy:
+        return launcher.start(plugin, clusters, extra, wasm=wasm)
 
     start.launcher = launcher  # type: ignore[attr-defined]
     yield start
