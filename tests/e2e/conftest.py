@@ -230,30 +230,47 @@ class Upstreams:
 _base_ids = itertools.count((os.getpid() % 1000) * 100 + 1000)
 
 
-def bootstrap(plugin: dict | str, clusters: dict[str, int], admin_port: int, listener_port: int,
-              wasm_path: Path, extra: dict | None = None) -> dict:
-    """The Envoy bootstrap the tests run: [meshrules wasm, router], routes by cluster header.
-    ``extra`` adds top-level bootstrap fields (e.g. ``stats_config``)."""
+WASM_FILTER_TYPE = "type.googleapis.com/envoy.extensions.filters.http.wasm.v3.Wasm"
+
+
+def wasm_filter_config(plugin: dict | str, wasm_path: Path, failure_policy: str | None = None) -> dict:
+    """The ``envoy.extensions.filters.http.wasm.v3.Wasm`` message running ``wasm_path`` with
+    ``plugin`` as its configuration; ``failure_policy`` is Envoy's ``PluginConfig.failure_policy``
+    (``FAIL_CLOSED``, ``FAIL_OPEN``, ``FAIL_RELOAD``; unset means FAIL_CLOSED)."""
     config_value = plugin if isinstance(plugin, str) else json.dumps(plugin)
-    wasm_filter = {
-        "name": "envoy.filters.http.wasm",
-        "typed_config": {
-            "@type": "type.googleapis.com/envoy.extensions.filters.http.wasm.v3.Wasm",
-            "config": {
-                "name": "meshrules",
-                "root_id": "meshrules",
-                "configuration": {
-                    "@type": "type.googleapis.com/google.protobuf.StringValue",
-                    "value": config_value,
-                },
-                "vm_config": {
-                    "vm_id": "meshrules",
-                    "runtime": "envoy.wasm.runtime.v8",
-                    "code": {"local": {"filename": str(wasm_path)}},
-                },
-            },
+    config: dict[str, Any] = {
+        "name": "meshrules",
+        "root_id": "meshrules",
+        "configuration": {
+            "@type": "type.googleapis.com/google.protobuf.StringValue",
+            "value": config_value,
+        },
+        "vm_config": {
+            "vm_id": "meshrules",
+            "runtime": "envoy.wasm.runtime.v8",
+            "code": {"local": {"filename": str(wasm_path)}},
         },
     }
+    if failure_policy is not None:
+        config["failure_policy"] = failure_policy
+    return {"@type": WASM_FILTER_TYPE, "config": config}
+
+
+def bootstrap(plugin: dict | str, clusters: dict[str, int], admin_port: int, listener_port: int,
+              wasm_path: Path, extra: dict | None = None, failure_policy: str | None = None,
+              ecds: "ExtensionConfigFile | None" = None) -> dict:
+    """The Envoy bootstrap the tests run: [meshrules wasm, router], routes by cluster header.
+    ``extra`` adds top-level bootstrap fields (e.g. ``stats_config``). With ``ecds`` the wasm
+    filter's configuration comes from that file through Envoy's extension config discovery
+    (``plugin`` is then the file's first content)."""
+    if ecds is None:
+        wasm_filter = {"name": "envoy.filters.http.wasm",
+                       "typed_config": wasm_filter_config(plugin, wasm_path, failure_policy)}
+    else:
+        ecds.write(plugin, wasm_path, failure_policy)
+        wasm_filter = ecds.http_filter()
+        # Envoy's xDS subscriptions, ECDS from a file included, need a node id and cluster.
+        extra = {"node": {"id": "meshrules-e2e", "cluster": "meshrules-e2e"}, **(extra or {})}
     route_config = {
         "name": "local",
         "virtual_hosts": [
@@ -316,6 +333,48 @@ def bootstrap(plugin: dict | str, clusters: dict[str, int], admin_port: int, lis
             "clusters": [static_cluster(n, p) for n, p in clusters.items()],
         },
     }
+
+
+class ExtensionConfigFile:
+    """The file Envoy's ECDS reads the meshrules filter from (a ``path_config_source`` with a
+    ``watched_directory``): a DiscoveryResponse holding one TypedExtensionConfig named
+    ``meshrules`` whose typed_config is the Wasm filter. :meth:`write` replaces it as an operator
+    should, writing a temporary file in the same directory and renaming it over the old one:
+    the rename is atomic, so Envoy never reads half a file, and it is the event
+    ``watched_directory`` reacts to."""
+
+    NAME = "meshrules"
+
+    def __init__(self, directory: Path):
+        self.directory = directory
+        self.directory.mkdir(parents=True, exist_ok=True)
+        self.path = directory / "meshrules.json"
+
+    def write(self, plugin: dict | str, wasm_path: Path = MESHRULES_WASM, failure_policy: str | None = None) -> None:
+        response = {"resources": [{
+            "@type": "type.googleapis.com/envoy.config.core.v3.TypedExtensionConfig",
+            "name": self.NAME,
+            "typed_config": wasm_filter_config(plugin, wasm_path, failure_policy),
+        }]}
+        tmp = self.directory / f".{self.path.name}.{uuid.uuid4().hex[:8]}.tmp"
+        tmp.write_text(json.dumps(response))
+        os.replace(tmp, self.path)
+
+    def http_filter(self) -> dict:
+        """The HCM http_filters entry that takes its configuration from this file."""
+        return {
+            "name": self.NAME,
+            "config_discovery": {
+                "config_source": {"path_config_source": {
+                    "path": str(self.path), "watched_directory": {"path": str(self.directory)}}},
+                "type_urls": [WASM_FILTER_TYPE],
+            },
+        }
+
+
+def ecds_stat(name: str) -> str:
+    """An ECDS statistic of the meshrules filter, e.g. ``config_reload``, ``config_fail``."""
+    return f"extension_config_discovery.http_filter.{ExtensionConfigFile.NAME}.{name}"
 
 
 class EnvoyStartError(RuntimeError):
@@ -439,14 +498,15 @@ class EnvoyLauncher:
         self._n = 0
 
     def _spawn(self, plugin: dict | str, clusters: dict[str, int] | None, extra: dict | None = None,
-               transform=None) -> Envoy:
+               transform=None, wasm_path: Path = MESHRULES_WASM, failure_policy: str | None = None,
+               ecds: ExtensionConfigFile | None = None) -> Envoy:
         require_binaries()
         self._n += 1
         clusters = dict(self.upstreams.ports if clusters is None else clusters)
         clusters.setdefault(PASSTHROUGH, self.upstreams.port(PASSTHROUGH))
         # Port 0 for admin and listener: the kernel picks free ports, so nothing can take them
         # between choosing and binding; Envoy then tells which ones it got.
-        cfg = bootstrap(plugin, clusters, 0, 0, MESHRULES_WASM, extra)
+        cfg = bootstrap(plugin, clusters, 0, 0, wasm_path, extra, failure_policy, ecds)
         if transform is not None:
             cfg = transform(cfg)
         config_path = self.workdir / f"envoy-{self._n}.json"
@@ -467,11 +527,13 @@ class EnvoyLauncher:
         return env
 
     def start(self, plugin: dict | str, clusters: dict[str, int] | None = None,
-              extra: dict | None = None, transform=None) -> Envoy:
+              extra: dict | None = None, transform=None, **filter_options: Any) -> Envoy:
         """Starts Envoy with ``plugin`` as the filter configuration; waits until it serves.
         ``extra`` adds top-level bootstrap fields; ``transform(bootstrap) -> bootstrap`` may
-        rewrite the generated bootstrap (e.g. a reference Envoy without the filter)."""
-        env = self._spawn(plugin, clusters, extra, transform)
+        rewrite the generated bootstrap (e.g. a reference Envoy without the filter).
+        ``filter_options``: ``wasm_path`` (another module), ``failure_policy``, ``ecds`` (an
+        :class:`ExtensionConfigFile` the filter's configuration is discovered from)."""
+        env = self._spawn(plugin, clusters, extra, transform, **filter_options)
         deadline = time.monotonic() + ENVOY_START_TIMEOUT
         while time.monotonic() < deadline:
             if not env.alive():
@@ -482,14 +544,15 @@ class EnvoyLauncher:
         env.stop()
         raise EnvoyStartError(f"Envoy was not ready within {ENVOY_START_TIMEOUT}s:\n{tail(env.log_text())}")
 
-    def start_rejected(self, plugin: dict | str, clusters: dict[str, int] | None = None) -> "Rejection":
+    def start_rejected(self, plugin: dict | str, clusters: dict[str, int] | None = None,
+                       **filter_options: Any) -> "Rejection":
         """Starts Envoy with a configuration the filter must refuse and waits for the refusal.
 
         Envoy 1.40 answers a Wasm plugin whose ``on_configure`` returns false by failing the
         filter's creation. What the process then does is found out, not assumed: the result
         says whether Envoy exited (and its exit code) or kept running, and gives its log.
         """
-        env = self._spawn(plugin, clusters)
+        env = self._spawn(plugin, clusters, **filter_options)
         deadline = time.monotonic() + REJECT_TIMEOUT
         while time.monotonic() < deadline:
             if not env.alive():
@@ -729,8 +792,8 @@ def upstreams(tmp_path_factory) -> Upstreams:
 
 @pytest.fixture
 def envoy(tmp_path, upstreams):
-    """Factory: ``envoy(plugin_config, clusters=None, extra=None)`` starts a dedicated Envoy
-    for this test and returns it once it serves (an :class:`Envoy`: ``url(path)``, ``port``,
+    """Factory: ``envoy(plugin_config, clusters=None, extra=None, **filter_options)`` (see
+    :meth:`EnvoyLauncher.start`) starts a dedicated Envoy for this test and returns it once it serves (an :class:`Envoy`: ``url(path)``, ``port``,
     ``admin_port``, ``log_text()``, ``stats_prometheus()``, ``stat(name)``, ``stop()``).
 
     ``clusters`` maps Envoy cluster names to upstream ports (default: every upstream listener);
@@ -739,8 +802,9 @@ def envoy(tmp_path, upstreams):
     """
     launcher = EnvoyLauncher(tmp_path, upstreams)
 
-    def start(plugin: dict | str, clusters: dict[str, int] | None = None, extra: dict | None = None) -> Envoy:
-        return launcher.start(plugin, clusters, extra)
+    def start(plugin: dict | str, clusters: dict[str, int] | None = None, extra: dict | None = None,
+              **filter_options: Any) -> Envoy:
+        return launcher.start(plugin, clusters, extra, **filter_options)
 
     start.launcher = launcher  # type: ignore[attr-defined]
     yield start
