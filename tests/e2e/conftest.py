@@ -392,6 +392,7 @@ class Envoy:
     proc: subprocess.Popen
     _log_file: Any = field(repr=False, default=None)
     admin_address_path: Path | None = None
+    listener_name: str = "ingress"
 
     def discover_ports(self) -> bool:
         """Learns the admin and listener ports Envoy bound (both configured as port 0)."""
@@ -403,7 +404,7 @@ class Envoy:
             body = _http_ok(self.admin_port, "/listeners?format=json")
             if body:
                 for status in json.loads(body).get("listener_statuses", []):
-                    if status.get("name") == "ingress":
+                    if status.get("name") == self.listener_name:
                         self.port = status["local_address"]["socket_address"].get("port_value", 0)
         return bool(self.admin_port and self.port)
 
@@ -501,7 +502,6 @@ class EnvoyLauncher:
                transform=None, wasm_path: Path = MESHRULES_WASM, failure_policy: str | None = None,
                ecds: ExtensionConfigFile | None = None) -> Envoy:
         require_binaries()
-        self._n += 1
         clusters = dict(self.upstreams.ports if clusters is None else clusters)
         clusters.setdefault(PASSTHROUGH, self.upstreams.port(PASSTHROUGH))
         # Port 0 for admin and listener: the kernel picks free ports, so nothing can take them
@@ -509,6 +509,10 @@ class EnvoyLauncher:
         cfg = bootstrap(plugin, clusters, 0, 0, wasm_path, extra, failure_policy, ecds)
         if transform is not None:
             cfg = transform(cfg)
+        return self._run(cfg)
+
+    def _run(self, cfg: dict, cwd: Path | None = None, listener: str = "ingress") -> Envoy:
+        self._n += 1
         config_path = self.workdir / f"envoy-{self._n}.json"
         config_path.write_text(json.dumps(cfg, indent=2))
         log_path = self.workdir / f"envoy-{self._n}.log"
@@ -520,20 +524,13 @@ class EnvoyLauncher:
              "--base-id", str(next(_base_ids)), "--log-level", "info",
              "--disable-hot-restart", "--admin-address-path", str(admin_address_path)],
             stdout=log_file, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-            preexec_fn=_die_with_parent,
+            preexec_fn=_die_with_parent, cwd=cwd,
         )
-        env = Envoy(config_path, log_path, 0, 0, proc, log_file, admin_address_path)
+        env = Envoy(config_path, log_path, 0, 0, proc, log_file, admin_address_path, listener)
         self.started.append(env)
         return env
 
-    def start(self, plugin: dict | str, clusters: dict[str, int] | None = None,
-              extra: dict | None = None, transform=None, **filter_options: Any) -> Envoy:
-        """Starts Envoy with ``plugin`` as the filter configuration; waits until it serves.
-        ``extra`` adds top-level bootstrap fields; ``transform(bootstrap) -> bootstrap`` may
-        rewrite the generated bootstrap (e.g. a reference Envoy without the filter).
-        ``filter_options``: ``wasm_path`` (another module), ``failure_policy``, ``ecds`` (an
-        :class:`ExtensionConfigFile` the filter's configuration is discovered from)."""
-        env = self._spawn(plugin, clusters, extra, transform, **filter_options)
+    def _ready(self, env: Envoy) -> Envoy:
         deadline = time.monotonic() + ENVOY_START_TIMEOUT
         while time.monotonic() < deadline:
             if not env.alive():
@@ -543,6 +540,22 @@ class EnvoyLauncher:
             time.sleep(0.1)
         env.stop()
         raise EnvoyStartError(f"Envoy was not ready within {ENVOY_START_TIMEOUT}s:\n{tail(env.log_text())}")
+
+    def start(self, plugin: dict | str, clusters: dict[str, int] | None = None,
+              extra: dict | None = None, transform=None, **filter_options: Any) -> Envoy:
+        """Starts Envoy with ``plugin`` as the filter configuration; waits until it serves.
+        ``extra`` adds top-level bootstrap fields; ``transform(bootstrap) -> bootstrap`` may
+        rewrite the generated bootstrap (e.g. a reference Envoy without the filter).
+        ``filter_options``: ``wasm_path`` (another module), ``failure_policy``, ``ecds`` (an
+        :class:`ExtensionConfigFile` the filter's configuration is discovered from)."""
+        return self._ready(self._spawn(plugin, clusters, extra, transform, **filter_options))
+
+    def start_bootstrap(self, cfg: dict, cwd: Path, listener: str) -> Envoy:
+        """Starts Envoy with a complete bootstrap (a shipped config with its ports set to 0
+        and its clusters pointed at test upstreams) in ``cwd``, for the relative paths it
+        names; ``listener`` is the listener whose port the tests use."""
+        require_binaries()
+        return self._ready(self._run(cfg, cwd, listener))
 
     def start_rejected(self, plugin: dict | str, clusters: dict[str, int] | None = None,
                        **filter_options: Any) -> "Rejection":

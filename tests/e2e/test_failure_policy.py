@@ -26,7 +26,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import new_test_id, plugin_config, request, to, virtual_service
+from conftest import ExtensionConfigFile, new_test_id, plugin_config, request, to, virtual_service
 
 TRAP_MODULE_SOURCE = Path(__file__).parent / "wasm" / "trap_on_header.wat"
 TRAP = {"x-trap": "1"}
@@ -85,6 +85,24 @@ def test_fail_closed_answers_503_to_every_request_after_a_trap(envoy, upstreams,
         r = request(env, headers={"x-test-id": test_id})
         assert refused_by_envoy(r, upstreams, test_id), r
     assert env.stat(STAT_RELOAD_SUCCESS) == 0
+
+
+def test_fail_closed_over_ecds_serves_again_once_a_new_filter_config_arrives(
+        envoy, upstreams, trap_module, tmp_path):
+    """The way back from FAIL_CLOSED without a restart: with the filter delivered over ECDS,
+    a new filter configuration (here the same module with another pluginConfig) makes Envoy
+    create the plugin anew, and requests are handled by the filter again."""
+    ecds = ExtensionConfigFile(tmp_path / "ecds")
+    env = envoy('{"generation": 1}', wasm_path=trap_module, failure_policy="FAIL_CLOSED", ecds=ecds)
+    trap_once(env, upstreams)
+    test_id = new_test_id("closed")
+    assert refused_by_envoy(request(env, headers={"x-test-id": test_id}), upstreams, test_id)
+
+    ecds.write('{"generation": 2}', trap_module, "FAIL_CLOSED")
+    deadline = time.monotonic() + RELOAD_BOUND_S
+    while not filter_ran(request(env)):
+        assert time.monotonic() < deadline, f"not served within {RELOAD_BOUND_S}s of the new config"
+        time.sleep(0.05)
 
 
 def test_fail_open_passes_requests_without_the_filter_after_a_trap(envoy, upstreams, trap_module):

@@ -12,11 +12,16 @@ streams get the new one. A configuration the filter refuses never replaces the o
 
 from __future__ import annotations
 
+import re
+import shutil
+import subprocess
 import time
 
+import yaml
+
 from conftest import (
-    V1, V2, Client, ExtensionConfigFile, STAT_CONFIG_REJECTED, destination_rule, ecds_stat,
-    new_test_id, plugin_config, request, to, virtual_service,
+    MESHRULES_WASM, REPO, V1, V2, Client, ExtensionConfigFile, STAT_CONFIG_REJECTED, count_clusters,
+    destination_rule, ecds_stat, new_test_id, plugin_config, request, to, virtual_service,
 )
 from load import WrkLoad
 
@@ -154,3 +159,55 @@ def test_invalid_first_rules_over_ecds_answer_500_until_valid_rules_arrive(envoy
     with Client(env) as probe:
         ecds.write(rules("v2"))
         wait_until(lambda: probe.request(host="demoapp").served_by == V2, TAKE_EFFECT_BOUND_S, "first valid rules")
+
+
+def readme_rule_change_commands() -> list[str]:
+    """The README's commands (section "Live rule updates") that write the new rules beside
+    envoy/ecds/meshrules.yaml and rename them over it."""
+    readme = (REPO / "README.md").read_text()
+    section = readme.split("## Live rule updates", 1)[1].split("\n## ", 1)[0]
+    block = re.search(r"```sh\n(.*?)```", section, re.S).group(1)
+    commands = [line for line in block.splitlines()
+                if line.startswith(("sed ", "mv ")) and "envoy/ecds/meshrules.yaml" in line]
+    assert [c.split()[0] for c in commands] == ["sed", "mv"], commands
+    return commands
+
+
+def shipped_ecds_example(workdir, upstreams) -> dict:
+    """envoy/envoy-ecds.yaml and envoy/ecds/ laid out in ``workdir`` as in the repository
+    (the filter at wasm/meshrules.wasm), the bootstrap's ports set to 0 and its v1/v2
+    clusters pointed at the test upstreams for those subsets."""
+    shutil.copytree(REPO / "envoy" / "ecds", workdir / "envoy" / "ecds")
+    (workdir / "wasm").mkdir()
+    (workdir / "wasm" / "meshrules.wasm").symlink_to(MESHRULES_WASM)
+    cfg = yaml.safe_load((REPO / "envoy" / "envoy-ecds.yaml").read_text())
+    cfg["admin"]["address"]["socket_address"]["port_value"] = 0
+    for listener in cfg["static_resources"]["listeners"]:
+        listener["address"]["socket_address"]["port_value"] = 0
+    targets = {"v1": V1, "v2": V2, "passthrough": "passthrough"}
+    for c in cfg["static_resources"]["clusters"]:
+        subset = c["name"].split("|")[2] if "|" in c["name"] else c["name"]
+        for group in c["load_assignment"]["endpoints"]:
+            for endpoint in group["lb_endpoints"]:
+                endpoint["endpoint"]["address"]["socket_address"]["port_value"] = upstreams.port(targets[subset])
+    return cfg
+
+
+def test_shipped_ecds_example_takes_the_readme_rule_change_live(envoy, upstreams, tmp_path):
+    """The shipped envoy/envoy-ecds.yaml + envoy/ecds/meshrules.yaml serve the 90/10 split and
+    the DENY on /admin; the README's two commands (sed to a file beside it, mv over it)
+    promote v2 while Envoy runs."""
+    cfg = shipped_ecds_example(tmp_path, upstreams)
+    env = envoy.launcher.start_bootstrap(cfg, cwd=tmp_path, listener="demo")
+
+    split = count_clusters(env, 200, host="demoapp")
+    assert set(split) == {V1, V2} and split[V1] > split[V2], split
+    assert request(env, path="/admin").status == 403
+
+    with Client(env) as probe:
+        for command in readme_rule_change_commands():
+            subprocess.run(["bash", "-c", command], cwd=tmp_path, check=True, timeout=30)
+        wait_until(lambda: probe.request(host="demoapp").served_by == V2, TAKE_EFFECT_BOUND_S, "promoted v2")
+    assert count_clusters(env, 100, host="demoapp") == {V2: 100}
+    assert request(env, path="/admin").status == 403
+    assert env.stat(ecds_stat("update_success")) == 2
