@@ -261,13 +261,12 @@ def bootstrap(plugin: dict | str, clusters: dict[str, int], admin_port: int, lis
               ecds: "ExtensionConfigFile | None" = None) -> dict:
     """The Envoy bootstrap the tests run: [meshrules wasm, router], routes by cluster header.
     ``extra`` adds top-level bootstrap fields (e.g. ``stats_config``). With ``ecds`` the wasm
-    filter's configuration comes from that file through Envoy's extension config discovery
-    (``plugin`` is then the file's first content)."""
+    filter's configuration is not in the bootstrap: Envoy discovers it from that file (ECDS),
+    and ``plugin``, ``wasm_path`` and ``failure_policy`` are unused here."""
     if ecds is None:
         wasm_filter = {"name": "envoy.filters.http.wasm",
                        "typed_config": wasm_filter_config(plugin, wasm_path, failure_policy)}
     else:
-        ecds.write(plugin, wasm_path, failure_policy)
         wasm_filter = ecds.http_filter()
         # Envoy's xDS subscriptions, ECDS from a file included, need a node id and cluster.
         extra = {"node": {"id": "meshrules-e2e", "cluster": "meshrules-e2e"}, **(extra or {})}
@@ -504,6 +503,8 @@ class EnvoyLauncher:
         require_binaries()
         clusters = dict(self.upstreams.ports if clusters is None else clusters)
         clusters.setdefault(PASSTHROUGH, self.upstreams.port(PASSTHROUGH))
+        if ecds is not None:
+            ecds.write(plugin, wasm_path, failure_policy)  # the filter's first configuration
         # Port 0 for admin and listener: the kernel picks free ports, so nothing can take them
         # between choosing and binding; Envoy then tells which ones it got.
         cfg = bootstrap(plugin, clusters, 0, 0, wasm_path, extra, failure_policy, ecds)
