@@ -23,12 +23,12 @@ from conftest import (
     MESHRULES_WASM, REPO, V1, V2, Client, ExtensionConfigFile, STAT_CONFIG_REJECTED, count_clusters,
     destination_rule, ecds_stat, new_test_id, plugin_config, request, to, virtual_service,
 )
-from load import WrkLoad
+from load import LoadResult, WrkLoad
 
 CONNECTIONS = 8
 LOAD_SECONDS = 8
-# How long new rules may take to reach requests. A wide bound: on the 2-vCPU test machine the
-# measured time from rename to the first request on the new rules is tens of milliseconds.
+# How long new rules may take to reach requests. A wide bound: on the shared 2-vCPU test
+# machine the measured time from rename to the first request on the new rules is 1 to 60 ms.
 TAKE_EFFECT_BOUND_S = 10.0
 # Requests Envoy must complete between steps, so every step happens under load.
 REQUESTS_PER_STEP = 500
@@ -80,16 +80,22 @@ def swap_rules(env, ecds: ExtensionConfigFile, plugin: dict, serves: str) -> flo
     return took
 
 
-def assert_no_request_failed(load) -> None:
+def report(capsys, line: str) -> None:
+    """Shows a measurement in the test run's output (not captured)."""
+    with capsys.disabled():
+        print(f"\n[live updates] {line}")
+
+
+def assert_no_request_failed(load, capsys) -> LoadResult:
     result = load.result()
-    print(f"wrk, {CONNECTIONS} connections for {LOAD_SECONDS}s: {result}")
+    report(capsys, f"wrk, {CONNECTIONS} connections for {LOAD_SECONDS}s: {result}")
     assert all(n == 0 for n in result.errors.values()), result
     assert set(result.statuses()) == {200}, result
     assert sum(result.responses.values()) == result.requests, result
     return result
 
 
-def test_rules_replaced_under_load_drop_no_request_and_apply_within_the_bound(envoy, tmp_path):
+def test_rules_replaced_under_load_drop_no_request_and_apply_within_the_bound(envoy, tmp_path, capsys):
     """v1 -> v2 -> v1 while wrk runs: every one of the requests is answered 200 by an upstream
     (no 5xx, no connection error), both rule sets served traffic, and each new rule set served
     requests within TAKE_EFFECT_BOUND_S of its rename (the measured times are printed)."""
@@ -104,8 +110,9 @@ def test_rules_replaced_under_load_drop_no_request_and_apply_within_the_bound(en
         to_v1 = swap_rules(env, ecds, rules("v1"), V1)
         load_advanced(env)
         assert load.running(), "the load ended before the last swap; raise LOAD_SECONDS"
-        result = assert_no_request_failed(load)
-    print(f"new rules served after: v1->v2 {to_v2 * 1000:.0f} ms, v2->v1 {to_v1 * 1000:.0f} ms")
+        result = assert_no_request_failed(load, capsys)
+    report(capsys, f"new rules served after the rename: v1->v2 {to_v2 * 1000:.0f} ms, "
+                   f"v2->v1 {to_v1 * 1000:.0f} ms")
 
     served = result.served_by()
     assert set(served) == {V1, V2}, served
@@ -113,7 +120,7 @@ def test_rules_replaced_under_load_drop_no_request_and_apply_within_the_bound(en
     assert env.stat(ecds_stat("config_fail")) == 0
 
 
-def test_invalid_rules_under_load_are_rejected_and_the_old_rules_keep_serving(envoy, tmp_path):
+def test_invalid_rules_under_load_are_rejected_and_the_old_rules_keep_serving(envoy, tmp_path, capsys):
     """An invalid VirtualService written over good rules while wrk runs: the filter refuses it
     in on_configure (its log line and ``meshrules_config_loads_rejected``), Envoy rejects the
     ECDS update (``config_fail``, ``update_rejected``, "Filesystem config update rejected"),
@@ -138,7 +145,7 @@ def test_invalid_rules_under_load_are_rejected_and_the_old_rules_keep_serving(en
         swap_rules(env, ecds, rules("v2"), V2)
         load_advanced(env)
         assert load.running(), "the load ended before the last update; raise LOAD_SECONDS"
-        result = assert_no_request_failed(load)
+        result = assert_no_request_failed(load, capsys)
     assert set(result.served_by()) == {V1, V2}, result
 
 
