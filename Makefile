@@ -10,10 +10,11 @@ RAW_WASM    := target/$(WASM_TARGET)/release/meshrules.wasm
 WASM        := wasm/meshrules.wasm
 ENVOY_VERSION := 1.40.0
 
-.PHONY: build toolchain venv tools image-tools image push require-registry run test lint unit wasm-test e2e bench bench-smoke clean
+.PHONY: build toolchain venv wrk tools image-tools image push require-registry run test lint unit wasm-test e2e bench bench-smoke clean
 
-# Tools a fresh machine lacks: the wasm target, wasm-opt (Debian's binaryen), node for the
-# in-VM unit tests, and Envoy with pytest in a virtualenv.
+# Tools a fresh machine lacks: the wasm target, wasm-opt (Debian's binaryen; its wasm-as
+# assembles the failure-policy tests' broken module), node for the in-VM unit tests, and Envoy
+# with pytest in a virtualenv.
 toolchain:
 	@rustup target list --installed | grep -qx $(WASM_TARGET) || rustup target add $(WASM_TARGET)
 	@command -v wasm-opt >/dev/null || { apt-get update -qq && apt-get install -y -qq binaryen >/dev/null; }
@@ -30,8 +31,11 @@ OHA := .tools/bin/oha
 $(OHA):
 	cargo install --locked --root .tools oha@1.16.0
 
-tools: toolchain $(OHA)
+# Debian's wrk: load for `make bench` and for the live-update tests in `make e2e`.
+wrk:
 	@command -v wrk >/dev/null || { apt-get update -qq && apt-get install -y -qq wrk >/dev/null; }
+
+tools: toolchain wrk $(OHA)
 	@command -v taskset >/dev/null || { apt-get update -qq && apt-get install -y -qq util-linux >/dev/null; }
 
 build: toolchain
@@ -77,7 +81,7 @@ unit:
 wasm-test: toolchain
 	cargo test --workspace --lib --target $(WASM_TARGET)
 
-e2e: build venv image-tools
+e2e: build venv wrk image-tools
 	$(PYTHON) -m pytest -q tests/e2e
 
 # What the filter costs against Envoy's native filters; regenerates BENCHMARKS.md.

@@ -230,30 +230,46 @@ class Upstreams:
 _base_ids = itertools.count((os.getpid() % 1000) * 100 + 1000)
 
 
-def bootstrap(plugin: dict | str, clusters: dict[str, int], admin_port: int, listener_port: int,
-              wasm_path: Path, extra: dict | None = None) -> dict:
-    """The Envoy bootstrap the tests run: [meshrules wasm, router], routes by cluster header.
-    ``extra`` adds top-level bootstrap fields (e.g. ``stats_config``)."""
+WASM_FILTER_TYPE = "type.googleapis.com/envoy.extensions.filters.http.wasm.v3.Wasm"
+
+
+def wasm_filter_config(plugin: dict | str, wasm_path: Path, failure_policy: str | None = None) -> dict:
+    """The ``envoy.extensions.filters.http.wasm.v3.Wasm`` message running ``wasm_path`` with
+    ``plugin`` as its configuration; ``failure_policy`` is Envoy's ``PluginConfig.failure_policy``
+    (``FAIL_CLOSED``, ``FAIL_OPEN``, ``FAIL_RELOAD``; unset means FAIL_CLOSED)."""
     config_value = plugin if isinstance(plugin, str) else json.dumps(plugin)
-    wasm_filter = {
-        "name": "envoy.filters.http.wasm",
-        "typed_config": {
-            "@type": "type.googleapis.com/envoy.extensions.filters.http.wasm.v3.Wasm",
-            "config": {
-                "name": "meshrules",
-                "root_id": "meshrules",
-                "configuration": {
-                    "@type": "type.googleapis.com/google.protobuf.StringValue",
-                    "value": config_value,
-                },
-                "vm_config": {
-                    "vm_id": "meshrules",
-                    "runtime": "envoy.wasm.runtime.v8",
-                    "code": {"local": {"filename": str(wasm_path)}},
-                },
-            },
+    config: dict[str, Any] = {
+        "name": "meshrules",
+        "root_id": "meshrules",
+        "configuration": {
+            "@type": "type.googleapis.com/google.protobuf.StringValue",
+            "value": config_value,
+        },
+        "vm_config": {
+            "vm_id": "meshrules",
+            "runtime": "envoy.wasm.runtime.v8",
+            "code": {"local": {"filename": str(wasm_path)}},
         },
     }
+    if failure_policy is not None:
+        config["failure_policy"] = failure_policy
+    return {"@type": WASM_FILTER_TYPE, "config": config}
+
+
+def bootstrap(plugin: dict | str, clusters: dict[str, int], admin_port: int, listener_port: int,
+              wasm_path: Path, extra: dict | None = None, failure_policy: str | None = None,
+              ecds: "ExtensionConfigFile | None" = None) -> dict:
+    """The Envoy bootstrap the tests run: [meshrules wasm, router], routes by cluster header.
+    ``extra`` adds top-level bootstrap fields (e.g. ``stats_config``). With ``ecds`` the wasm
+    filter's configuration is not in the bootstrap: Envoy discovers it from that file (ECDS),
+    and ``plugin``, ``wasm_path`` and ``failure_policy`` are unused here."""
+    if ecds is None:
+        wasm_filter = {"name": "envoy.filters.http.wasm",
+                       "typed_config": wasm_filter_config(plugin, wasm_path, failure_policy)}
+    else:
+        wasm_filter = ecds.http_filter()
+        # Envoy's xDS subscriptions, ECDS from a file included, need a node id and cluster.
+        extra = {"node": {"id": "meshrules-e2e", "cluster": "meshrules-e2e"}, **(extra or {})}
     route_config = {
         "name": "local",
         "virtual_hosts": [
@@ -318,6 +334,48 @@ def bootstrap(plugin: dict | str, clusters: dict[str, int], admin_port: int, lis
     }
 
 
+class ExtensionConfigFile:
+    """The file Envoy's ECDS reads the meshrules filter from (a ``path_config_source`` with a
+    ``watched_directory``): a DiscoveryResponse holding one TypedExtensionConfig named
+    ``meshrules`` whose typed_config is the Wasm filter. :meth:`write` replaces it as an operator
+    should, writing a temporary file in the same directory and renaming it over the old one:
+    the rename is atomic, so Envoy never reads half a file, and it is the event
+    ``watched_directory`` reacts to."""
+
+    NAME = "meshrules"
+
+    def __init__(self, directory: Path):
+        self.directory = directory
+        self.directory.mkdir(parents=True, exist_ok=True)
+        self.path = directory / "meshrules.json"
+
+    def write(self, plugin: dict | str, wasm_path: Path = MESHRULES_WASM, failure_policy: str | None = None) -> None:
+        response = {"resources": [{
+            "@type": "type.googleapis.com/envoy.config.core.v3.TypedExtensionConfig",
+            "name": self.NAME,
+            "typed_config": wasm_filter_config(plugin, wasm_path, failure_policy),
+        }]}
+        tmp = self.directory / f".{self.path.name}.{uuid.uuid4().hex[:8]}.tmp"
+        tmp.write_text(json.dumps(response))
+        os.replace(tmp, self.path)
+
+    def http_filter(self) -> dict:
+        """The HCM http_filters entry that takes its configuration from this file."""
+        return {
+            "name": self.NAME,
+            "config_discovery": {
+                "config_source": {"path_config_source": {
+                    "path": str(self.path), "watched_directory": {"path": str(self.directory)}}},
+                "type_urls": [WASM_FILTER_TYPE],
+            },
+        }
+
+
+def ecds_stat(name: str) -> str:
+    """An ECDS statistic of the meshrules filter, e.g. ``config_reload``, ``config_fail``."""
+    return f"extension_config_discovery.http_filter.{ExtensionConfigFile.NAME}.{name}"
+
+
 class EnvoyStartError(RuntimeError):
     pass
 
@@ -333,6 +391,7 @@ class Envoy:
     proc: subprocess.Popen
     _log_file: Any = field(repr=False, default=None)
     admin_address_path: Path | None = None
+    listener_name: str = "ingress"
 
     def discover_ports(self) -> bool:
         """Learns the admin and listener ports Envoy bound (both configured as port 0)."""
@@ -344,7 +403,7 @@ class Envoy:
             body = _http_ok(self.admin_port, "/listeners?format=json")
             if body:
                 for status in json.loads(body).get("listener_statuses", []):
-                    if status.get("name") == "ingress":
+                    if status.get("name") == self.listener_name:
                         self.port = status["local_address"]["socket_address"].get("port_value", 0)
         return bool(self.admin_port and self.port)
 
@@ -439,16 +498,22 @@ class EnvoyLauncher:
         self._n = 0
 
     def _spawn(self, plugin: dict | str, clusters: dict[str, int] | None, extra: dict | None = None,
-               transform=None, wasm: Path | None = None) -> Envoy:
+               transform=None, wasm_path: Path = MESHRULES_WASM, failure_policy: str | None = None,
+               ecds: ExtensionConfigFile | None = None) -> Envoy:
         require_binaries()
-        self._n += 1
         clusters = dict(self.upstreams.ports if clusters is None else clusters)
         clusters.setdefault(PASSTHROUGH, self.upstreams.port(PASSTHROUGH))
+        if ecds is not None:
+            ecds.write(plugin, wasm_path, failure_policy)  # the filter's first configuration
         # Port 0 for admin and listener: the kernel picks free ports, so nothing can take them
         # between choosing and binding; Envoy then tells which ones it got.
-        cfg = bootstrap(plugin, clusters, 0, 0, wasm or MESHRULES_WASM, extra)
+        cfg = bootstrap(plugin, clusters, 0, 0, wasm_path, extra, failure_policy, ecds)
         if transform is not None:
             cfg = transform(cfg)
+        return self._run(cfg)
+
+    def _run(self, cfg: dict, cwd: Path | None = None, listener: str = "ingress") -> Envoy:
+        self._n += 1
         config_path = self.workdir / f"envoy-{self._n}.json"
         config_path.write_text(json.dumps(cfg, indent=2))
         log_path = self.workdir / f"envoy-{self._n}.log"
@@ -460,19 +525,13 @@ class EnvoyLauncher:
              "--base-id", str(next(_base_ids)), "--log-level", "info",
              "--disable-hot-restart", "--admin-address-path", str(admin_address_path)],
             stdout=log_file, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-            preexec_fn=_die_with_parent,
+            preexec_fn=_die_with_parent, cwd=cwd,
         )
-        env = Envoy(config_path, log_path, 0, 0, proc, log_file, admin_address_path)
+        env = Envoy(config_path, log_path, 0, 0, proc, log_file, admin_address_path, listener)
         self.started.append(env)
         return env
 
-    def start(self, plugin: dict | str, clusters: dict[str, int] | None = None,
-              extra: dict | None = None, transform=None, wasm: Path | None = None) -> Envoy:
-        """Starts Envoy with ``plugin`` as the filter configuration; waits until it serves.
-        ``extra`` adds top-level bootstrap fields; ``transform(bootstrap) -> bootstrap`` may
-        rewrite the generated bootstrap (e.g. a reference Envoy without the filter); ``wasm``
-        loads another module file than ``MESHRULES_WASM`` (e.g. one pulled from a registry)."""
-        env = self._spawn(plugin, clusters, extra, transform, wasm)
+    def _ready(self, env: Envoy) -> Envoy:
         deadline = time.monotonic() + ENVOY_START_TIMEOUT
         while time.monotonic() < deadline:
             if not env.alive():
@@ -483,14 +542,31 @@ class EnvoyLauncher:
         env.stop()
         raise EnvoyStartError(f"Envoy was not ready within {ENVOY_START_TIMEOUT}s:\n{tail(env.log_text())}")
 
-    def start_rejected(self, plugin: dict | str, clusters: dict[str, int] | None = None) -> "Rejection":
+    def start(self, plugin: dict | str, clusters: dict[str, int] | None = None,
+              extra: dict | None = None, transform=None, **filter_options: Any) -> Envoy:
+        """Starts Envoy with ``plugin`` as the filter configuration; waits until it serves.
+        ``extra`` adds top-level bootstrap fields; ``transform(bootstrap) -> bootstrap`` may
+        rewrite the generated bootstrap (e.g. a reference Envoy without the filter).
+        ``filter_options``: ``wasm_path`` (another module), ``failure_policy``, ``ecds`` (an
+        :class:`ExtensionConfigFile` the filter's configuration is discovered from)."""
+        return self._ready(self._spawn(plugin, clusters, extra, transform, **filter_options))
+
+    def start_bootstrap(self, cfg: dict, cwd: Path, listener: str) -> Envoy:
+        """Starts Envoy with a complete bootstrap (a shipped config with its ports set to 0
+        and its clusters pointed at test upstreams) in ``cwd``, for the relative paths it
+        names; ``listener`` is the listener whose port the tests use."""
+        require_binaries()
+        return self._ready(self._run(cfg, cwd, listener))
+
+    def start_rejected(self, plugin: dict | str, clusters: dict[str, int] | None = None,
+                       **filter_options: Any) -> "Rejection":
         """Starts Envoy with a configuration the filter must refuse and waits for the refusal.
 
         Envoy 1.40 answers a Wasm plugin whose ``on_configure`` returns false by failing the
         filter's creation. What the process then does is found out, not assumed: the result
         says whether Envoy exited (and its exit code) or kept running, and gives its log.
         """
-        env = self._spawn(plugin, clusters)
+        env = self._spawn(plugin, clusters, **filter_options)
         deadline = time.monotonic() + REJECT_TIMEOUT
         while time.monotonic() < deadline:
             if not env.alive():
@@ -730,8 +806,8 @@ def upstreams(tmp_path_factory) -> Upstreams:
 
 @pytest.fixture
 def envoy(tmp_path, upstreams):
-    """Factory: ``envoy(plugin_config, clusters=None, extra=None, wasm=None)`` starts a dedicated Envoy
-    for this test and returns it once it serves (an :class:`Envoy`: ``url(path)``, ``port``,
+    """Factory: ``envoy(plugin_config, clusters=None, extra=None, **filter_options)`` (see
+    :meth:`EnvoyLauncher.start`) starts a dedicated Envoy for this test and returns it once it serves (an :class:`Envoy`: ``url(path)``, ``port``,
     ``admin_port``, ``log_text()``, ``stats_prometheus()``, ``stat(name)``, ``stop()``).
 
     ``clusters`` maps Envoy cluster names to upstream ports (default: every upstream listener);
@@ -742,8 +818,8 @@ def envoy(tmp_path, upstreams):
     launcher = EnvoyLauncher(tmp_path, upstreams)
 
     def start(plugin: dict | str, clusters: dict[str, int] | None = None, extra: dict | None = None,
-              wasm: Path | None = None) -> Envoy:
-        return launcher.start(plugin, clusters, extra, wasm=wasm)
+              **filter_options: Any) -> Envoy:
+        return launcher.start(plugin, clusters, extra, **filter_options)
 
     start.launcher = launcher  # type: ignore[attr-defined]
     yield start

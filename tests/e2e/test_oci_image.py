@@ -273,7 +273,7 @@ def test_envoy_routes_a_canary_with_the_module_pulled_from_the_registry(variant,
         ]),
         destination_rule("demoapp", "demoapp", ["v1", "v2"]),
     )
-    env = envoy(rules, wasm=module_file)
+    env = envoy(rules, wasm_path=module_file)
     assert str(module_file) in env.config_path.read_text()  # this Envoy runs the pulled file
     assert request(env, headers={"x-canary": "true"}).served_by == V2
     assert request(env).served_by == V1
