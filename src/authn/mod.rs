@@ -242,7 +242,7 @@ fn without_param(path: &str, name: &str) -> String {
 }
 
 /// The token at `loc`, if the request carries one there.
-fn extract<'a>(req: &Request<'a>, loc: &Location) -> Option<&'a str> {
+pub fn extract<'a>(req: &Request<'a>, loc: &Location) -> Option<&'a str> {
     let token = match loc {
         Location::Header(name, prefix) => req
             .header_values(name)

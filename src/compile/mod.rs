@@ -102,6 +102,15 @@ pub fn expand_host(host: &str, namespace: &str, domain: &str) -> String {
     }
 }
 
+/// Renders the `routing.clusterName` template for a destination (empty text for an absent
+/// subset or port).
+pub fn cluster_name(template: &str, host: &str, subset: &str, port: &str) -> String {
+    template
+        .replace("{host}", host)
+        .replace("{subset}", subset)
+        .replace("{port}", port)
+}
+
 /// Checks that `v` is a whole number in `lo..=hi` (protobuf Struct numbers arrive as floats).
 pub(crate) fn whole_number(
     v: f64,
