@@ -8,6 +8,7 @@ PYTHON      := $(VENV)/bin/python
 WASM_TARGET := wasm32-wasip1
 RAW_WASM    := target/$(WASM_TARGET)/release/meshrules.wasm
 WASM        := wasm/meshrules.wasm
+CLI         := target/release/meshrules
 ENVOY_VERSION := 1.40.0
 
 .PHONY: build toolchain venv tools run test lint unit wasm-test e2e bench bench-smoke clean
@@ -34,22 +35,25 @@ tools: toolchain $(OHA)
 	@command -v wrk >/dev/null || { apt-get update -qq && apt-get install -y -qq wrk >/dev/null; }
 	@command -v taskset >/dev/null || { apt-get update -qq && apt-get install -y -qq util-linux >/dev/null; }
 
+# The filter (wasm) and the host CLI (`meshrules check|bundle|explain`, the `cli` feature).
 build: toolchain
 	cargo build --release --target $(WASM_TARGET)
 	@mkdir -p wasm
 	wasm-opt -O3 --strip-debug --strip-producers $(RAW_WASM) -o $(WASM)
 	@ls -l $(WASM) | awk '{print "built $(WASM): " $$5 " bytes"}'
+	cargo build --release --features cli --bin meshrules
+	@echo "built $(CLI)"
 
 run: build venv
 	@scripts/run-demo.sh
 
 lint: toolchain
 	cargo fmt --check
-	cargo clippy --workspace --all-targets -- -D warnings
+	cargo clippy --workspace --all-targets --features cli -- -D warnings
 	cargo clippy --workspace --all-targets --target $(WASM_TARGET) -- -D warnings
 
 unit:
-	cargo test --workspace
+	cargo test --workspace --features cli
 
 # The engine's tests again, compiled to wasm32-wasip1 and run in Node's V8 (the Wasm VM
 # Envoy uses), so the rule engine is proven inside a Wasm VM.

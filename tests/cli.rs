@@ -86,7 +86,10 @@ fn check_accepts_plugin_config_json_as_the_filter_gets_it() {
     let json = TempFile::new("plugin-config.json", &bundled);
     let (code, out, err) = meshrules(&["check", json.path()]);
     assert_eq!(code, 0, "{out}{err}");
-    assert!(out.starts_with("ok: 1 file, 1 document, 3 resources"), "{out}");
+    assert!(
+        out.starts_with("ok: 1 file, 1 document, 3 resources"),
+        "{out}"
+    );
 }
 
 const BAD_YAML: &str = r#"
@@ -159,15 +162,30 @@ fn check_names_file_document_and_field_path_of_every_problem() {
 fn check_reports_syntax_errors_with_their_line_and_goes_on_to_other_files() {
     let broken = TempFile::new("broken.yaml", "kind: VirtualService\nspec: [\n");
     let json = TempFile::new("broken.json", "{\"resources\": [}");
-    let (code, out, _) = meshrules(&["check", broken.path(), json.path(), "no/such/file.yaml", DEMO]);
+    let (code, out, _) = meshrules(&[
+        "check",
+        broken.path(),
+        json.path(),
+        "no/such/file.yaml",
+        DEMO,
+    ]);
     assert_eq!(code, 1, "{out}");
     let lines: Vec<&str> = out.lines().collect();
     assert_eq!(lines.len(), 3, "{out}");
-    assert!(lines[0].starts_with(&format!("{}: not valid YAML:", broken.path())), "{out}");
+    assert!(
+        lines[0].starts_with(&format!("{}: not valid YAML:", broken.path())),
+        "{out}"
+    );
     assert!(lines[0].contains("line 2"), "{out}");
-    assert!(lines[1].starts_with(&format!("{}: not valid JSON:", json.path())), "{out}");
+    assert!(
+        lines[1].starts_with(&format!("{}: not valid JSON:", json.path())),
+        "{out}"
+    );
     assert!(lines[1].contains("line 1 column 16"), "{out}");
-    assert!(lines[2].starts_with("no/such/file.yaml: cannot read:"), "{out}");
+    assert!(
+        lines[2].starts_with("no/such/file.yaml: cannot read:"),
+        "{out}"
+    );
 }
 
 #[test]
@@ -176,8 +194,16 @@ fn check_refuses_documents_that_are_neither_istio_objects_nor_plugin_configs() {
     let (code, out, _) = meshrules(&["check", odd.path()]);
     assert_eq!(code, 1, "{out}");
     let p = odd.path();
-    assert!(out.contains(&format!("{p}: document 1: kind: expected an Istio object")), "{out}");
-    assert!(out.contains(&format!("{p}: document 2: expected an Istio object or a pluginConfig")), "{out}");
+    assert!(
+        out.contains(&format!("{p}: document 1: kind: expected an Istio object")),
+        "{out}"
+    );
+    assert!(
+        out.contains(&format!(
+            "{p}: document 2: expected an Istio object or a pluginConfig"
+        )),
+        "{out}"
+    );
 }
 
 #[test]
@@ -189,7 +215,10 @@ fn check_reads_kubectl_lists_and_places_problems_inside_them() {
     let (code, out, _) = meshrules(&["check", list.path()]);
     assert_eq!(code, 1, "{out}");
     assert!(
-        out.starts_with(&format!("{}: document 1: items[0].spec.http[0].route[0].weight:", list.path())),
+        out.starts_with(&format!(
+            "{}: document 1: items[0].spec.http[0].route[0].weight:",
+            list.path()
+        )),
         "{out}"
     );
 }
@@ -204,8 +233,12 @@ fn demo_envoy_config() -> Value {
     let bootstrap = yaml(&text);
     let wasm = &bootstrap["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]
         ["typed_config"]["http_filters"][0];
-    serde_json::from_str(wasm["typed_config"]["config"]["configuration"]["value"].as_str().unwrap())
-        .unwrap()
+    serde_json::from_str(
+        wasm["typed_config"]["config"]["configuration"]["value"]
+            .as_str()
+            .unwrap(),
+    )
+    .unwrap()
 }
 
 #[test]
@@ -234,22 +267,38 @@ fn bundle_wasmplugin_carries_the_config_and_the_module_sha256() {
         .map(|b| format!("{b:02x}"))
         .collect();
     let (code, out, err) = meshrules(&[
-        "bundle", "--output", "wasmplugin", "--wasm", module.path(), "--selector", "app=demoapp",
-        "--image", "oci://registry.example/meshrules:1.2.3", DEMO,
+        "bundle",
+        "--output",
+        "wasmplugin",
+        "--wasm",
+        module.path(),
+        "--selector",
+        "app=demoapp",
+        "--image",
+        "oci://registry.example/meshrules:1.2.3",
+        DEMO,
     ]);
     assert_eq!(code, 0, "{err}");
     let wp = yaml(&out);
     assert_eq!(wp["apiVersion"], "extensions.istio.io/v1alpha1");
     assert_eq!(wp["kind"], "WasmPlugin");
-    assert_eq!(wp["metadata"], json!({ "name": "meshrules", "namespace": "app" }));
+    assert_eq!(
+        wp["metadata"],
+        json!({ "name": "meshrules", "namespace": "app" })
+    );
     let spec = &wp["spec"];
     assert_eq!(spec["url"], "oci://registry.example/meshrules:1.2.3");
     assert_eq!(spec["sha256"], want_sha.as_str());
-    assert_eq!(spec["selector"], json!({ "matchLabels": { "app": "demoapp" } }));
+    assert_eq!(
+        spec["selector"],
+        json!({ "matchLabels": { "app": "demoapp" } })
+    );
     assert_eq!(spec["type"], "HTTP");
     assert_eq!(spec["pluginName"], "meshrules");
     // Values Istio's WasmPlugin enums accept.
-    assert!(["AUTHN", "AUTHZ", "STATS", "UNSPECIFIED_PHASE"].contains(&spec["phase"].as_str().unwrap()));
+    assert!(
+        ["AUTHN", "AUTHZ", "STATS", "UNSPECIFIED_PHASE"].contains(&spec["phase"].as_str().unwrap())
+    );
     assert!(["FAIL_CLOSE", "FAIL_OPEN"].contains(&spec["failStrategy"].as_str().unwrap()));
     assert_eq!(spec["pluginConfig"], demo_envoy_config());
 
@@ -263,39 +312,65 @@ fn bundle_wasmplugin_carries_the_config_and_the_module_sha256() {
 fn bundle_wasmplugin_refuses_a_malformed_sha256() {
     let (code, _, err) = meshrules(&["bundle", "--output", "wasmplugin", "--sha256", "abc", DEMO]);
     assert_eq!(code, 1);
-    assert!(err.contains("--sha256 \"abc\" is not 64 hex digits"), "{err}");
+    assert!(
+        err.contains("--sha256 \"abc\" is not 64 hex digits"),
+        "{err}"
+    );
 }
 
 #[test]
 fn bundle_envoy_has_the_filter_the_cluster_header_routes_and_a_cluster_per_destination() {
     let (code, out, err) = meshrules(&[
-        "bundle", "--output", "envoy", "--endpoint",
-        "outbound|8080|v2|demoapp.app.svc.cluster.local=127.0.0.1:9", DEMO,
+        "bundle",
+        "--output",
+        "envoy",
+        "--endpoint",
+        "outbound|8080|v2|demoapp.app.svc.cluster.local=127.0.0.1:9",
+        DEMO,
     ]);
     assert_eq!(code, 0, "{err}");
     let b = yaml(&out);
-    let hcm = &b["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]["typed_config"];
+    let hcm =
+        &b["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]["typed_config"];
     let wasm = &hcm["http_filters"][0]["typed_config"]["config"];
-    let config: Value = serde_json::from_str(wasm["configuration"]["value"].as_str().unwrap()).unwrap();
+    let config: Value =
+        serde_json::from_str(wasm["configuration"]["value"].as_str().unwrap()).unwrap();
     assert_eq!(config, demo_envoy_config());
-    assert_eq!(wasm["vm_config"]["code"]["local"]["filename"], "wasm/meshrules.wasm");
+    assert_eq!(
+        wasm["vm_config"]["code"]["local"]["filename"],
+        "wasm/meshrules.wasm"
+    );
     assert_eq!(hcm["http_filters"][1]["name"], "envoy.filters.http.router");
     let routes = &hcm["route_config"]["virtual_hosts"][0]["routes"];
     assert_eq!(routes[0]["route"]["cluster_header"], "x-meshrules-cluster");
-    assert_eq!(routes.as_array().unwrap().len(), 1, "no passthrough unless asked for");
+    assert_eq!(
+        routes.as_array().unwrap().len(),
+        1,
+        "no passthrough unless asked for"
+    );
     let clusters: Vec<(&str, &Value)> = b["static_resources"]["clusters"]
         .as_array()
         .unwrap()
         .iter()
-        .map(|c| (c["name"].as_str().unwrap(), &c["load_assignment"]["endpoints"][0]["lb_endpoints"][0]["endpoint"]["address"]["socket_address"]))
+        .map(|c| {
+            (
+                c["name"].as_str().unwrap(),
+                &c["load_assignment"]["endpoints"][0]["lb_endpoints"][0]["endpoint"]["address"]
+                    ["socket_address"],
+            )
+        })
         .collect();
     assert_eq!(
         clusters,
         [
-            ("outbound|8080|v1|demoapp.app.svc.cluster.local",
-             &json!({ "address": "demoapp.app.svc.cluster.local", "port_value": 8080 })),
-            ("outbound|8080|v2|demoapp.app.svc.cluster.local",
-             &json!({ "address": "127.0.0.1", "port_value": 9 })),
+            (
+                "outbound|8080|v1|demoapp.app.svc.cluster.local",
+                &json!({ "address": "demoapp.app.svc.cluster.local", "port_value": 8080 })
+            ),
+            (
+                "outbound|8080|v2|demoapp.app.svc.cluster.local",
+                &json!({ "address": "127.0.0.1", "port_value": 9 })
+            ),
         ]
     );
 }
@@ -324,21 +399,51 @@ const V2: &str = "outbound|8080|v2|demoapp.app.svc.cluster.local";
 #[test]
 fn explain_sends_the_canary_header_to_the_canary_route() {
     let out = explain(DEMO, "GET http://demoapp/", &["x-canary: true"]);
-    assert!(has_line(&out, "virtual service: app/demoapp (examples/demoapp.yaml, document 1)"), "{out}");
+    assert!(
+        has_line(
+            &out,
+            "virtual service: app/demoapp (examples/demoapp.yaml, document 1)"
+        ),
+        "{out}"
+    );
     assert!(has_line(&out, "route: canary"), "{out}");
     assert!(has_line(&out, &format!("destination: {V2}")), "{out}");
-    assert!(has_line(&out, &format!("request header: set x-meshrules-cluster: {V2}")), "{out}");
-    assert!(has_line(&out, &format!("outcome: forward to {V2}")), "{out}");
+    assert!(
+        has_line(
+            &out,
+            &format!("request header: set x-meshrules-cluster: {V2}")
+        ),
+        "{out}"
+    );
+    assert!(
+        has_line(&out, &format!("outcome: forward to {V2}")),
+        "{out}"
+    );
 }
 
 #[test]
 fn explain_shows_the_weights_of_a_split() {
     let out = explain(DEMO, "http://Demoapp:80/anything", &[]);
     assert!(has_line(&out, "route: split"), "{out}");
-    assert!(has_line(&out, &format!("destination: {V1} weight 90 (90.0%)")), "{out}");
-    assert!(has_line(&out, &format!("destination: {V2} weight 10 (10.0%)")), "{out}");
-    assert!(has_line(&out, "split: each request picks a destination at random, by weight"), "{out}");
-    assert!(has_line(&out, "outcome: forward to one of 2 clusters"), "{out}");
+    assert!(
+        has_line(&out, &format!("destination: {V1} weight 90 (90.0%)")),
+        "{out}"
+    );
+    assert!(
+        has_line(&out, &format!("destination: {V2} weight 10 (10.0%)")),
+        "{out}"
+    );
+    assert!(
+        has_line(
+            &out,
+            "split: each request picks a destination at random, by weight"
+        ),
+        "{out}"
+    );
+    assert!(
+        has_line(&out, "outcome: forward to one of 2 clusters"),
+        "{out}"
+    );
 }
 
 #[test]
@@ -362,7 +467,11 @@ spec:
       route: [{ destination: { host: shop.example.com } }]
 "#,
     );
-    let out = explain(config.path(), "GET http://shop.example.com/api/items?page=2", &[]);
+    let out = explain(
+        config.path(),
+        "GET http://shop.example.com/api/items?page=2",
+        &[],
+    );
     for line in [
         "fault: delay 1500 ms for 25% of requests",
         "fault: abort with HTTP 503 for 10% of requests",
@@ -382,9 +491,18 @@ spec:
 #[test]
 fn explain_names_the_deny_policy_that_refuses_a_request() {
     let out = explain(DEMO, "GET http://demoapp/a/../admin", &[]);
-    assert!(has_line(&out, "authz: denied by DENY policy app/deny-admin rules[0]"), "{out}");
-    assert!(has_line(&out, "outcome: the filter answers 403 (rbac_access_denied)"), "{out}");
-    assert!(!out.contains("route:"), "a denied request is not routed:\n{out}");
+    assert!(
+        has_line(&out, "authz: denied by DENY policy app/deny-admin rules[0]"),
+        "{out}"
+    );
+    assert!(
+        has_line(&out, "outcome: the filter answers 403 (rbac_access_denied)"),
+        "{out}"
+    );
+    assert!(
+        !out.contains("route:"),
+        "a denied request is not routed:\n{out}"
+    );
 }
 
 const JWT_SECRET: &[u8] = b"meshrules-cli-test-secret-32-bytes!!";
@@ -424,22 +542,47 @@ fn hs256(claims: &Value) -> String {
 #[test]
 fn explain_verifies_a_token_with_inline_keys_and_names_the_allow_policy() {
     let config = jwt_config();
-    let token = hs256(&json!({ "iss": "https://issuer.example", "sub": "alice", "exp": 4_000_000_000u64 }));
+    let token =
+        hs256(&json!({ "iss": "https://issuer.example", "sub": "alice", "exp": 4_000_000_000u64 }));
     let auth = format!("authorization: Bearer {token}");
     let out = explain(config.path(), "GET http://demoapp/", &[&auth]);
     assert!(has_line(&out, "jwt: token verified by RequestAuthentication app/jwt (issuer \"https://issuer.example\", subject \"alice\")"), "{out}");
-    assert!(has_line(&out, "jwt: request header remove authorization"), "{out}");
-    assert!(has_line(&out, "authz: allowed by ALLOW policy app/require-jwt rules[0]"), "{out}");
-    assert!(out.contains("virtual service: none for host \"demoapp\""), "{out}");
+    assert!(
+        has_line(&out, "jwt: request header remove authorization"),
+        "{out}"
+    );
+    assert!(
+        has_line(
+            &out,
+            "authz: allowed by ALLOW policy app/require-jwt rules[0]"
+        ),
+        "{out}"
+    );
+    assert!(
+        out.contains("virtual service: none for host \"demoapp\""),
+        "{out}"
+    );
 }
 
 #[test]
 fn explain_without_a_token_shows_the_allow_policy_denying() {
     let config = jwt_config();
     let out = explain(config.path(), "GET http://demoapp/", &[]);
-    assert!(has_line(&out, "jwt: no token: the request goes on without a request principal"), "{out}");
-    assert!(has_line(&out, "authz: denied: no ALLOW policy matches"), "{out}");
-    assert!(has_line(&out, "outcome: the filter answers 403 (rbac_access_denied)"), "{out}");
+    assert!(
+        has_line(
+            &out,
+            "jwt: no token: the request goes on without a request principal"
+        ),
+        "{out}"
+    );
+    assert!(
+        has_line(&out, "authz: denied: no ALLOW policy matches"),
+        "{out}"
+    );
+    assert!(
+        has_line(&out, "outcome: the filter answers 403 (rbac_access_denied)"),
+        "{out}"
+    );
 }
 
 #[test]
@@ -448,8 +591,17 @@ fn explain_shows_a_refused_token_as_the_filter_answers_it() {
     let token = hs256(&json!({ "iss": "https://issuer.example", "sub": "alice", "exp": 1 }));
     let auth = format!("authorization: Bearer {token}");
     let out = explain(config.path(), "GET http://demoapp/", &[&auth]);
-    assert!(has_line(&out, "jwt: token refused: Jwt is expired"), "{out}");
-    assert!(has_line(&out, "outcome: the filter answers 401 (jwt_authn_access_denied)"), "{out}");
+    assert!(
+        has_line(&out, "jwt: token refused: Jwt is expired"),
+        "{out}"
+    );
+    assert!(
+        has_line(
+            &out,
+            "outcome: the filter answers 401 (jwt_authn_access_denied)"
+        ),
+        "{out}"
+    );
 }
 
 #[test]

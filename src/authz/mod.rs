@@ -255,6 +255,7 @@ impl Authz {
 
     /// The first ALLOW policy and rule matching the request: what allowed it, for reviews
     /// (`meshrules explain`); `evaluate` decides.
+    #[cfg(not(target_arch = "wasm32"))]
     pub fn allowed_by(&self, f: &Facts<'_>) -> Option<(&str, usize)> {
         first_match(&self.allow, f)
     }

@@ -45,7 +45,11 @@ pub struct BundleArgs {
     #[arg(long, default_value = "FAIL_CLOSE", help_heading = "WasmPlugin")]
     pub fail_strategy: String,
     /// WasmPlugin: `spec.selector.matchLabels` entries, `key=value` (repeatable).
-    #[arg(long = "selector", value_name = "KEY=VALUE", help_heading = "WasmPlugin")]
+    #[arg(
+        long = "selector",
+        value_name = "KEY=VALUE",
+        help_heading = "WasmPlugin"
+    )]
     pub selector: Vec<String>,
 
     /// Envoy: the listener's address.
@@ -56,7 +60,11 @@ pub struct BundleArgs {
     pub admin: String,
     /// Envoy: where a cluster's endpoint is, `CLUSTER=HOST:PORT` (repeatable) [default: the
     /// destination's host and port, resolved by DNS].
-    #[arg(long = "endpoint", value_name = "CLUSTER=HOST:PORT", help_heading = "Envoy")]
+    #[arg(
+        long = "endpoint",
+        value_name = "CLUSTER=HOST:PORT",
+        help_heading = "Envoy"
+    )]
     pub endpoints: Vec<String>,
     /// Envoy: where requests for hosts without a VirtualService go, `HOST:PORT` [default: no
     /// such route; Envoy answers 404].
@@ -145,7 +153,10 @@ fn wasm_plugin(v: &Validated, args: &BundleArgs) -> Result<Value, String> {
     }
     spec.insert("failStrategy".into(), json!(args.fail_strategy));
     spec.insert("type".into(), json!("HTTP"));
-    spec.insert("pluginConfig".into(), Value::Object(v.inputs.config.clone()));
+    spec.insert(
+        "pluginConfig".into(),
+        Value::Object(v.inputs.config.clone()),
+    );
     Ok(json!({
         "apiVersion": "extensions.istio.io/v1alpha1",
         "kind": "WasmPlugin",

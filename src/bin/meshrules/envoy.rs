@@ -137,8 +137,11 @@ fn destination_addresses(config_json: &str) -> BTreeMap<String, String> {
                 continue;
             };
             for dest in http.route.iter().filter_map(|rd| rd.destination.as_ref()) {
-                let host =
-                    compile::expand_host(&dest.host, &res.metadata.namespace, &routing.cluster_domain);
+                let host = compile::expand_host(
+                    &dest.host,
+                    &res.metadata.namespace,
+                    &routing.cluster_domain,
+                );
                 let port = dest.port.as_ref().and_then(|p| p.number).map(|n| n as u16);
                 let name = compile::cluster_name(
                     &routing.cluster_name,

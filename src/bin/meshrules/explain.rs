@@ -49,7 +49,10 @@ pub fn run(args: &ExplainArgs) -> Result<(), Failure> {
     let headers = request_headers(args)?;
     let rules = &v.loaded.rules;
     let mut req = Request::from_headers(&headers);
-    println!("request: {} {}://{}{}", req.method, req.scheme, req.authority, req.path);
+    println!(
+        "request: {} {}://{}{}",
+        req.method, req.scheme, req.authority, req.path
+    );
     if headers.iter().any(|(k, _)| k == &rules.cluster_header) {
         println!(
             "cluster header: the client's {} is removed: only the filter picks clusters",
@@ -115,11 +118,7 @@ pub fn run(args: &ExplainArgs) -> Result<(), Failure> {
             }
             authn::Outcome::NeedKeys(i) => {
                 // The filter fetches jwksUri keys at run time; explain does not fetch.
-                let token = rules
-                    .authn
-                    .locations
-                    .iter()
-                    .find_map(|(loc, _)| authn::extract(&req, loc));
+                let token = rules.authn.first_token(&req);
                 let decoded = token.map(meshrules::jwt::decode);
                 let uri = rules.authn.remote.get(i).map_or("", |r| r.uri.as_str());
                 match decoded {
@@ -192,7 +191,9 @@ pub fn run(args: &ExplainArgs) -> Result<(), Failure> {
                 Some((policy, rule)) => {
                     println!("authz: allowed by ALLOW policy {policy} rules[{rule}]")
                 }
-                None => println!("authz: allowed: no DENY policy matches and there is no ALLOW policy"),
+                None => {
+                    println!("authz: allowed: no DENY policy matches and there is no ALLOW policy")
+                }
             },
             Verdict::DeniedBy(policy, rule) => {
                 println!("authz: denied by DENY policy {policy} rules[{rule}]");
@@ -215,10 +216,7 @@ pub fn run(args: &ExplainArgs) -> Result<(), Failure> {
 
 /// A string claim of an unverified token ("" when absent).
 fn claim<'c>(claims: &'c Map<String, Value>, name: &str) -> &'c str {
-    claims
-        .get(name)
-        .and_then(Value::as_str)
-        .unwrap_or_default()
+    claims.get(name).and_then(Value::as_str).unwrap_or_default()
 }
 
 fn route(
@@ -237,7 +235,10 @@ fn route(
     };
     let vs = &rules.virtual_services[verdict.virtual_service];
     match inputs.origin_of("VirtualService", &vs.id) {
-        Some(o) => println!("virtual service: {} ({}, document {})", vs.id, o.file, o.document),
+        Some(o) => println!(
+            "virtual service: {} ({}, document {})",
+            vs.id, o.file, o.document
+        ),
         None => println!("virtual service: {}", vs.id),
     }
     let Some(route_id) = verdict.route else {
@@ -259,7 +260,11 @@ fn route(
     let preflight = matches!(&verdict.outcome, Outcome::Reply(r) if r.kind == ReplyKind::Preflight);
     if let (Some(fault), false) = (faults.get(route_id).and_then(Option::as_ref), preflight) {
         if let Some((d, ppm)) = fault.delay {
-            println!("fault: delay {} ms for {} of requests", d.as_millis(), percent(ppm));
+            println!(
+                "fault: delay {} ms for {} of requests",
+                d.as_millis(),
+                percent(ppm)
+            );
         }
         if let Some((a, ppm)) = fault.abort {
             let reply = match a {
@@ -287,7 +292,12 @@ fn percent(ppm: u32) -> String {
     format!("{}%", f64::from(ppm) / 10_000.0)
 }
 
-fn forward(rules: &RuleSet, route_id: usize, f: &Forward, req: &Request<'_>) -> Result<(), Failure> {
+fn forward(
+    rules: &RuleSet,
+    route_id: usize,
+    f: &Forward,
+    req: &Request<'_>,
+) -> Result<(), Failure> {
     let route = &rules.routes[route_id];
     let Action::Forward(split) = &route.action else {
         return Ok(());
@@ -297,7 +307,10 @@ fn forward(rules: &RuleSet, route_id: usize, f: &Forward, req: &Request<'_>) -> 
     } else {
         for d in &split.destinations {
             let share = f64::from(d.weight) * 100.0 / f64::from(split.total_weight);
-            println!("destination: {} weight {} ({share:.1}%)", d.cluster, d.weight);
+            println!(
+                "destination: {} weight {} ({share:.1}%)",
+                d.cluster, d.weight
+            );
         }
     }
     if split.destinations.len() > 1 {
@@ -325,7 +338,9 @@ fn forward(rules: &RuleSet, route_id: usize, f: &Forward, req: &Request<'_>) -> 
         let text = match name.as_str() {
             "x-envoy-upstream-rq-timeout-ms" if value == "0" => "timeout: none".to_string(),
             "x-envoy-upstream-rq-timeout-ms" => format!("timeout: {value} ms"),
-            "x-envoy-upstream-rq-per-try-timeout-ms" => format!("retries: per try timeout {value} ms"),
+            "x-envoy-upstream-rq-per-try-timeout-ms" => {
+                format!("retries: per try timeout {value} ms")
+            }
             "x-envoy-max-retries" => format!("retries: at most {value}"),
             "x-envoy-retry-on" => format!("retries: on {value}"),
             "x-envoy-retry-grpc-on" => format!("retries: on gRPC {value}"),
@@ -366,7 +381,11 @@ fn forward(rules: &RuleSet, route_id: usize, f: &Forward, req: &Request<'_>) -> 
             (request, response)
         })
         .collect();
-    let clusters: Vec<&str> = split.destinations.iter().map(|d| d.cluster.as_str()).collect();
+    let clusters: Vec<&str> = split
+        .destinations
+        .iter()
+        .map(|d| d.cluster.as_str())
+        .collect();
     let (request, response): (Vec<_>, Vec<_>) = edits.into_iter().unzip();
     print_edits("request", &request, &clusters);
     print_edits("response", &response, &clusters);

@@ -133,10 +133,10 @@ impl Inputs {
                 _ => self.problem(file, Some(document), "items", "expected a list".into()),
             },
             // A WasmPlugin of this filter: its pluginConfig is what the filter gets.
-            Some("WasmPlugin") => match obj.remove("spec").and_then(|mut s| {
-                s.as_object_mut()
-                    .and_then(|s| s.remove("pluginConfig"))
-            }) {
+            Some("WasmPlugin") => match obj
+                .remove("spec")
+                .and_then(|mut s| s.as_object_mut().and_then(|s| s.remove("pluginConfig")))
+            {
                 Some(Value::Object(pc)) => self.add_plugin_config(pc, origin("spec.pluginConfig")),
                 _ => self.problem(
                     file,

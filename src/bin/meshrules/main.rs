@@ -13,7 +13,11 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 use input::{Inputs, Problem};
 
 #[derive(Parser)]
-#[command(name = "meshrules", version, about = "Check, bundle and explain Istio rules for the meshrules Envoy filter")]
+#[command(
+    name = "meshrules",
+    version,
+    about = "Check, bundle and explain Istio rules for the meshrules Envoy filter"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -25,7 +29,7 @@ enum Command {
     /// printed with file, document and field path.
     Check(ConfigFiles),
     /// Turn Istio YAML into the filter's pluginConfig JSON, a WasmPlugin, or an Envoy bootstrap.
-    Bundle(bundle::BundleArgs),
+    Bundle(Box<bundle::BundleArgs>),
     /// Show which VirtualService and route a request takes and what the filter does with it.
     Explain(explain::ExplainArgs),
 }
@@ -107,9 +111,7 @@ pub fn plural(n: usize) -> &'static str {
 
 /// Reads and validates `files`; warnings go to standard error.
 pub fn validated(files: &[String]) -> Result<input::Validated, Failure> {
-    let v = Inputs::read(files)
-        .validate()
-        .map_err(Failure::Problems)?;
+    let v = Inputs::read(files).validate().map_err(Failure::Problems)?;
     for w in &v.warnings {
         eprintln!("warning: {w}");
     }
