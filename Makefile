@@ -8,6 +8,7 @@ PYTHON      := $(VENV)/bin/python
 WASM_TARGET := wasm32-wasip1
 RAW_WASM    := target/$(WASM_TARGET)/release/meshrules.wasm
 WASM        := wasm/meshrules.wasm
+CLI         := target/release/meshrules
 ENVOY_VERSION := 1.40.0
 
 .PHONY: build toolchain venv wrk tools image-tools image push require-registry run test lint unit wasm-test e2e bench bench-smoke clean
@@ -38,11 +39,14 @@ wrk:
 tools: toolchain wrk $(OHA)
 	@command -v taskset >/dev/null || { apt-get update -qq && apt-get install -y -qq util-linux >/dev/null; }
 
+# The filter (wasm) and the host CLI (`meshrules check|bundle|explain`, the `cli` feature).
 build: toolchain
 	cargo build --release --target $(WASM_TARGET)
 	@mkdir -p wasm
 	wasm-opt -O3 --strip-debug --strip-producers $(RAW_WASM) -o $(WASM)
 	@ls -l $(WASM) | awk '{print "built $(WASM): " $$5 " bytes"}'
+	cargo build --release --features cli --bin meshrules
+	@echo "built $(CLI)"
 
 # OCI images of the filter in the formats Istio's agent pulls, written without a container
 # engine (scripts/image.py: an OCI layout, skopeo for the Docker variant and for pushing).
@@ -70,11 +74,11 @@ run: build venv
 
 lint: toolchain
 	cargo fmt --check
-	cargo clippy --workspace --all-targets -- -D warnings
+	cargo clippy --workspace --all-targets --features cli -- -D warnings
 	cargo clippy --workspace --all-targets --target $(WASM_TARGET) -- -D warnings
 
 unit:
-	cargo test --workspace
+	cargo test --workspace --features cli
 
 # The engine's tests again, compiled to wasm32-wasip1 and run in Node's V8 (the Wasm VM
 # Envoy uses), so the rule engine is proven inside a Wasm VM.

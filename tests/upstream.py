@@ -251,7 +251,8 @@ def main(argv: list[str] | None = None) -> int:
         signal.signal(sig, lambda *_: stop.set())
     stop.wait()
     # Shut the listeners down together: each shutdown waits for its poll interval.
-    closers = [threading.Thread(target=s.shutdown) for s in servers]
+    # Daemon threads: a shutdown that never returns must not keep the process alive at exit.
+    closers = [threading.Thread(target=s.shutdown, daemon=True) for s in servers]
     for t in closers:
         t.start()
     for t in closers:

@@ -90,6 +90,13 @@ impl Authn {
         self.providers.is_empty()
     }
 
+    /// The first token the request carries, in the order Envoy looks (for reviews: `meshrules
+    /// explain` shows a token whose keys it cannot fetch).
+    #[cfg(not(target_arch = "wasm32"))]
+    pub fn first_token<'a>(&self, req: &Request<'a>) -> Option<&'a str> {
+        self.locations.iter().find_map(|(loc, _)| extract(req, loc))
+    }
+
     pub fn new_cache(&self) -> TokenCache {
         TokenCache::new(self.token_cache_size)
     }

@@ -253,6 +253,13 @@ impl Authz {
         }
     }
 
+    /// The first ALLOW policy and rule matching the request: what allowed it, for reviews
+    /// (`meshrules explain`); `evaluate` decides.
+    #[cfg(not(target_arch = "wasm32"))]
+    pub fn allowed_by(&self, f: &Facts<'_>) -> Option<(&str, usize)> {
+        first_match(&self.allow, f)
+    }
+
     /// `remote.ip`: the client address as Envoy computes it with `use_remote_address: true`
     /// and `xff_num_trusted_hops: n` — the n-th address from the right of X-Forwarded-For as
     /// the client sent it, or the connection peer when n is 0 or the header is shorter. Envoy

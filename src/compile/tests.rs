@@ -306,3 +306,29 @@ fn retry_settings_without_attempts_are_refused() {
         "resources[0].spec.http[0].retries.attempts: -1 is not in 0..=2147483647",
     );
 }
+
+#[cfg(not(target_arch = "wasm32"))]
+#[test]
+fn cluster_name_renders_what_compiled_routes_pick() {
+    let template = "outbound|{port}|{subset}|{host}";
+    let config = json!({"resources": [vs(json!([{"route": [
+        {"destination": {"host": "demoapp", "subset": "v1", "port": {"number": 8080}}, "weight": 1},
+        {"destination": {"host": "other.example"}, "weight": 1}]}]))],
+        "routing": {"clusterName": template}});
+    let loaded = load(config.to_string().as_bytes(), &Anonymous).unwrap();
+    let crate::rules::Action::Forward(split) = &loaded.rules.routes[0].action else {
+        panic!("a forward route");
+    };
+    let picked: Vec<&str> = split
+        .destinations
+        .iter()
+        .map(|d| d.cluster.as_str())
+        .collect();
+    assert_eq!(
+        picked,
+        [
+            cluster_name(template, "demoapp.app.svc.cluster.local", "v1", "8080"),
+            cluster_name(template, "other.example", "", ""),
+        ]
+    );
+}

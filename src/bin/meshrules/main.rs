@@ -1,0 +1,147 @@
+//! `meshrules`: checks, bundles and explains Istio rules for the meshrules filter, on the host,
+//! with the filter's own validation (`compile`) and decision code (`engine`, `authz`, `authn`).
+
+mod bundle;
+mod envoy;
+mod explain;
+mod input;
+
+use std::process::ExitCode;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+use input::{Inputs, Problem};
+
+#[derive(Parser)]
+#[command(
+    name = "meshrules",
+    version,
+    about = "Check, bundle and explain Istio rules for the meshrules Envoy filter"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Validate Istio YAML or pluginConfig JSON exactly as the filter does; every problem is
+    /// printed with file, document and field path.
+    Check(ConfigFiles),
+    /// Turn Istio YAML into the filter's pluginConfig JSON, a WasmPlugin, or an Envoy bootstrap.
+    Bundle(Box<bundle::BundleArgs>),
+    /// Show which VirtualService and route a request takes and what the filter does with it.
+    Explain(explain::ExplainArgs),
+}
+
+/// The files `check` and `bundle` read: together they form one configuration.
+#[derive(Args)]
+pub struct ConfigFiles {
+    /// Istio YAML (documents separated by `---`), pluginConfig JSON, or a WasmPlugin; `-`
+    /// reads standard input.
+    #[arg(required = true)]
+    pub files: Vec<String>,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+pub enum Output {
+    /// The filter's configuration (Envoy's `configuration` / a WasmPlugin's `pluginConfig`).
+    #[value(alias = "json")]
+    Pluginconfig,
+    /// An Istio `extensions.istio.io/v1alpha1` WasmPlugin.
+    Wasmplugin,
+    /// A complete Envoy bootstrap: listener, the filter, cluster_header routes, clusters.
+    Envoy,
+}
+
+/// Exit status for a configuration with problems (2 is clap's usage error).
+const PROBLEMS: u8 = 1;
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Check(c) => check(&c.files),
+        Command::Bundle(args) => bundle::run(&args),
+        Command::Explain(args) => explain::run(&args),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(Failure::Problems(problems)) => {
+            for p in &problems {
+                println!("{p}");
+            }
+            let files: std::collections::BTreeSet<&str> =
+                problems.iter().map(|p| p.file.as_str()).collect();
+            eprintln!(
+                "meshrules: {} problem{} in {} file{}",
+                problems.len(),
+                plural(problems.len()),
+                files.len(),
+                plural(files.len())
+            );
+            ExitCode::from(PROBLEMS)
+        }
+        Err(Failure::Other(message)) => {
+            eprintln!("meshrules: {message}");
+            ExitCode::from(PROBLEMS)
+        }
+    }
+}
+
+/// Why a command did not succeed.
+pub enum Failure {
+    /// The configuration has problems: each is printed on its own line.
+    Problems(Vec<Problem>),
+    Other(String),
+}
+
+impl From<String> for Failure {
+    fn from(s: String) -> Self {
+        Failure::Other(s)
+    }
+}
+
+pub fn plural(n: usize) -> &'static str {
+    if n == 1 {
+        ""
+    } else {
+        "s"
+    }
+}
+
+/// Reads and validates `files`; warnings go to standard error.
+pub fn validated(files: &[String]) -> Result<input::Validated, Failure> {
+    let v = Inputs::read(files).validate().map_err(Failure::Problems)?;
+    for w in &v.warnings {
+        eprintln!("warning: {w}");
+    }
+    Ok(v)
+}
+
+fn check(files: &[String]) -> Result<(), Failure> {
+    let v = validated(files)?;
+    let kinds: Vec<String> = v
+        .inputs
+        .kinds()
+        .iter()
+        .map(|(k, n)| format!("{n} {k}"))
+        .collect();
+    let resources: usize = v.inputs.kinds().values().sum();
+    println!(
+        "ok: {} file{}, {} document{}, {} resource{}{}, {} warning{}",
+        v.inputs.files,
+        plural(v.inputs.files),
+        v.inputs.documents,
+        plural(v.inputs.documents),
+        resources,
+        plural(resources),
+        if kinds.is_empty() {
+            String::new()
+        } else {
+            format!(" ({})", kinds.join(", "))
+        },
+        v.warnings.len(),
+        plural(v.warnings.len())
+    );
+    Ok(())
+}

@@ -1,0 +1,652 @@
+//! The `meshrules` binary as a user runs it: check, bundle and explain on real files.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use assert_cmd::Command;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine;
+use hmac::{Hmac, KeyInit, Mac};
+use serde_json::{json, Value};
+use sha2::{Digest, Sha256};
+
+const DEMO: &str = "examples/demoapp.yaml";
+
+fn repo() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// Runs the binary in the repository (so relative paths like the demo's work).
+fn meshrules(args: &[&str]) -> (i32, String, String) {
+    let out = Command::cargo_bin("meshrules")
+        .expect("binary built")
+        .current_dir(repo())
+        .args(args)
+        .output()
+        .expect("runs");
+    (
+        out.status.code().expect("exit code"),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// A temporary file with `text`, removed when the test ends.
+struct TempFile(PathBuf);
+
+impl TempFile {
+    fn new(name: &str, text: &str) -> TempFile {
+        // Tests run in parallel: each file gets its own directory.
+        static NEXT: AtomicUsize = AtomicUsize::new(0);
+        let n = NEXT.fetch_add(1, Ordering::Relaxed);
+        let dir = std::env::temp_dir().join(format!("meshrules-cli-{}-{n}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join(name);
+        std::fs::write(&path, text).unwrap();
+        TempFile(path)
+    }
+
+    fn path(&self) -> &str {
+        self.0.to_str().unwrap()
+    }
+}
+
+impl Drop for TempFile {
+    fn drop(&mut self) {
+        if let Some(dir) = self.0.parent() {
+            let _ = std::fs::remove_dir_all(dir);
+        }
+    }
+}
+
+fn yaml(text: &str) -> Value {
+    serde_saphyr::from_str(text).unwrap()
+}
+
+// ------------------------------------------------------------------------------------------
+// check
+// ------------------------------------------------------------------------------------------
+
+#[test]
+fn check_accepts_the_demo_yaml_with_a_one_line_summary() {
+    let (code, out, err) = meshrules(&["check", DEMO]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert_eq!(out.lines().count(), 1, "{out}");
+    assert!(
+        out.starts_with("ok: 1 file, 3 documents, 3 resources (1 AuthorizationPolicy, 1 DestinationRule, 1 VirtualService)"),
+        "{out}"
+    );
+}
+
+#[test]
+fn check_accepts_plugin_config_json_as_the_filter_gets_it() {
+    let (_, bundled, _) = meshrules(&["bundle", DEMO]);
+    let json = TempFile::new("plugin-config.json", &bundled);
+    let (code, out, err) = meshrules(&["check", json.path()]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(
+        out.starts_with("ok: 1 file, 1 document, 3 resources"),
+        "{out}"
+    );
+}
+
+const BAD_YAML: &str = r#"
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: { name: demoapp, namespace: app }
+spec:
+  host: demoapp
+  subsets: [{ name: v1 }]
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: { name: demoapp, namespace: app }
+spec:
+  hosts: [demoapp]
+  http:
+    - route: [{ destination: { host: demoapp, subset: v9 } }]
+    - fault: { abort: { httpStatus: 700, percentage: { value: 10 } } }
+      route: [{ destination: { host: demoapp } }]
+    - match: [{ uri: { regex: "(" } }]
+      timeout: 5 parsecs
+      route: [{ destination: { host: demoapp } }]
+    - mirror: { host: demoapp }
+      route: [{ destination: { host: demoapp } }]
+---
+apiVersion: networking.istio.io/v1
+kind: Gateway
+metadata: { name: gw, namespace: app }
+spec: {}
+"#;
+
+#[test]
+fn check_names_file_document_and_field_path_of_every_problem() {
+    let bad = TempFile::new("bad.yaml", BAD_YAML);
+    let json = TempFile::new(
+        "bad.json",
+        &json!({
+            "resources": [{
+                "apiVersion": "security.istio.io/v1", "kind": "AuthorizationPolicy",
+                "metadata": { "name": "ext", "namespace": "app" },
+                "spec": { "action": "CUSTOM" },
+            }],
+            "routing": { "clusterHeader": "" },
+        })
+        .to_string(),
+    );
+    let (code, out, err) = meshrules(&["check", bad.path(), json.path()]);
+    assert_eq!(code, 1, "{out}{err}");
+    let (y, j) = (bad.path(), json.path());
+    for expected in [
+        format!("{y}: document 2: spec.http[0].route[0].destination.subset: subset \"v9\" is not defined"),
+        format!("{y}: document 2: spec.http[1].fault.abort.httpStatus: 700 is not in 200..=599"),
+        format!("{y}: document 2: spec.http[2].match[0].uri.regex: bad regex \"(\""),
+        format!("{y}: document 2: spec.http[2].timeout: \"5 parsecs\""),
+        format!("{y}: document 2: spec.http[3].mirror:"),
+        format!("{y}: document 3: kind: unknown kind \"Gateway\""),
+        format!("{j}: document 1: routing.clusterHeader: must not be empty"),
+        format!("{j}: document 1: resources[0].spec.action: CUSTOM"),
+    ] {
+        assert!(
+            out.lines().any(|l| l.starts_with(&expected)),
+            "missing {expected:?} in:\n{out}"
+        );
+    }
+    assert_eq!(out.lines().count(), 8, "one line per problem:\n{out}");
+    assert!(err.contains("8 problems in 2 files"), "{err}");
+}
+
+#[test]
+fn check_reports_syntax_errors_with_their_line_and_goes_on_to_other_files() {
+    let broken = TempFile::new("broken.yaml", "kind: VirtualService\nspec: [\n");
+    let json = TempFile::new("broken.json", "{\"resources\": [}");
+    let (code, out, _) = meshrules(&[
+        "check",
+        broken.path(),
+        json.path(),
+        "no/such/file.yaml",
+        DEMO,
+    ]);
+    assert_eq!(code, 1, "{out}");
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines.len(), 3, "{out}");
+    assert!(
+        lines[0].starts_with(&format!("{}: not valid YAML:", broken.path())),
+        "{out}"
+    );
+    assert!(lines[0].contains("line 2"), "{out}");
+    assert!(
+        lines[1].starts_with(&format!("{}: not valid JSON:", json.path())),
+        "{out}"
+    );
+    assert!(lines[1].contains("line 1 column 16"), "{out}");
+    assert!(
+        lines[2].starts_with("no/such/file.yaml: cannot read:"),
+        "{out}"
+    );
+}
+
+#[test]
+fn check_refuses_documents_that_are_neither_istio_objects_nor_plugin_configs() {
+    let odd = TempFile::new("odd.yaml", "hello: world\n---\n- a list\n");
+    let (code, out, _) = meshrules(&["check", odd.path()]);
+    assert_eq!(code, 1, "{out}");
+    let p = odd.path();
+    assert!(
+        out.contains(&format!("{p}: document 1: kind: expected an Istio object")),
+        "{out}"
+    );
+    assert!(
+        out.contains(&format!(
+            "{p}: document 2: expected an Istio object or a pluginConfig"
+        )),
+        "{out}"
+    );
+}
+
+#[test]
+fn check_reads_kubectl_lists_and_places_problems_inside_them() {
+    let list = TempFile::new(
+        "list.yaml",
+        "apiVersion: v1\nkind: List\nitems:\n  - apiVersion: networking.istio.io/v1\n    kind: VirtualService\n    metadata: { name: a, namespace: app }\n    spec:\n      hosts: [a]\n      http: [{ route: [{ destination: { host: a }, weight: -1 }] }]\n",
+    );
+    let (code, out, _) = meshrules(&["check", list.path()]);
+    assert_eq!(code, 1, "{out}");
+    assert!(
+        out.starts_with(&format!(
+            "{}: document 1: items[0].spec.http[0].route[0].weight:",
+            list.path()
+        )),
+        "{out}"
+    );
+}
+
+// ------------------------------------------------------------------------------------------
+// bundle
+// ------------------------------------------------------------------------------------------
+
+/// The filter configuration envoy/envoy.yaml carries.
+fn demo_envoy_config() -> Value {
+    let text = std::fs::read_to_string(repo().join("envoy/envoy.yaml")).unwrap();
+    let bootstrap = yaml(&text);
+    let wasm = &bootstrap["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]
+        ["typed_config"]["http_filters"][0];
+    serde_json::from_str(
+        wasm["typed_config"]["config"]["configuration"]["value"]
+            .as_str()
+            .unwrap(),
+    )
+    .unwrap()
+}
+
+#[test]
+fn bundle_turns_the_demo_yaml_into_the_config_of_envoy_yaml() {
+    let (code, out, err) = meshrules(&["bundle", DEMO]);
+    assert_eq!(code, 0, "{err}");
+    let bundled: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(bundled, demo_envoy_config());
+}
+
+#[test]
+fn bundle_refuses_an_invalid_config_and_prints_no_config() {
+    let bad = TempFile::new("bad.yaml", BAD_YAML);
+    let (code, out, err) = meshrules(&["bundle", "--output", "envoy", bad.path()]);
+    assert_eq!(code, 1);
+    assert!(!out.contains("static_resources"), "{out}");
+    assert!(out.contains("700 is not in 200..=599"), "{out}");
+    assert!(err.contains("problems"), "{err}");
+}
+
+#[test]
+fn bundle_wasmplugin_carries_the_config_and_the_sha256_istio_checks() {
+    let module = TempFile::new("module.wasm", "\0asm not really a module");
+    let want_sha: String = Sha256::digest(std::fs::read(&module.0).unwrap())
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    // An http(s):// module: Istio checks the module's own sha256.
+    let (code, out, err) = meshrules(&[
+        "bundle",
+        "--output",
+        "wasmplugin",
+        "--wasm",
+        module.path(),
+        "--selector",
+        "app=demoapp",
+        "--image",
+        "https://files.example/meshrules.wasm",
+        DEMO,
+    ]);
+    assert_eq!(code, 0, "{err}");
+    let wp = yaml(&out);
+    assert_eq!(wp["apiVersion"], "extensions.istio.io/v1alpha1");
+    assert_eq!(wp["kind"], "WasmPlugin");
+    assert_eq!(
+        wp["metadata"],
+        json!({ "name": "meshrules", "namespace": "app" })
+    );
+    let spec = &wp["spec"];
+    assert_eq!(spec["url"], "https://files.example/meshrules.wasm");
+    assert_eq!(spec["sha256"], want_sha.as_str());
+    assert_eq!(spec["phase"], "AUTHN");
+    assert_eq!(
+        spec["selector"],
+        json!({ "matchLabels": { "app": "demoapp" } })
+    );
+    assert_eq!(spec["type"], "HTTP");
+    assert_eq!(spec["pluginName"], "meshrules");
+    // Values Istio's WasmPlugin enums accept.
+    assert!(
+        ["AUTHN", "AUTHZ", "STATS", "UNSPECIFIED_PHASE"].contains(&spec["phase"].as_str().unwrap())
+    );
+    assert!(["FAIL_CLOSE", "FAIL_OPEN"].contains(&spec["failStrategy"].as_str().unwrap()));
+    assert_eq!(spec["pluginConfig"], demo_envoy_config());
+
+    // What it carries passes the filter's validation when read back.
+    let file = TempFile::new("wasmplugin.yaml", &out);
+    let (code, out, _) = meshrules(&["check", file.path()]);
+    assert_eq!(code, 0, "{out}");
+}
+
+#[test]
+fn bundle_wasmplugin_for_an_oci_image_takes_the_manifest_digest_not_the_modules_sha256() {
+    // Istio's agent compares an oci:// image's sha256 with its manifest digest.
+    let (code, out, err) = meshrules(&[
+        "bundle",
+        "--output",
+        "wasmplugin",
+        "--image",
+        "oci://r.example/m:1",
+        DEMO,
+    ]);
+    assert_eq!(code, 0, "{err}");
+    assert!(yaml(&out)["spec"].get("sha256").is_none(), "{out}");
+    assert!(err.contains("manifest digest"), "{err}");
+    let digest = "ab".repeat(32);
+    let (code, out, err) = meshrules(&[
+        "bundle",
+        "--output",
+        "wasmplugin",
+        "--image",
+        "oci://r.example/m:1",
+        "--sha256",
+        &digest,
+        DEMO,
+    ]);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(yaml(&out)["spec"]["sha256"], digest.as_str());
+}
+
+#[test]
+fn bundle_wasmplugin_refuses_a_malformed_sha256() {
+    let (code, _, err) = meshrules(&["bundle", "--output", "wasmplugin", "--sha256", "abc", DEMO]);
+    assert_eq!(code, 1);
+    assert!(
+        err.contains("--sha256 \"abc\" is not 64 hex digits"),
+        "{err}"
+    );
+}
+
+#[test]
+fn bundle_envoy_has_the_filter_the_cluster_header_routes_and_a_cluster_per_destination() {
+    let (code, out, err) = meshrules(&[
+        "bundle",
+        "--output",
+        "envoy",
+        "--endpoint",
+        "outbound|8080|v2|demoapp.app.svc.cluster.local=127.0.0.1:9",
+        DEMO,
+    ]);
+    assert_eq!(code, 0, "{err}");
+    let b = yaml(&out);
+    let hcm =
+        &b["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]["typed_config"];
+    let wasm = &hcm["http_filters"][0]["typed_config"]["config"];
+    let config: Value =
+        serde_json::from_str(wasm["configuration"]["value"].as_str().unwrap()).unwrap();
+    assert_eq!(config, demo_envoy_config());
+    assert_eq!(
+        wasm["vm_config"]["code"]["local"]["filename"],
+        "wasm/meshrules.wasm"
+    );
+    assert_eq!(hcm["http_filters"][1]["name"], "envoy.filters.http.router");
+    let routes = &hcm["route_config"]["virtual_hosts"][0]["routes"];
+    assert_eq!(routes[0]["route"]["cluster_header"], "x-meshrules-cluster");
+    assert_eq!(
+        routes.as_array().unwrap().len(),
+        1,
+        "no passthrough unless asked for"
+    );
+    let clusters: Vec<(&str, &Value)> = b["static_resources"]["clusters"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| {
+            (
+                c["name"].as_str().unwrap(),
+                &c["load_assignment"]["endpoints"][0]["lb_endpoints"][0]["endpoint"]["address"]
+                    ["socket_address"],
+            )
+        })
+        .collect();
+    assert_eq!(
+        clusters,
+        [
+            (
+                "outbound|8080|v1|demoapp.app.svc.cluster.local",
+                &json!({ "address": "demoapp.app.svc.cluster.local", "port_value": 8080 })
+            ),
+            (
+                "outbound|8080|v2|demoapp.app.svc.cluster.local",
+                &json!({ "address": "127.0.0.1", "port_value": 9 })
+            ),
+        ]
+    );
+}
+
+// ------------------------------------------------------------------------------------------
+// explain
+// ------------------------------------------------------------------------------------------
+
+fn explain(config: &str, request: &str, headers: &[&str]) -> String {
+    let mut args = vec!["explain", "--config", config, request];
+    for h in headers {
+        args.extend(["-H", h]);
+    }
+    let (code, out, err) = meshrules(&args);
+    assert_eq!(code, 0, "{out}{err}");
+    out
+}
+
+fn has_line(out: &str, line: &str) -> bool {
+    out.lines().any(|l| l == line)
+}
+
+const V1: &str = "outbound|8080|v1|demoapp.app.svc.cluster.local";
+const V2: &str = "outbound|8080|v2|demoapp.app.svc.cluster.local";
+
+#[test]
+fn explain_sends_the_canary_header_to_the_canary_route() {
+    let out = explain(DEMO, "GET http://demoapp/", &["x-canary: true"]);
+    assert!(
+        has_line(
+            &out,
+            "virtual service: app/demoapp (examples/demoapp.yaml, document 1)"
+        ),
+        "{out}"
+    );
+    assert!(has_line(&out, "route: canary"), "{out}");
+    assert!(has_line(&out, &format!("destination: {V2}")), "{out}");
+    assert!(
+        has_line(
+            &out,
+            &format!("request header: set x-meshrules-cluster: {V2}")
+        ),
+        "{out}"
+    );
+    assert!(
+        has_line(&out, &format!("outcome: forward to {V2}")),
+        "{out}"
+    );
+}
+
+#[test]
+fn explain_shows_the_weights_of_a_split() {
+    let out = explain(DEMO, "http://Demoapp:80/anything", &[]);
+    assert!(has_line(&out, "route: split"), "{out}");
+    assert!(
+        has_line(&out, &format!("destination: {V1} weight 90 (90.0%)")),
+        "{out}"
+    );
+    assert!(
+        has_line(&out, &format!("destination: {V2} weight 10 (10.0%)")),
+        "{out}"
+    );
+    assert!(
+        has_line(
+            &out,
+            "split: each request picks a destination at random, by weight"
+        ),
+        "{out}"
+    );
+    assert!(
+        has_line(&out, "outcome: forward to one of 2 clusters"),
+        "{out}"
+    );
+}
+
+#[test]
+fn explain_shows_fault_percentages_timeout_retries_and_rewrite() {
+    let config = TempFile::new(
+        "faults.yaml",
+        r#"
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: { name: shop, namespace: app }
+spec:
+  hosts: [shop.example.com]
+  http:
+    - match: [{ uri: { prefix: /api/ } }]
+      fault:
+        delay: { fixedDelay: 1.5s, percentage: { value: 25 } }
+        abort: { httpStatus: 503, percentage: { value: 10 } }
+      timeout: 3s
+      retries: { attempts: 4, perTryTimeout: 500ms, retryOn: "5xx,reset" }
+      rewrite: { uri: /v2/ }
+      route: [{ destination: { host: shop.example.com } }]
+"#,
+    );
+    let out = explain(
+        config.path(),
+        "GET http://shop.example.com/api/items?page=2",
+        &[],
+    );
+    for line in [
+        "fault: delay 1500 ms for 25% of requests",
+        "fault: abort with HTTP 503 for 10% of requests",
+        "fault: the other requests go on:",
+        "destination: outbound|||shop.example.com",
+        "timeout: 3000 ms",
+        "retries: at most 4",
+        "retries: on 5xx,reset",
+        "retries: per try timeout 500 ms",
+        "rewrite: :path /api/items?page=2 -> /v2/items?page=2",
+        "request header: set x-envoy-original-path: /api/items?page=2",
+    ] {
+        assert!(has_line(&out, line), "missing {line:?} in:\n{out}");
+    }
+}
+
+#[test]
+fn explain_names_the_deny_policy_that_refuses_a_request() {
+    let out = explain(DEMO, "GET http://demoapp/a/../admin", &[]);
+    assert!(
+        has_line(&out, "authz: denied by DENY policy app/deny-admin rules[0]"),
+        "{out}"
+    );
+    assert!(
+        has_line(&out, "outcome: the filter answers 403 (rbac_access_denied)"),
+        "{out}"
+    );
+    assert!(
+        !out.contains("route:"),
+        "a denied request is not routed:\n{out}"
+    );
+}
+
+const JWT_SECRET: &[u8] = b"meshrules-cli-test-secret-32-bytes!!";
+
+fn jwt_config() -> TempFile {
+    let jwks = json!({ "keys": [{ "kty": "oct", "alg": "HS256", "k": URL_SAFE_NO_PAD.encode(JWT_SECRET) }] });
+    TempFile::new(
+        "jwt.yaml",
+        &format!(
+            r#"
+apiVersion: security.istio.io/v1
+kind: RequestAuthentication
+metadata: {{ name: jwt, namespace: app }}
+spec:
+  jwtRules: [{{ issuer: "https://issuer.example", jwks: '{jwks}' }}]
+---
+apiVersion: security.istio.io/v1
+kind: AuthorizationPolicy
+metadata: {{ name: require-jwt, namespace: app }}
+spec:
+  action: ALLOW
+  rules: [{{ from: [{{ source: {{ requestPrincipals: ["https://issuer.example/*"] }} }}] }}]
+"#
+        ),
+    )
+}
+
+fn hs256(claims: &Value) -> String {
+    let head = URL_SAFE_NO_PAD.encode(br#"{"alg":"HS256","typ":"JWT"}"#);
+    let body = URL_SAFE_NO_PAD.encode(claims.to_string());
+    let mut mac = <Hmac<Sha256> as KeyInit>::new_from_slice(JWT_SECRET).unwrap();
+    mac.update(format!("{head}.{body}").as_bytes());
+    let sig = URL_SAFE_NO_PAD.encode(mac.finalize().into_bytes());
+    format!("{head}.{body}.{sig}")
+}
+
+#[test]
+fn explain_verifies_a_token_with_inline_keys_and_names_the_allow_policy() {
+    let config = jwt_config();
+    let token =
+        hs256(&json!({ "iss": "https://issuer.example", "sub": "alice", "exp": 4_000_000_000u64 }));
+    let auth = format!("authorization: Bearer {token}");
+    let out = explain(config.path(), "GET http://demoapp/", &[&auth]);
+    assert!(has_line(&out, "jwt: token verified by RequestAuthentication app/jwt (issuer \"https://issuer.example\", subject \"alice\")"), "{out}");
+    assert!(
+        has_line(&out, "jwt: request header remove authorization"),
+        "{out}"
+    );
+    assert!(
+        has_line(
+            &out,
+            "authz: allowed by ALLOW policy app/require-jwt rules[0]"
+        ),
+        "{out}"
+    );
+    assert!(
+        out.contains("virtual service: none for host \"demoapp\""),
+        "{out}"
+    );
+}
+
+#[test]
+fn explain_without_a_token_shows_the_allow_policy_denying() {
+    let config = jwt_config();
+    let out = explain(config.path(), "GET http://demoapp/", &[]);
+    assert!(
+        has_line(
+            &out,
+            "jwt: no token: the request goes on without a request principal"
+        ),
+        "{out}"
+    );
+    assert!(
+        has_line(&out, "authz: denied: no ALLOW policy matches"),
+        "{out}"
+    );
+    assert!(
+        has_line(&out, "outcome: the filter answers 403 (rbac_access_denied)"),
+        "{out}"
+    );
+}
+
+#[test]
+fn explain_shows_a_refused_token_as_the_filter_answers_it() {
+    let config = jwt_config();
+    let token = hs256(&json!({ "iss": "https://issuer.example", "sub": "alice", "exp": 1 }));
+    let auth = format!("authorization: Bearer {token}");
+    let out = explain(config.path(), "GET http://demoapp/", &[&auth]);
+    assert!(
+        has_line(&out, "jwt: token refused: Jwt is expired"),
+        "{out}"
+    );
+    assert!(
+        has_line(
+            &out,
+            "outcome: the filter answers 401 (jwt_authn_access_denied)"
+        ),
+        "{out}"
+    );
+}
+
+#[test]
+fn explain_refuses_a_request_line_it_cannot_read() {
+    let (code, _, err) = meshrules(&["explain", "--config", DEMO, "GET demoapp/"]);
+    assert_eq!(code, 1);
+    assert!(err.contains("is not a URL like http://host/path"), "{err}");
+}
+
+#[test]
+fn explain_reports_config_problems_instead_of_explaining() {
+    let bad = TempFile::new("bad-explain.yaml", BAD_YAML);
+    let (code, out, _) = meshrules(&["explain", "--config", bad.path(), "http://demoapp/"]);
+    assert_eq!(code, 1);
+    assert!(out.contains("700 is not in 200..=599"), "{out}");
+    assert!(!out.contains("outcome:"), "{out}");
+}
