@@ -102,12 +102,8 @@ pub fn expand_host(host: &str, namespace: &str, domain: &str) -> String {
     }
 }
 
-/// Renders the `routing.clusterName` template for a destination (empty text for an absent
-/// subset or port), as `route::compile_route` names the cluster it picks; for the host CLI.
-/// Host-only, like `Authn::first_token` and `Authz::allowed_by`: the filter's build stays
-/// byte-for-byte as small as it was (sharing it with route.rs cost 8 bytes of wasm); the test
-/// `cluster_name_renders_what_compiled_routes_pick` keeps the two in step.
-#[cfg(not(target_arch = "wasm32"))]
+/// The Envoy cluster name for a destination: `routing.clusterName` with `{host}`, `{subset}`
+/// and `{port}` filled in (empty for no subset or port). Routes use it; so does the CLI.
 pub fn cluster_name(template: &str, host: &str, subset: &str, port: &str) -> String {
     template
         .replace("{host}", host)

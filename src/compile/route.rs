@@ -394,11 +394,7 @@ fn compile_split(
             .unwrap_or_default(),
             None => String::new(),
         };
-        let cluster = scope
-            .cluster_name
-            .replace("{host}", &host)
-            .replace("{subset}", &subset)
-            .replace("{port}", &port);
+        let cluster = super::cluster_name(scope.cluster_name, &host, &subset, &port);
         let (request_headers, response_headers) =
             header_ops(rd.headers.as_ref(), &format!("{dpath}.headers"), diags);
         destinations.push(WeightedDestination {

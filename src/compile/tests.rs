@@ -307,7 +307,6 @@ fn retry_settings_without_attempts_are_refused() {
     );
 }
 
-#[cfg(not(target_arch = "wasm32"))]
 #[test]
 fn cluster_name_renders_what_compiled_routes_pick() {
     let template = "outbound|{port}|{subset}|{host}";
