@@ -268,12 +268,13 @@ impl Authz {
         if self.xff_trusted_hops == 0 {
             return peer;
         }
-        let mut entries = Vec::new();
-        for v in req.header_values("x-forwarded-for") {
-            entries.extend(v.split(',').map(str::trim));
-        }
-        match entries.len().checked_sub(self.xff_trusted_hops + 1) {
-            Some(i) => entries[i].parse().ok(),
+        // Counted from the right across repeated headers, without collecting them.
+        let mut from_right = req
+            .header_values("x-forwarded-for")
+            .rev()
+            .flat_map(|v| v.rsplit(',').map(str::trim));
+        match from_right.nth(self.xff_trusted_hops) {
+            Some(entry) => entry.parse().ok(),
             None => peer,
         }
     }

@@ -40,7 +40,7 @@ impl<'a> Request<'a> {
     }
 
     /// Every value of header `name`, in order (a header may be sent more than once).
-    pub fn header_values<'n>(&self, name: &'n str) -> impl Iterator<Item = &'a str> + 'n
+    pub fn header_values<'n>(&self, name: &'n str) -> impl DoubleEndedIterator<Item = &'a str> + 'n
     where
         'a: 'n,
     {
