@@ -106,21 +106,31 @@ def clusters_with(upstreams, jwks_port: int) -> dict[str, int]:
 MESHRULES, ENVOY = "meshrules", "envoy-jwt_authn"
 
 
+def start_rules(impl, launcher, clusters, jwt_rules, policy=None, cache=None):
+    """An Envoy checking ``jwt_rules``: the filter (as workload ``app``), or the reference,
+    Envoy's own jwt_authn configured from the same rules as istiod would. ``policy`` applies
+    to the filter only (the reference has no authorization); ``cache`` is
+    ``jwksCacheDuration``."""
+    if impl == ENVOY:
+        env = launcher.start(plugin_config(), clusters=clusters, transform=with_envoy_jwt_authn(
+            jwt_rules, lambda uri: JWKS_CLUSTER, cache_duration=cache or "300s"))
+    else:
+        resources = [request_authentication("jwt", *jwt_rules)] + ([policy] if policy else [])
+        settings = {"jwksCacheDuration": cache} if cache else {}
+        env = launcher.start(security_config(*resources, **settings), clusters=clusters,
+                             transform=as_workload("app"))
+    env.impl = impl
+    return env
+
+
 @pytest.fixture(scope="module", params=[MESHRULES, ENVOY])
 def authn(request, module_envoy_launcher, upstreams, jwks_server, keys):
     """RequestAuthentication only: every token is checked, nothing requires one. Each test runs
     against the filter and against the reference: Envoy's own jwt_authn filter configured from
     the same jwtRules as istiod would (security.envoy_jwt_authn), so every expectation below is
     also checked against Envoy itself."""
-    clusters = clusters_with(upstreams, jwks_server.port)
-    if request.param == MESHRULES:
-        env = module_envoy_launcher.start(security_config(request_authentication("jwt", *rules(keys))),
-                                          clusters=clusters, transform=as_workload("app"))
-    else:
-        env = module_envoy_launcher.start(plugin_config(), clusters=clusters,
-                                          transform=with_envoy_jwt_authn(rules(keys), lambda uri: JWKS_CLUSTER))
-    env.impl = request.param
-    return env
+    return start_rules(request.param, module_envoy_launcher, clusters_with(upstreams, jwks_server.port),
+                       rules(keys))
 
 
 def meshrules_only(env, why: str) -> None:
@@ -324,12 +334,7 @@ def test_a_cached_token_is_checked_again_for_the_audiences_where_it_is_read(impl
         jwt_rule(HMAC_ISSUER, jwks=hs, audiences=["orders"], fromHeaders=[{"name": "x-orders-token"}]),
         jwt_rule(HMAC_ISSUER, jwks=hs, audiences=["billing"], fromHeaders=[{"name": "x-billing-token"}]),
     ]
-    if impl == ENVOY:
-        env = launcher.start(plugin_config(), clusters=upstreams.ports,
-                             transform=with_envoy_jwt_authn(same_issuer, lambda uri: JWKS_CLUSTER))
-    else:
-        env = launcher.start(security_config(request_authentication("jwt", *same_issuer)),
-                             clusters=upstreams.ports, transform=as_workload("app"))
+    env = start_rules(impl, launcher, upstreams.ports, same_issuer)
     token = sign(keys["hs"], claims(HMAC_ISSUER, "svc-a", aud="orders"))
     for _ in range(2):
         ok(request(env, "GET", PATH, HOST, {"x-orders-token": token}))
@@ -344,12 +349,7 @@ def test_a_token_passes_when_any_rule_of_its_issuer_accepts_it(impl, launcher, u
     hs = json.dumps(jwks(keys["hs"]))
     same_issuer = [jwt_rule(HMAC_ISSUER, jwks=hs, audiences=["orders"]),
                    jwt_rule(HMAC_ISSUER, jwks=hs, audiences=["billing"])]
-    if impl == ENVOY:
-        env = launcher.start(plugin_config(), clusters=upstreams.ports,
-                             transform=with_envoy_jwt_authn(same_issuer, lambda uri: JWKS_CLUSTER))
-    else:
-        env = launcher.start(security_config(request_authentication("jwt", *same_issuer)),
-                             clusters=upstreams.ports, transform=as_workload("app"))
+    env = start_rules(impl, launcher, upstreams.ports, same_issuer)
     for aud in ("orders", "billing"):
         token = sign(keys["hs"], claims(HMAC_ISSUER, "svc-a", aud=aud))
         ok(request(env, "GET", PATH, HOST, {"authorization": f"Bearer {token}"}))
@@ -665,19 +665,9 @@ def own_jwks(tmp_path, keys):
 
 
 def start_with(impl, launcher, upstreams, own_jwks, keys, policy=None, remote=None, cache=None):
-    """An Envoy whose key server is ``own_jwks``. ``policy`` applies to the filter only (the
-    reference has no authorization); ``cache`` is ``jwksCacheDuration``."""
-    clusters = clusters_with(upstreams, own_jwks.port)
-    if impl == ENVOY:
-        env = launcher.start(plugin_config(), clusters=clusters, transform=with_envoy_jwt_authn(
-            rules(keys, remote), lambda uri: JWKS_CLUSTER, cache_duration=cache or "300s"))
-    else:
-        resources = [request_authentication("jwt", *rules(keys, remote))] + ([policy] if policy else [])
-        settings = {"jwksCacheDuration": cache} if cache else {}
-        env = launcher.start(security_config(*resources, **settings), clusters=clusters,
-                             transform=as_workload("app"))
-    env.impl = impl
-    return env
+    """An Envoy whose key server is ``own_jwks`` (see ``start_rules``)."""
+    return start_rules(impl, launcher, clusters_with(upstreams, own_jwks.port), rules(keys, remote),
+                       policy=policy, cache=cache)
 
 
 def test_requests_wait_for_the_first_key_fetch_instead_of_failing_open(impl, launcher, upstreams, own_jwks,
