@@ -2,6 +2,7 @@
 //! to it. Pure: no host calls; randomness comes from the caller's generator.
 
 mod edits;
+pub mod header_map;
 mod reply;
 mod request;
 

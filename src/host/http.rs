@@ -4,12 +4,11 @@ use std::cell::RefCell;
 use std::net::{IpAddr, SocketAddr};
 use std::rc::Rc;
 
-use proxy_wasm::hostcalls;
 use proxy_wasm::traits::{Context, HttpContext};
 use proxy_wasm::types::{Action, MapType, Status};
 
+use super::abi;
 use super::delay::{AfterDelay, Held};
-use super::local_reply;
 use super::metrics;
 use super::root::{now_ms, Active, Shared};
 use crate::authn::{self, KeyState};
@@ -32,9 +31,9 @@ pub struct Filter {
 
 fn apply(map: MapType, e: Edit<'_>) -> Result<(), Status> {
     match e {
-        Edit::Remove(name) => hostcalls::remove_map_value(map, name),
-        Edit::Set(name, value) => hostcalls::set_map_value(map, name, Some(value)),
-        Edit::Add(name, value) => hostcalls::add_map_value(map, name, value),
+        Edit::Remove(name) => abi::remove_header(map, name),
+        Edit::Set(name, value) => abi::set_header(map, name, value),
+        Edit::Add(name, value) => abi::add_header(map, name, value),
     }
 }
 
@@ -50,12 +49,12 @@ fn fail(shared: &Shared, what: &'static str, e: Status) -> Action {
         "meshrules_error",
         "meshrules: could not apply the routing decision",
     );
-    let _ = local_reply::send(&reply);
+    let _ = abi::send_local_reply(&reply);
     Action::Pause
 }
 
 fn reply(shared: &Shared, reply: &LocalReply) -> Action {
-    if let Err(e) = local_reply::send(reply) {
+    if let Err(e) = abi::send_local_reply(reply) {
         shared.log_once("cannot send a local reply", &format!("{e:?}"));
     }
     Action::Pause
@@ -72,7 +71,7 @@ fn hold(shared: &Shared, stream: &mut Stream, delay_ms: u64, then: AfterDelay) -
         },
     );
     if let Some(period) = rearm {
-        if let Err(e) = hostcalls::set_tick_period(period) {
+        if let Err(e) = abi::set_tick_period(period) {
             shared.delays.borrow_mut().release(stream.context_id);
             return fail(shared, "cannot set the delay timer", e);
         }
@@ -85,7 +84,7 @@ fn hold(shared: &Shared, stream: &mut Stream, delay_ms: u64, then: AfterDelay) -
 
 /// A string property of the stream (`source.address`, ...).
 fn property(path: &[&str]) -> Option<String> {
-    let bytes = hostcalls::get_property(path.to_vec()).ok()??;
+    let bytes = abi::property(path).ok()??;
     String::from_utf8(bytes).ok().filter(|s| !s.is_empty())
 }
 
@@ -104,7 +103,7 @@ fn address(path: &[&str]) -> (Option<IpAddr>, Option<u16>) {
 /// outcome. Called from the request's own context, or from the root once JWKS it waited for
 /// have arrived (the root then resumes it on `Continue`).
 pub fn process(shared: &Rc<Shared>, active: &Rc<Active>, stream: &Rc<RefCell<Stream>>) -> Action {
-    let headers = match hostcalls::get_map(MapType::HttpRequestHeaders) {
+    let headers = match abi::headers(MapType::HttpRequestHeaders) {
         Ok(h) => h,
         Err(e) => return fail(shared, "cannot read request headers", e),
     };
@@ -112,7 +111,7 @@ pub fn process(shared: &Rc<Shared>, active: &Rc<Active>, stream: &Rc<RefCell<Str
     // Only the filter chooses clusters: a client-sent cluster header is dropped.
     let cluster_header = rules.cluster_header.as_str();
     if headers.iter().any(|(k, _)| k == cluster_header) {
-        if let Err(e) = hostcalls::remove_map_value(MapType::HttpRequestHeaders, cluster_header) {
+        if let Err(e) = abi::remove_header(MapType::HttpRequestHeaders, cluster_header) {
             return fail(shared, "cannot remove the client's cluster header", e);
         }
     }
@@ -173,7 +172,7 @@ pub fn process(shared: &Rc<Shared>, active: &Rc<Active>, stream: &Rc<RefCell<Str
                 if let Some(slot) = active.jwks.borrow_mut().get_mut(i) {
                     slot.waiters.push(Rc::clone(stream));
                 }
-                if let Err(e) = hostcalls::set_tick_period(std::time::Duration::from_millis(1)) {
+                if let Err(e) = abi::set_tick_period(std::time::Duration::from_millis(1)) {
                     return fail(shared, "cannot start the JWKS fetch", e);
                 }
                 return Action::Pause;

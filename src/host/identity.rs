@@ -1,6 +1,6 @@
 //! The proxy's own identity from Istio node metadata, read through proxy-wasm properties.
 
-use proxy_wasm::hostcalls;
+use super::abi;
 
 use crate::compile::{Identity, ProxyKind};
 
@@ -11,7 +11,7 @@ pub struct NodeMetadata;
 fn property(path: &[&str]) -> Option<String> {
     let xds: Vec<&str> = ["xds"].iter().chain(path).copied().collect();
     [xds, path.to_vec()].into_iter().find_map(|p| {
-        let bytes = hostcalls::get_property(p).ok()??;
+        let bytes = abi::property(&p).ok()??;
         String::from_utf8(bytes).ok().filter(|s| !s.is_empty())
     })
 }

@@ -6,7 +6,7 @@ use std::cell::RefCell;
 use std::rc::Rc;
 use std::time::Duration;
 
-use proxy_wasm::hostcalls;
+use super::abi;
 use proxy_wasm::types::{BufferType, MapType, Status};
 
 use crate::authn::{KeyState, RemoteJwks};
@@ -104,7 +104,7 @@ pub fn next_tick(remote: &[RemoteJwks], slots: &[Slot], now_ms: u64) -> Option<D
 
 /// Returns whether the slot took new keys.
 fn adopt_shared(r: &RemoteJwks, slot: &mut Slot, now_ms: u64) -> bool {
-    let Ok((Some(bytes), Some(cas))) = hostcalls::get_shared_data(&shared_key(&r.uri)) else {
+    let Ok((Some(bytes), Some(cas))) = abi::shared_data(&shared_key(&r.uri)) else {
         return false;
     };
     if slot.cas == Some(cas) {
@@ -138,8 +138,7 @@ fn start_fetch(r: &RemoteJwks, slot: &mut Slot) -> Result<(), Status> {
         (":scheme", "http"),
         ("accept", "application/json"),
     ];
-    let token =
-        hostcalls::dispatch_http_call(&r.cluster, headers.to_vec(), None, vec![], r.timeout)?;
+    let token = abi::http_call(&r.cluster, &headers, r.timeout)?;
     slot.in_flight = Some(token);
     Ok(())
 }
@@ -166,10 +165,10 @@ pub fn on_response(
     let i = slots.iter().position(|s| s.in_flight == Some(token))?;
     let (r, slot) = (&remote[i], &mut slots[i]);
     let mut progress = Progress::default();
-    let status = hostcalls::get_map_value(MapType::HttpCallResponseHeaders, ":status")
+    let status = abi::header(MapType::HttpCallResponseHeaders, ":status")
         .ok()
         .flatten();
-    let body = hostcalls::get_buffer(BufferType::HttpCallResponseBody, 0, body_size)
+    let body = abi::buffer(BufferType::HttpCallResponseBody, 0, body_size)
         .ok()
         .flatten()
         .unwrap_or_default();
@@ -197,9 +196,8 @@ pub fn on_response(
             progress.fetched_ok += 1;
             progress.keys_replaced = true;
             let value = format!("{now_ms}\n{json}");
-            if hostcalls::set_shared_data(&shared_key(&r.uri), Some(value.as_bytes()), None).is_ok()
-            {
-                slot.cas = hostcalls::get_shared_data(&shared_key(&r.uri))
+            if abi::set_shared_data(&shared_key(&r.uri), value.as_bytes(), None).is_ok() {
+                slot.cas = abi::shared_data(&shared_key(&r.uri))
                     .ok()
                     .and_then(|(_, c)| c);
             }

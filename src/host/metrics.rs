@@ -2,7 +2,7 @@
 //! Per-route names carry their labels as `.namespace.<ns>.virtual_service.<vs>.route.<r>`
 //! segments that Envoy's `stats_tags` turn into Prometheus labels (see `envoy/envoy.yaml`).
 
-use proxy_wasm::hostcalls;
+use super::abi;
 use proxy_wasm::types::MetricType;
 
 use crate::rules::RuleSet;
@@ -31,7 +31,7 @@ pub const JWKS_FETCH_FAILED: &str = "meshrules_jwks_fetch_failed";
 pub const MEMORY_SAMPLE_EVERY: u32 = 1024;
 
 fn define(kind: MetricType, name: &str) -> Option<u32> {
-    match hostcalls::define_metric(kind, name) {
+    match abi::define_metric(kind, name) {
         Ok(id) => Some(id),
         Err(e) => {
             log::error!("meshrules: cannot define metric {name}: {e:?}");
@@ -44,14 +44,14 @@ fn define(kind: MetricType, name: &str) -> Option<u32> {
 pub fn record_vm_memory(id: Option<u32>) {
     if let Some(id) = id {
         let bytes = core::arch::wasm32::memory_size(0) as u64 * 65_536;
-        let _ = hostcalls::record_metric(id, bytes);
+        let _ = abi::record_metric(id, bytes);
     }
 }
 
 pub fn add(id: Option<u32>, delta: i64) {
     if let Some(id) = id {
         // A failed metric update is not worth failing or logging the request for.
-        let _ = hostcalls::increment_metric(id, delta);
+        let _ = abi::increment_metric(id, delta);
     }
 }
 

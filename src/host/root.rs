@@ -4,12 +4,12 @@
 use std::cell::{Cell, RefCell};
 use std::collections::HashSet;
 use std::rc::Rc;
-use std::time::{Duration, UNIX_EPOCH};
+use std::time::Duration;
 
-use proxy_wasm::hostcalls;
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
 use proxy_wasm::types::{Action, BufferType, ContextType};
 
+use super::abi;
 use super::delay::{AfterDelay, DelayQueue};
 use super::http::{self, Filter};
 use super::identity::NodeMetadata;
@@ -49,12 +49,7 @@ impl Shared {
     }
 }
 
-pub fn now_ms() -> u64 {
-    hostcalls::get_current_time()
-        .ok()
-        .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
-        .map_or(0, |d| d.as_millis() as u64)
-}
+pub use abi::now_ms;
 
 fn seed() -> u64 {
     let mut buf = [0u8; 8];
@@ -110,12 +105,10 @@ impl Context for Root {
 
 impl RootContext for Root {
     fn on_configure(&mut self, _size: usize) -> bool {
-        let config = match hostcalls::get_buffer(BufferType::PluginConfiguration, 0, usize::MAX) {
-            Ok(Some(bytes)) if !bytes.is_empty() => bytes,
-            Ok(_) => {
-                log::warn!("meshrules: no configuration given; every request passes untouched");
-                b"{}".to_vec()
-            }
+        let config = match abi::buffer(BufferType::PluginConfiguration, 0, usize::MAX) {
+            // An empty configuration is refused by `compile::load`: dropping every rule and
+            // policy must be asked for (`"resources": []`), never the result of a blank field.
+            Ok(bytes) => bytes.unwrap_or_default(),
             Err(e) => {
                 log::error!("meshrules: config rejected: cannot read the configuration: {e:?}");
                 metrics::add(self.shared.globals.config_rejected, 1);
@@ -169,14 +162,14 @@ impl RootContext for Root {
         let (due, next) = self.shared.delays.borrow_mut().due(now);
         for held in due {
             metrics::add(self.shared.globals.delayed_now, -1);
-            if let Err(e) = hostcalls::set_effective_context(held.context_id) {
+            if let Err(e) = abi::set_effective_context(held.context_id) {
                 self.shared
                     .log_once("cannot switch to a delayed request", &format!("{e:?}"));
                 continue;
             }
             let result = match held.then {
-                AfterDelay::Resume => hostcalls::resume_http_request(),
-                AfterDelay::Reply(r) => super::local_reply::send(&r),
+                AfterDelay::Resume => abi::resume_http_request(),
+                AfterDelay::Reply(r) => abi::send_local_reply(&r),
             };
             if let Err(e) = result {
                 self.shared
@@ -222,13 +215,13 @@ impl Root {
         metrics::add(globals.jwks_fetch_failed, i64::from(progress.fetch_failed));
         for waiter in progress.wake {
             let context_id = waiter.borrow().context_id;
-            if let Err(e) = hostcalls::set_effective_context(context_id) {
+            if let Err(e) = abi::set_effective_context(context_id) {
                 // The client has gone.
                 log::debug!("meshrules: request {context_id} waiting for JWKS is gone: {e:?}");
                 continue;
             }
             if let Action::Continue = http::process(&self.shared, active, &waiter) {
-                if let Err(e) = hostcalls::resume_http_request() {
+                if let Err(e) = abi::resume_http_request() {
                     self.shared
                         .log_once("cannot resume a request after JWKS", &format!("{e:?}"));
                 }
@@ -237,7 +230,7 @@ impl Root {
     }
 
     fn arm(&self, period: Duration) {
-        if let Err(e) = hostcalls::set_tick_period(period) {
+        if let Err(e) = abi::set_tick_period(period) {
             self.shared
                 .log_once("cannot set the delay timer", &format!("{e:?}"));
         }
