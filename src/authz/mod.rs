@@ -25,8 +25,11 @@ pub struct Authz {
     pub dry_run_deny: Vec<Policy>,
     pub dry_run_allow: Vec<Policy>,
     pub escaped_slashes: EscapedSlashes,
-    /// Envoy's `xff_num_trusted_hops`, for `remote.ip`.
+    /// Envoy's `xff_num_trusted_hops`: how `explain` computes `remote.ip` (the filter reads
+    /// the address Envoy computed).
     pub xff_trusted_hops: usize,
+    /// Envoy's `use_remote_address`: whether it appended the direct peer to X-Forwarded-For.
+    pub use_remote_address: bool,
     /// Which connection facts the policies read, so the host fetches only those.
     pub needs: Needs,
 }
@@ -41,6 +44,7 @@ impl Default for Authz {
             dry_run_allow: Vec::new(),
             escaped_slashes: EscapedSlashes::Reject,
             xff_trusted_hops: 0,
+            use_remote_address: false,
             needs: Needs::default(),
         }
     }
@@ -181,13 +185,26 @@ pub enum Pattern {
     IssuerSubject(Option<StrPattern>, Option<StrPattern>),
 }
 
+/// The connection's direct peer: `source.ip` and `ipBlocks`, Envoy RBAC's `direct_remote_ip`
+/// (istiod's translation), never an address taken from X-Forwarded-For.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Peer {
+    Known(IpAddr),
+    /// Not an IP connection (a Unix socket): no `ipBlocks` matches, as in Envoy.
+    None,
+    /// Envoy replaced the peer with an X-Forwarded-For address and did not append the real
+    /// one: nothing may rely on it, so DENY rules that read it match and ALLOW rules do not.
+    Hidden,
+}
+
 /// What the policies can know about one request.
 #[derive(Debug, Clone, Copy)]
 pub struct Facts<'a> {
     pub req: &'a Request<'a>,
     /// The normalized path without query.
     pub path: &'a str,
-    pub source_ip: Option<IpAddr>,
+    pub source_ip: Peer,
+    /// The client address Envoy derived (`remote.ip`, `remoteIpBlocks`: RBAC's `remote_ip`).
     pub remote_ip: Option<IpAddr>,
     pub destination_ip: Option<IpAddr>,
     pub destination_port: Option<u16>,
@@ -201,8 +218,27 @@ pub struct Facts<'a> {
 #[derive(Debug, Clone, Copy)]
 pub struct JwtFacts<'a> {
     pub issuer: &'a str,
-    pub subject: &'a str,
+    /// `sub`; `None` when the token has none, which matches no request principal (Envoy's
+    /// metadata matcher on an absent claim), not even istiod's `sub` exact `""`.
+    pub subject: Option<&'a str>,
     pub claims: &'a serde_json::Map<String, serde_json::Value>,
+}
+
+impl<'a> JwtFacts<'a> {
+    pub fn of(v: &'a crate::jwt::Verified) -> Self {
+        Self::from_claims(&v.issuer, &v.claims)
+    }
+
+    pub fn from_claims(
+        issuer: &'a str,
+        claims: &'a serde_json::Map<String, serde_json::Value>,
+    ) -> Self {
+        JwtFacts {
+            issuer,
+            subject: claims.get("sub").and_then(serde_json::Value::as_str),
+            claims,
+        }
+    }
 }
 
 /// The outcome of authorization for one request.
@@ -236,20 +272,48 @@ impl Authz {
     /// Istio's order: a matching DENY denies; otherwise with no ALLOW policy the request is
     /// allowed; otherwise a matching ALLOW allows and anything else is denied.
     pub fn evaluate(&self, f: &Facts<'_>) -> Evaluation<'_> {
-        let verdict = match first_match(&self.deny, f) {
+        let verdict = match first_match(&self.deny, f, FAIL_CLOSED_DENY) {
             Some((id, rule)) => Verdict::DeniedBy(id, rule),
-            None if self.allow.is_empty() || first_match(&self.allow, f).is_some() => {
+            None if self.allow.is_empty()
+                || first_match(&self.allow, f, FAIL_CLOSED_ALLOW).is_some() =>
+            {
                 Verdict::Allow
             }
             None => Verdict::NoAllowMatched,
         };
         // Istio's shadow rules: dry-run DENY and dry-run ALLOW policies each decide alone.
-        let dry_run_would_deny = first_match(&self.dry_run_deny, f).is_some()
-            || (!self.dry_run_allow.is_empty() && first_match(&self.dry_run_allow, f).is_none());
+        let dry_run_would_deny = first_match(&self.dry_run_deny, f, FAIL_CLOSED_DENY).is_some()
+            || (!self.dry_run_allow.is_empty()
+                && first_match(&self.dry_run_allow, f, FAIL_CLOSED_ALLOW).is_none());
         Evaluation {
             verdict,
             dry_run_would_deny,
-            audited: first_match(&self.audit, f),
+            audited: first_match(&self.audit, f, FAIL_CLOSED_ALLOW),
+        }
+    }
+
+    /// `source.ip` and `remote.ip` from Envoy's `source.address` (`ip:port`), which is the
+    /// address Envoy derived: the direct peer, or with `use_remote_address` and trusted hops
+    /// (or without `use_remote_address`) an X-Forwarded-For entry, which Envoy builds with
+    /// port 0. Then the direct peer is the entry Envoy appended with `use_remote_address`
+    /// (the rightmost; Envoy appends its own address for a loopback peer), and unknown
+    /// otherwise.
+    pub fn peers(&self, source_address: Option<&str>, req: &Request<'_>) -> (Peer, Option<IpAddr>) {
+        let Some(addr) = source_address.and_then(|a| a.parse::<std::net::SocketAddr>().ok()) else {
+            return (Peer::None, None);
+        };
+        if addr.port() != 0 {
+            return (Peer::Known(addr.ip()), Some(addr.ip()));
+        }
+        let appended = self.use_remote_address.then(|| {
+            req.header_values("x-forwarded-for")
+                .next_back()
+                .and_then(|v| v.rsplit(',').next())
+                .and_then(|e| e.trim().parse().ok())
+        });
+        match appended.flatten() {
+            Some(ip) => (Peer::Known(ip), Some(addr.ip())),
+            None => (Peer::Hidden, Some(addr.ip())),
         }
     }
 
@@ -257,13 +321,15 @@ impl Authz {
     /// (`meshrules explain`); `evaluate` decides.
     #[cfg(not(target_arch = "wasm32"))]
     pub fn allowed_by(&self, f: &Facts<'_>) -> Option<(&str, usize)> {
-        first_match(&self.allow, f)
+        first_match(&self.allow, f, FAIL_CLOSED_ALLOW)
     }
 
-    /// `remote.ip`: the client address as Envoy computes it with `use_remote_address: true`
-    /// and `xff_num_trusted_hops: n` — the n-th address from the right of X-Forwarded-For as
-    /// the client sent it, or the connection peer when n is 0 or the header is shorter. Envoy
-    /// has appended the peer to X-Forwarded-For before filters run, hence `n + 1` here.
+    /// `remote.ip` as Envoy computes it with `use_remote_address: true` and
+    /// `xff_num_trusted_hops: n`, for `explain`, which has no Envoy to ask: the n-th address
+    /// from the right of X-Forwarded-For as the client sent it, or the connection peer when n
+    /// is 0 or the header is shorter. Envoy has appended the peer to X-Forwarded-For before
+    /// filters run, hence `n + 1` here.
+    #[cfg(any(test, not(target_arch = "wasm32")))]
     pub fn remote_ip(&self, req: &Request<'_>, peer: Option<IpAddr>) -> Option<IpAddr> {
         if self.xff_trusted_hops == 0 {
             return peer;
@@ -280,26 +346,38 @@ impl Authz {
     }
 }
 
-fn first_match<'p>(policies: &'p [Policy], f: &Facts<'_>) -> Option<(&'p str, usize)> {
+/// What a check on a hidden peer (`Peer::Hidden`) yields: DENY rules match, so the request
+/// is denied; ALLOW rules (and AUDIT, which only logs) do not.
+const FAIL_CLOSED_DENY: bool = true;
+const FAIL_CLOSED_ALLOW: bool = false;
+
+fn first_match<'p>(
+    policies: &'p [Policy],
+    f: &Facts<'_>,
+    hidden_peer_matches: bool,
+) -> Option<(&'p str, usize)> {
     policies.iter().find_map(|p| {
         p.rules
             .iter()
-            .position(|r| r.matches(f))
+            .position(|r| r.matches(f, hidden_peer_matches))
             .map(|i| (p.id.as_str(), i))
     })
 }
 
 impl Rule {
-    fn matches(&self, f: &Facts<'_>) -> bool {
-        let any_of = |groups: &[Vec<Check>]| {
-            groups.is_empty() || groups.iter().any(|g| g.iter().all(|c| c.matches(f)))
-        };
-        any_of(&self.from) && any_of(&self.to) && self.when.iter().all(|c| c.matches(f))
+    fn matches(&self, f: &Facts<'_>, hidden_peer_matches: bool) -> bool {
+        let check = |c: &Check| c.matches(f, hidden_peer_matches);
+        let any_of =
+            |groups: &[Vec<Check>]| groups.is_empty() || groups.iter().any(|g| g.iter().all(check));
+        any_of(&self.from) && any_of(&self.to) && self.when.iter().all(check)
     }
 }
 
 impl Check {
-    fn matches(&self, f: &Facts<'_>) -> bool {
+    fn matches(&self, f: &Facts<'_>, hidden_peer_matches: bool) -> bool {
+        if self.attr == Attr::SourceIp && f.source_ip == Peer::Hidden {
+            return hidden_peer_matches;
+        }
         (self.values.is_empty() || self.values.iter().any(|p| self.attr.matches(p, f)))
             && !self.not_values.iter().any(|p| self.attr.matches(p, f))
     }
@@ -314,26 +392,18 @@ impl Attr {
                 Pattern::Regex(r) => r.is_match(f.path),
                 _ => str_or_present(p, Some(f.path), false),
             },
-            Attr::Header(name) => {
-                // Envoy's RBAC header matcher sees repeated values joined with ",".
-                let mut values = f.req.header_values(name);
-                let Some(first) = values.next() else {
-                    return false;
-                };
-                match values.next() {
-                    None => str_or_present(p, Some(first), false),
-                    Some(second) => {
-                        let mut joined = format!("{first},{second}");
-                        for v in values {
-                            joined.push(',');
-                            joined.push_str(v);
-                        }
-                        str_or_present(p, Some(&joined), false)
-                    }
-                }
-            }
+            // Envoy 1.40's RBAC header matcher tries each value of a repeated header on its
+            // own (a DENY on `x-role: guest` catches `guest` sent twice, or next to `admin`),
+            // and never splits one value at commas.
+            Attr::Header(name) => f
+                .req
+                .header_values(name)
+                .any(|v| str_or_present(p, Some(v), false)),
             Attr::Sni => str_or_present(p, f.sni, false),
-            Attr::SourceIp => ip_in(p, f.source_ip),
+            Attr::SourceIp => match f.source_ip {
+                Peer::Known(ip) => ip_in(p, Some(ip)),
+                Peer::None | Peer::Hidden => false,
+            },
             Attr::RemoteIp => ip_in(p, f.remote_ip),
             Attr::DestinationIp => ip_in(p, f.destination_ip),
             Attr::DestinationPort => {
@@ -358,7 +428,7 @@ impl Attr {
                         Some(m) => m.matches(v, false),
                         None => !v.is_empty(),
                     };
-                    side(iss, jwt.issuer) && side(sub, jwt.subject)
+                    side(iss, jwt.issuer) && jwt.subject.is_some_and(|s| side(sub, s))
                 }
                 _ => false,
             },

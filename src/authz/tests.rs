@@ -37,7 +37,7 @@ struct Probe {
     source: Option<IpAddr>,
     peer: Option<&'static str>,
     claims: serde_json::Map<String, Value>,
-    jwt: Option<(&'static str, &'static str)>,
+    jwt: Option<(&'static str, Option<&'static str>)>,
 }
 
 impl Probe {
@@ -65,7 +65,7 @@ impl Probe {
         let facts = Facts {
             req: &req,
             path: req.path_only(),
-            source_ip: self.source,
+            source_ip: self.source.map_or(Peer::None, Peer::Known),
             remote_ip: a.remote_ip(&req, self.source),
             destination_ip: "10.0.0.9".parse().ok(),
             destination_port: Some(8080),
@@ -233,7 +233,7 @@ fn remote_ip_honours_trusted_hops() {
 #[test]
 fn request_principals_and_claims_read_the_verified_token() {
     let mut p = Probe::get("/");
-    p.jwt = Some(("https://idp.test", "alice"));
+    p.jwt = Some(("https://idp.test", Some("alice")));
     p.claims = json!({"groups": ["dev", "ops"], "org": {"team": "core"}, "azp": "web"})
         .as_object()
         .cloned()
@@ -302,7 +302,7 @@ fn dry_run_and_audit_policies_never_decide() {
     let facts = Facts {
         req: &req,
         path: "/x",
-        source_ip: None,
+        source_ip: Peer::None,
         remote_ip: None,
         destination_ip: None,
         destination_port: None,
@@ -360,4 +360,170 @@ fn bad_policies_are_refused_with_their_paths() {
             "{spec}: expected {expected:?} in {errs:?}"
         );
     }
+}
+
+fn deny_guests() -> Authz {
+    authz(vec![policy(
+        "deny-guests",
+        json!({"action": "DENY", "rules": [{"when": [
+            {"key": "request.headers[x-role]", "values": ["guest"]}]}]}),
+    )])
+}
+
+#[test]
+fn deny_on_a_header_catches_the_value_among_repeated_headers_as_envoy_rbac() {
+    // Envoy 1.40 RBAC, checked in real Envoy: each value of a repeated header is matched on its
+    // own; the DENY bypass was `x-role: guest` sent twice, or next to `x-role: admin`.
+    let a = deny_guests();
+    let roles = |values: &[&str]| {
+        values
+            .iter()
+            .fold(Probe::get("/"), |p, v| p.header("x-role", v))
+            .verdict(&a)
+    };
+    assert!(!roles(&["guest"]));
+    assert!(!roles(&["guest", "guest"]));
+    assert!(!roles(&["guest", "admin"]));
+    assert!(!roles(&["admin", "guest"]));
+    // One value is never split at commas.
+    assert!(roles(&["guest,admin"]));
+    assert!(roles(&["admin"]));
+}
+
+#[test]
+fn allow_on_a_header_accepts_any_one_of_repeated_values_as_envoy_rbac() {
+    let a = authz(vec![policy(
+        "allow-abc1",
+        json!({"rules": [{"when": [{"key": "request.headers[x-id]", "values": ["abc1"]}]}]}),
+    )]);
+    let ids = |values: &[&str]| {
+        values
+            .iter()
+            .fold(Probe::get("/"), |p, v| p.header("x-id", v))
+            .verdict(&a)
+    };
+    assert!(ids(&["abc1", "other"]));
+    assert!(ids(&["other", "abc1"]));
+    assert!(!ids(&["other"]));
+    assert!(!ids(&[]));
+}
+
+#[test]
+fn request_principal_without_subject_needs_a_sub_claim_as_envoy_metadata_matchers() {
+    // istiod: `requestPrincipals: ["iss1"]` is issuer exact "iss1" AND sub exact ""; Envoy's
+    // metadata matcher does not match an absent claim.
+    let a = authz(vec![policy(
+        "allow-iss1",
+        json!({"rules": [{"from": [{"source": {"requestPrincipals": ["iss1"]}}]}]}),
+    )]);
+    let with = |subject: Option<&'static str>| {
+        let mut p = Probe::get("/");
+        p.jwt = Some(("iss1", subject));
+        p.verdict(&a)
+    };
+    assert!(!with(None), "no sub claim: no match");
+    assert!(with(Some("")), "sub claim \"\": matches exact \"\"");
+    assert!(!with(Some("alice")));
+}
+
+fn ip_policies(use_remote_address: bool) -> Authz {
+    let config = json!({"resources": [
+        policy("deny-ip", json!({"action": "DENY", "rules": [{"from": [{"source":
+            {"ipBlocks": ["1.2.3.4"]}}]}]})),
+        policy("allow-net", json!({"rules": [{"from": [{"source":
+            {"ipBlocks": ["10.0.0.0/8"]}}]}]})),
+    ], "security": {"useRemoteAddress": use_remote_address}});
+    match load(config.to_string().as_bytes(), &Anonymous) {
+        Ok(l) => l.rules.authz,
+        Err(e) => panic!("{e:?}"),
+    }
+}
+
+fn decide_ip(a: &Authz, source_address: &str, xff: Option<&str>) -> (Peer, Verdict<'static>) {
+    let mut p = Probe::get("/");
+    if let Some(x) = xff {
+        p = p.header("x-forwarded-for", x);
+    }
+    let req = Request::from_headers(&p.headers);
+    let (source_ip, remote_ip) = a.peers(Some(source_address), &req);
+    let facts = Facts {
+        req: &req,
+        path: "/",
+        source_ip,
+        remote_ip,
+        destination_ip: None,
+        destination_port: None,
+        sni: None,
+        peer_principal: None,
+        jwt: None,
+    };
+    let verdict = match a.evaluate(&facts).verdict {
+        Verdict::Allow => Verdict::Allow,
+        Verdict::DeniedBy(..) => Verdict::DeniedBy("", 0),
+        Verdict::NoAllowMatched => Verdict::NoAllowMatched,
+    };
+    (source_ip, verdict)
+}
+
+#[test]
+fn ip_blocks_read_the_direct_peer_never_a_forwarded_address() {
+    // Envoy keeps the peer's port in source.address; an address it took from
+    // X-Forwarded-For has port 0 (checked in real Envoy 1.40).
+    let ip = |s: &str| Peer::Known(s.parse().unwrap());
+    for use_remote_address in [true, false] {
+        let a = ip_policies(use_remote_address);
+        assert_eq!(
+            decide_ip(&a, "10.1.1.1:5000", Some("1.2.3.4")),
+            (ip("10.1.1.1"), Verdict::Allow)
+        );
+        assert_eq!(
+            decide_ip(&a, "1.2.3.4:5000", None),
+            (ip("1.2.3.4"), Verdict::DeniedBy("", 0))
+        );
+    }
+    // use_remote_address: Envoy appended the peer, the rightmost entry, whatever came before.
+    let a = ip_policies(true);
+    assert_eq!(
+        decide_ip(&a, "1.2.3.4:0", Some("1.2.3.4, 10.1.1.1")),
+        (ip("10.1.1.1"), Verdict::Allow)
+    );
+    assert_eq!(
+        decide_ip(&a, "10.2.2.2:0", Some("10.2.2.2")).0,
+        ip("10.2.2.2")
+    );
+}
+
+#[test]
+fn hidden_peer_fails_closed_for_deny_and_allow_policies() {
+    // Without use_remote_address Envoy does not append the peer: it is unknown.
+    let a = ip_policies(false);
+    let (peer, verdict) = decide_ip(&a, "10.1.1.1:0", Some("10.1.1.1"));
+    assert_eq!(peer, Peer::Hidden);
+    assert_eq!(
+        verdict,
+        Verdict::DeniedBy("", 0),
+        "the DENY on ipBlocks may match"
+    );
+    let allow_only = authz(vec![policy(
+        "allow-net",
+        json!({"rules": [{"from": [{"source": {"ipBlocks": ["10.0.0.0/8"]}}]}]}),
+    )]);
+    assert_eq!(
+        decide_ip(&allow_only, "10.1.1.1:0", Some("10.1.1.1")).1,
+        Verdict::NoAllowMatched,
+        "an ALLOW on ipBlocks cannot be relied on"
+    );
+    // remote.ip is Envoy's own derivation and stays usable.
+    let remote = authz(vec![policy(
+        "deny-remote",
+        json!({"action": "DENY", "rules": [{"from": [{"source": {"remoteIpBlocks": ["10.1.1.1"]}}]}]}),
+    )]);
+    assert_eq!(
+        decide_ip(&remote, "10.9.9.9:0", Some("10.9.9.9")).1,
+        Verdict::Allow
+    );
+    assert_eq!(
+        decide_ip(&remote, "10.1.1.1:0", Some("10.1.1.1")).1,
+        Verdict::DeniedBy("", 0)
+    );
 }

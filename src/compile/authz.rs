@@ -6,7 +6,7 @@ use std::net::IpAddr;
 use ipnet::IpNet;
 use regex::Regex;
 
-use super::{whole_number, Identity};
+use super::{whole_number, Identity, ProxyKind};
 use crate::authz::{Attr, Authz, Check, EscapedSlashes, Pattern, Policy, Rule, StrPattern};
 use crate::config::{
     AuthorizationPolicySpec, Condition, Diagnostics, ObjectMeta, Operation, PolicyTargetReference,
@@ -52,7 +52,7 @@ pub(super) fn policy_applies(
 }
 
 /// Compiles the plugin's `security` settings shared by every policy.
-pub(super) fn settings(sec: &Security, diags: &mut Diagnostics) -> Authz {
+pub(super) fn settings(sec: &Security, identity: &dyn Identity, diags: &mut Diagnostics) -> Authz {
     let escaped_slashes = match sec.escaped_slashes.to_ascii_uppercase().as_str() {
         "REJECT" => EscapedSlashes::Reject,
         "KEEP" => EscapedSlashes::Keep,
@@ -75,6 +75,9 @@ pub(super) fn settings(sec: &Security, diags: &mut Diagnostics) -> Authz {
     Authz {
         escaped_slashes,
         xff_trusted_hops: hops.unwrap_or(0) as usize,
+        use_remote_address: sec
+            .use_remote_address
+            .unwrap_or(identity.kind() == ProxyKind::Gateway),
         ..Authz::default()
     }
 }

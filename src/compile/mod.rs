@@ -141,7 +141,7 @@ fn compile(config: PluginConfig, identity: &dyn Identity, diags: &mut Diagnostic
         diags.error("routing.clusterHeader", "must not be empty");
     }
     let security = &config.security;
-    rules.authz = authz::settings(security, diags);
+    rules.authz = authz::settings(security, identity, diags);
     rules.authn = authn::settings(security, diags);
     for res in &config.resources {
         let (selector, target_ref, target_refs) = match &res.spec {

@@ -12,7 +12,7 @@ use super::delay::{AfterDelay, Held};
 use super::metrics;
 use super::root::{now_ms, Active, Shared};
 use crate::authn::{self, KeyState};
-use crate::authz::{path, Facts, JwtFacts, Verdict};
+use crate::authz::{path, Facts, JwtFacts, Peer, Verdict};
 use crate::engine::{Decision, Edit, Forward, LocalReply, Outcome, ReplyKind, Request};
 use crate::jwt::Verified;
 
@@ -191,11 +191,19 @@ pub fn process(shared: &Rc<Shared>, active: &Rc<Active>, stream: &Rc<RefCell<Str
             }
         };
         let needs = authz.needs;
-        let (source_ip, _) = if needs.source_ip {
-            address(&["source", "address"])
+        let (source_ip, remote_ip) = if needs.source_ip {
+            authz.peers(property(&["source", "address"]).as_deref(), &req)
         } else {
-            (None, None)
+            (Peer::None, None)
         };
+        if source_ip == Peer::Hidden {
+            shared.log_once(
+                "source.ip unknown",
+                "Envoy took the client address from X-Forwarded-For without appending the \
+                 connection's peer (use_remote_address is off): policies on ipBlocks / source.ip \
+                 fail closed",
+            );
+        }
         let (destination_ip, destination_port) = if needs.destination {
             address(&["destination", "address"])
         } else {
@@ -213,16 +221,12 @@ pub fn process(shared: &Rc<Shared>, active: &Rc<Active>, stream: &Rc<RefCell<Str
             req: &req,
             path: &n.path,
             source_ip,
-            remote_ip: authz.remote_ip(&req, source_ip),
+            remote_ip,
             destination_ip,
             destination_port,
             sni: sni.as_deref(),
             peer_principal: peer.as_deref(),
-            jwt: jwt.as_deref().map(|v| JwtFacts {
-                issuer: &v.issuer,
-                subject: &v.subject,
-                claims: &v.claims,
-            }),
+            jwt: jwt.as_deref().map(JwtFacts::of),
         };
         let eval = authz.evaluate(&facts);
         if eval.dry_run_would_deny {

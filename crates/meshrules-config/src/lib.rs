@@ -135,6 +135,12 @@ pub struct Security {
     /// Proxies in front of this Envoy whose `X-Forwarded-For` entries are trusted, for
     /// `remote.ip` / `remoteIpBlocks` (Envoy's `xff_num_trusted_hops`).
     pub xff_num_trusted_hops: f64,
+    /// Envoy's `use_remote_address` on this listener. When Envoy took the client address from
+    /// X-Forwarded-For, `ipBlocks` / `source.ip` (the direct peer) are read from the entry
+    /// Envoy appended, which it does only with `use_remote_address: true`. Default: `true` on
+    /// an Istio gateway (istiod sets it there), `false` elsewhere (then such a peer is
+    /// unknown and policies that read it fail closed).
+    pub use_remote_address: Option<bool>,
     /// What a path containing `%2F` or `%5C` (either case) gets: `REJECT` (400, the default),
     /// `KEEP` (matched and forwarded encoded) or `UNESCAPE` (decoded to `/` before matching).
     /// A raw `\` is always read as `/`, as Envoy's `normalize_path` does.
@@ -154,6 +160,7 @@ impl Default for Security {
         Security {
             root_namespace: "istio-system".to_string(),
             xff_num_trusted_hops: 0.0,
+            use_remote_address: None,
             escaped_slashes: "REJECT".to_string(),
             jwks_cluster: "outbound|{port}||{host}".to_string(),
             jwks_cache_duration: "300s".to_string(),

@@ -8,7 +8,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use clap::Args;
 use meshrules::authn::{self, KeyState, Keys};
-use meshrules::authz::{path, Facts, JwtFacts, Verdict};
+use meshrules::authz::{path, Facts, JwtFacts, Peer, Verdict};
 use meshrules::engine::{Decision, Edit, Forward, LocalReply, Outcome, ReplyKind, Request};
 use meshrules::rules::{Abort, Action, Fault, RuleSet, StickyKey};
 use serde_json::{Map, Value};
@@ -106,11 +106,7 @@ pub fn run(args: &ExplainArgs) -> Result<(), Failure> {
                     req.path = &jwt_path;
                 }
                 verified = token;
-                jwt = Some(JwtFacts {
-                    issuer: &verified.issuer,
-                    subject: &verified.subject,
-                    claims: &verified.claims,
-                });
+                jwt = Some(JwtFacts::of(&verified));
             }
             authn::Outcome::Rejected(error) => {
                 println!("jwt: token refused: {}", error.message());
@@ -129,11 +125,10 @@ pub fn run(args: &ExplainArgs) -> Result<(), Failure> {
                             d.issuer().unwrap_or_default()
                         );
                         assumed_claims = d.claims().clone();
-                        jwt = Some(JwtFacts {
-                            issuer: claim(&assumed_claims, "iss"),
-                            subject: claim(&assumed_claims, "sub"),
-                            claims: &assumed_claims,
-                        });
+                        jwt = Some(JwtFacts::from_claims(
+                            claim(&assumed_claims, "iss"),
+                            &assumed_claims,
+                        ));
                     }
                     Some(Err(e)) => {
                         println!("jwt: token refused: {}", e.message());
@@ -170,7 +165,7 @@ pub fn run(args: &ExplainArgs) -> Result<(), Failure> {
         let facts = Facts {
             req: &req,
             path: &n.path,
-            source_ip: args.source_ip,
+            source_ip: args.source_ip.map_or(Peer::None, Peer::Known),
             remote_ip: authz.remote_ip(&req, args.source_ip),
             destination_ip: None,
             // A plain Envoy's listener port is the port the client called.
