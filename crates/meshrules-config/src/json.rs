@@ -122,6 +122,7 @@ impl<'de> Visitor<'de> for Node<'_> {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 
