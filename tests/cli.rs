@@ -178,7 +178,7 @@ fn check_reports_syntax_errors_with_their_line_and_goes_on_to_other_files() {
     );
     assert!(lines[0].contains("line 2"), "{out}");
     assert!(
-        lines[1].starts_with(&format!("{}: not valid JSON:", json.path())),
+        lines[1].starts_with(&format!("{}: resources[0]: not valid JSON:", json.path())),
         "{out}"
     );
     assert!(lines[1].contains("line 1 column 16"), "{out}");
@@ -649,4 +649,90 @@ fn explain_reports_config_problems_instead_of_explaining() {
     assert_eq!(code, 1);
     assert!(out.contains("700 is not in 200..=599"), "{out}");
     assert!(!out.contains("outcome:"), "{out}");
+}
+
+// ------------------------------------------------------------------------------------------
+// hostile input and output
+// ------------------------------------------------------------------------------------------
+
+const DUPLICATE_ACTION_YAML: &str = "apiVersion: security.istio.io/v1
+kind: AuthorizationPolicy
+metadata: {name: deny-admin, namespace: app}
+spec:
+  action: DENY
+  action: ALLOW
+  rules: [{to: [{operation: {paths: [/admin]}}]}]
+";
+
+#[test]
+fn check_refuses_a_duplicate_key_in_yaml() {
+    let file = TempFile::new("dup.yaml", DUPLICATE_ACTION_YAML);
+    let (code, out, err) = meshrules(&["check", file.path()]);
+    assert_eq!(code, 1, "{out}{err}");
+    assert!(
+        out.starts_with(&format!(
+            "{}: not valid YAML: duplicate mapping key",
+            file.path()
+        )),
+        "{out}"
+    );
+    let single = DUPLICATE_ACTION_YAML.replace("  action: ALLOW\n", "");
+    let file = TempFile::new("single.yaml", &single);
+    assert_eq!(meshrules(&["check", file.path()]).0, 0);
+}
+
+#[test]
+fn check_refuses_a_duplicate_key_in_json_naming_its_path() {
+    let json = r#"{"resources": [{"apiVersion": "security.istio.io/v1", "kind": "AuthorizationPolicy",
+        "metadata": {"name": "p", "namespace": "app"},
+        "spec": {"action": "DENY", "action": "ALLOW", "rules": [{}]}}]}"#;
+    let file = TempFile::new("dup.json", json);
+    let (code, out, err) = meshrules(&["check", file.path()]);
+    assert_eq!(code, 1, "{out}{err}");
+    assert!(
+        out.starts_with(&format!(
+            "{}: resources[0].spec.action: duplicate key \"action\" at line 3",
+            file.path()
+        )),
+        "{out}"
+    );
+}
+
+/// Runs the binary with standard output on /dev/full (every write fails: ENOSPC).
+fn to_dev_full(args: &[&str]) -> (i32, String) {
+    let full = std::fs::OpenOptions::new()
+        .write(true)
+        .open("/dev/full")
+        .unwrap();
+    let out = std::process::Command::new(assert_cmd::cargo::cargo_bin("meshrules"))
+        .current_dir(repo())
+        .args(args)
+        .stdout(full)
+        .output()
+        .unwrap();
+    (
+        out.status.code().expect("an exit code, not a signal"),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn every_command_reports_a_failed_write_instead_of_panicking() {
+    let bad = TempFile::new("bad.yaml", "kind: Gateway\n");
+    for args in [
+        &["explain", "--config", DEMO, "GET http://demoapp/"][..],
+        &["check", DEMO],
+        &["check", bad.path()],
+        &["bundle", DEMO],
+        &["bundle", "--output", "envoy", DEMO],
+    ] {
+        let (code, err) = to_dev_full(args);
+        assert_eq!(code, 1, "{args:?}: {err}");
+        assert!(!err.contains("panicked"), "{args:?}: {err}");
+        assert!(
+            err.lines()
+                .any(|l| l.starts_with("meshrules: cannot write output: No space left on device")),
+            "{args:?}: {err}"
+        );
+    }
 }

@@ -3,8 +3,8 @@
 
 use std::net::IpAddr;
 
+use super::matching::bounded_regex;
 use ipnet::IpNet;
-use regex::Regex;
 
 use super::{whole_number, Identity, ProxyKind};
 use crate::authz::{Attr, Authz, Check, EscapedSlashes, Pattern, Policy, Rule, StrPattern};
@@ -486,9 +486,11 @@ fn request_principal(v: &str) -> Result<Pattern, String> {
     Ok(Pattern::IssuerSubject(mi, ms))
 }
 
+/// Bounded in size like the routes' regexes; a policy's are not charged to their total,
+/// which bounds the regexes users write.
 fn anchored(re: &str) -> Result<Pattern, String> {
-    Regex::new(&format!("^(?:{re})$"))
-        .map(Pattern::Regex)
+    bounded_regex(&format!("^(?:{re})$"), usize::MAX)
+        .map(|(r, _)| Pattern::Regex(r))
         .map_err(|e| format!("cannot be matched: {e}"))
 }
 

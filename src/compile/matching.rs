@@ -1,33 +1,145 @@
 //! Compiles `match` blocks and `StringMatch`es into matchers, the way istiod translates them
 //! to Envoy route matches.
 
-use regex::Regex;
+use regex::{Regex, RegexBuilder};
 
 use crate::config::{Diagnostics, HttpMatchRequest, StringMatch};
 use crate::rules::{HeaderCondition, MatchBlock, QueryCondition, StrMatcher};
 
 use super::{whole_number, Identity, ProxyKind, Scope};
 
+/// istiod refuses longer regexes (`validateStringRegexp`: "regex is too large, max length
+/// allowed is 1024").
+pub const MAX_REGEX_LEN: usize = 1024;
+/// The largest counted repetition (`{n}`, `{n,m}`) RE2 and Go's regexp (istiod's check) take.
+pub const MAX_REPEAT: u64 = 1000;
+/// Compiled size of one regex. regex-lite's NFA takes about 32 bytes a state, so this is about
+/// RE2's program size 32768, which istiod gives Envoy as `re2.max_program_size.error_level`.
+pub const MAX_REGEX_BYTES: usize = 1 << 20;
+/// Compiled size of all the regexes of the routes together.
+pub const MAX_TOTAL_REGEX_BYTES: usize = 64 << 20;
+
 /// Compiles an RE2-style pattern that must match the whole value (Envoy `safe_regex`).
 pub fn full_match_regex(pattern: &str, path: &str, diags: &mut Diagnostics) -> Option<Regex> {
     compile_regex(&format!("^(?:{pattern})$"), pattern, path, diags)
 }
 
+/// Compiles `anchored` (the user's `shown` with anchors), charging its size to the total.
 pub fn compile_regex(
     anchored: &str,
     shown: &str,
     path: &str,
     diags: &mut Diagnostics,
 ) -> Option<Regex> {
-    match Regex::new(anchored) {
-        Ok(r) => Some(r),
-        Err(e) => {
-            let reason = e.to_string();
-            let last = reason.lines().last().unwrap_or("invalid regex").trim();
-            diags.error(path, format!("bad regex {shown:?}: {last}"));
+    let refused = if shown.len() > MAX_REGEX_LEN {
+        Err(format!(
+            "{} bytes, over the limit of {MAX_REGEX_LEN} (istiod's)",
+            shown.len()
+        ))
+    } else if largest_repeat(shown) > MAX_REPEAT {
+        Err(format!(
+            "repetition count {} is over the limit of {MAX_REPEAT} (RE2's)",
+            largest_repeat(shown)
+        ))
+    } else {
+        let left = MAX_TOTAL_REGEX_BYTES.saturating_sub(diags.regex_bytes);
+        bounded_regex(anchored, left)
+    };
+    match refused {
+        Ok((r, size)) => {
+            diags.regex_bytes += size;
+            Some(r)
+        }
+        Err(reason) => {
+            diags.error(path, format!("bad regex {shown:?}: {reason}"));
             None
         }
     }
+}
+
+/// Builds a regex of at most [`MAX_REGEX_BYTES`], returning it with the size charged for it:
+/// the smallest of 4 KiB, 32 KiB, ... that it fits (regex-lite does not tell its size; a
+/// failed try stops at its limit, so trying costs at most a seventh more). Refused when the
+/// charge is over `left`.
+pub fn bounded_regex(pattern: &str, left: usize) -> Result<(Regex, usize), String> {
+    let mut limit = 4096;
+    loop {
+        match RegexBuilder::new(pattern).size_limit(limit).build() {
+            Ok(r) if limit <= left => return Ok((r, limit)),
+            Ok(_) => {
+                return Err(format!(
+                    "the routes' regexes together compile to over {} MiB",
+                    MAX_TOTAL_REGEX_BYTES >> 20
+                ))
+            }
+            Err(e) if e.to_string().contains("exceeded size limit") => {
+                if limit >= MAX_REGEX_BYTES {
+                    return Err(format!(
+                        "compiles to over {} MiB (about RE2's program size 32768, istiod's limit in Envoy)",
+                        MAX_REGEX_BYTES >> 20
+                    ));
+                }
+                limit = (limit * 8).min(MAX_REGEX_BYTES);
+            }
+            Err(e) => {
+                let reason = e.to_string();
+                return Err(reason
+                    .lines()
+                    .last()
+                    .unwrap_or("invalid regex")
+                    .trim()
+                    .to_string());
+            }
+        }
+    }
+}
+
+/// The largest count of a counted repetition in an RE2 pattern, 0 for none. Braces that are
+/// escaped, in a class, or not `{n}`, `{n,}` or `{n,m}` are literals in RE2 and not counted.
+fn largest_repeat(pattern: &str) -> u64 {
+    let b = pattern.as_bytes();
+    let (mut i, mut in_class, mut largest) = (0, false, 0);
+    while i < b.len() {
+        match b[i] {
+            b'\\' => {
+                // `\x{...}`, `\p{...}` and `\P{...}` carry braces of their own.
+                if matches!(b.get(i + 1), Some(b'x' | b'p' | b'P')) && b.get(i + 2) == Some(&b'{') {
+                    i += b[i..]
+                        .iter()
+                        .position(|&c| c == b'}')
+                        .unwrap_or(b.len() - i);
+                }
+                i += 1;
+            }
+            b'[' if !in_class => {
+                in_class = true;
+                // A `]` first in a class (after an optional `^`) is a literal.
+                if b.get(i + 1) == Some(&b'^') {
+                    i += 1;
+                }
+                if b.get(i + 1) == Some(&b']') {
+                    i += 1;
+                }
+            }
+            b']' if in_class => in_class = false,
+            b'{' if !in_class => {
+                let end = b[i..].iter().position(|&c| c == b'}').map(|e| i + e);
+                if let Some(body) = end.and_then(|e| pattern.get(i + 1..e)) {
+                    let counts = body.split_once(',').unwrap_or((body, ""));
+                    let is_count = |s: &str| s.bytes().all(|c| c.is_ascii_digit());
+                    if !counts.0.is_empty() && is_count(counts.0) && is_count(counts.1) {
+                        for n in [counts.0, counts.1].into_iter().filter(|n| !n.is_empty()) {
+                            // Too many digits for u64 is over any limit.
+                            largest = largest.max(n.parse().unwrap_or(u64::MAX));
+                        }
+                    }
+                }
+            }
+            _ => {}
+        }
+        i += 1;
+    }
+    largest
 }
 
 /// `ignore_case` applies to exact and prefix only, as in Istio (`ignoreUriCase`). `{}` (no

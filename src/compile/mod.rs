@@ -111,6 +111,89 @@ pub fn cluster_name(template: &str, host: &str, subset: &str, port: &str) -> Str
         .replace("{port}", port)
 }
 
+/// istio `agent.ValidateWildcardDomain` (pkg/config/validation/agent/validation.go): at most
+/// 255 bytes, a first label that is `*`, `*name`, `*-name` or a DNS-1123 label, and DNS-1123
+/// labels after it, the last not all digits (it may be empty: `istio.io.`). Istio's labels
+/// (pkg/config/labels) take both cases, at most 63 bytes each.
+pub(crate) fn wildcard_domain(domain: &str) -> Result<(), String> {
+    if domain.is_empty() {
+        return Err("empty domain name not allowed".into());
+    }
+    if domain.len() > 255 {
+        return Err(format!("domain name {domain:?} too long (max 255)"));
+    }
+    let (first, rest) = match domain.split_once('.') {
+        Some((first, rest)) => (first, Some(rest)),
+        None => (domain, None),
+    };
+    let unstarred = first
+        .strip_prefix("*-")
+        .or_else(|| first.strip_prefix('*'))
+        .unwrap_or(first);
+    if first.len() > 63 || !(first == "*" || dns1123_label(unstarred, true)) {
+        return Err(format!(
+            "domain name {domain:?} invalid (label {first:?} invalid)"
+        ));
+    }
+    let Some(rest) = rest else {
+        return Ok(());
+    };
+    let labels: Vec<&str> = rest.split('.').collect();
+    let top = labels.last().copied().unwrap_or_default();
+    if !top.is_empty()
+        && top
+            .trim_start_matches(['+', '-'])
+            .bytes()
+            .all(|b| b.is_ascii_digit())
+    {
+        return Err(format!(
+            "domain name {domain:?} invalid (top level domain {top:?} cannot be all-numeric)"
+        ));
+    }
+    for (i, label) in labels.iter().enumerate() {
+        let trailing_dot = i == labels.len() - 1 && label.is_empty();
+        if !trailing_dot && !dns1123_label(label, true) {
+            return Err(format!(
+                "domain name {domain:?} invalid (label {label:?} invalid)"
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// A DNS-1123 label: 1 to 63 letters, digits and `-`, starting and ending with a letter or
+/// digit. Kubernetes wants lower case (namespaces); Istio's host labels take either case.
+fn dns1123_label(label: &str, any_case: bool) -> bool {
+    let alnum =
+        |b: u8| b.is_ascii_digit() || b.is_ascii_lowercase() || any_case && b.is_ascii_uppercase();
+    let b = label.as_bytes();
+    matches!((b.first(), b.last()), (Some(&f), Some(&l)) if alnum(f) && alnum(l))
+        && b.len() <= 63
+        && b.iter().all(|&c| c == b'-' || alnum(c))
+}
+
+/// Kubernetes' `metadata` rules: a name is a DNS-1123 subdomain (at most 253 bytes of
+/// lower-case labels joined by dots, `IsDNS1123Subdomain`), a namespace a DNS-1123 label.
+/// Either may be left out here, for a plain Envoy.
+fn check_metadata(meta: &config::ObjectMeta, path: &str, diags: &mut Diagnostics) {
+    let name = &meta.name;
+    if !name.is_empty() && (name.len() > 253 || !name.split('.').all(|l| dns1123_label(l, false))) {
+        diags.error(
+            format!("{path}.metadata.name"),
+            format!("{name:?} is not a DNS-1123 subdomain (lower-case letters, digits, '-' and '.', at most 253)"),
+        );
+    }
+    let ns = &meta.namespace;
+    if !ns.is_empty() && !dns1123_label(ns, false) {
+        diags.error(
+            format!("{path}.metadata.namespace"),
+            format!(
+                "{ns:?} is not a DNS-1123 label (lower-case letters, digits and '-', at most 63)"
+            ),
+        );
+    }
+}
+
 /// Checks that `v` is a whole number in `lo..=hi` (protobuf Struct numbers arrive as floats).
 pub(crate) fn whole_number(
     v: f64,
@@ -130,7 +213,54 @@ pub(crate) fn whole_number(
     Some(v as i64)
 }
 
+/// Most VirtualServices, `http` routes (all VirtualServices together) and policies
+/// (AuthorizationPolicies and RequestAuthentications) one configuration may hold: with
+/// [`config::MAX_CONFIG_BYTES`], what is accepted loads within the Wasm VM's memory
+/// (README: Limits has the measurements).
+pub const MAX_VIRTUAL_SERVICES: usize = 4000;
+pub const MAX_ROUTES: usize = 16000;
+pub const MAX_POLICIES: usize = 4000;
+
+/// Refuses a configuration over the limits before anything is compiled.
+fn within_limits(config: &PluginConfig, diags: &mut Diagnostics) -> bool {
+    let (mut vss, mut routes, mut policies) = (0, 0, 0);
+    for res in &config.resources {
+        match &res.spec {
+            Spec::VirtualService(vs) => {
+                vss += 1;
+                routes += vs.http.len();
+            }
+            Spec::AuthorizationPolicy(_) | Spec::RequestAuthentication(_) => policies += 1,
+            Spec::DestinationRule(_) => {}
+        }
+    }
+    let errors = diags.errors.len();
+    for (what, n, max) in [
+        ("VirtualServices", vss, MAX_VIRTUAL_SERVICES),
+        ("http routes", routes, MAX_ROUTES),
+        (
+            "AuthorizationPolicies and RequestAuthentications",
+            policies,
+            MAX_POLICIES,
+        ),
+    ] {
+        if n > max {
+            diags.error(
+                "resources",
+                format!("{n} {what}, over the limit of {max} per filter"),
+            );
+        }
+    }
+    diags.errors.len() == errors
+}
+
 fn compile(config: PluginConfig, identity: &dyn Identity, diags: &mut Diagnostics) -> RuleSet {
+    if !within_limits(&config, diags) {
+        return RuleSet::default();
+    }
+    for res in &config.resources {
+        check_metadata(&res.metadata, &res.path, diags);
+    }
     let routing = &config.routing;
     let mut rules = RuleSet {
         cluster_header: routing.cluster_header.to_ascii_lowercase(),
@@ -235,12 +365,12 @@ fn compile(config: PluginConfig, identity: &dyn Identity, diags: &mut Diagnostic
         }
         for (i, host) in vs.hosts.iter().enumerate() {
             let hpath = format!("{path}.hosts[{i}]");
-            if host.is_empty() || host.trim_start_matches("*.").contains('*') && host != "*" {
-                diags.error(
-                    hpath,
-                    format!("{host:?} is not a host name, `*` or `*.suffix`"),
-                );
-                continue;
+            // istiod's validateVirtualService: a wildcard domain, or else an IP address.
+            if let Err(e) = wildcard_domain(host) {
+                if host.parse::<std::net::IpAddr>().is_err() {
+                    diags.error(hpath, e);
+                    continue;
+                }
             }
             for domain in domains(host, &meta.namespace, &routing.cluster_domain, identity) {
                 if let Some(owner) = rules.hosts.insert(&domain, vs_index) {
@@ -349,6 +479,14 @@ fn compile(config: PluginConfig, identity: &dyn Identity, diags: &mut Diagnostic
             for (j, lpath, leaf) in &leaf_vs.routes {
                 if leaf.delegate.is_some() {
                     continue; // refused where the delegate itself is compiled
+                }
+                // Merging multiplies routes: a delegate used by many roots counts each time.
+                if rules.routes.len() >= MAX_ROUTES {
+                    diags.error(
+                        dpath,
+                        format!("merging delegates makes over {MAX_ROUTES} http routes, the limit per filter"),
+                    );
+                    break;
                 }
                 let Some(merged) = delegate::merge(http, leaf) else {
                     diags.warn(

@@ -363,8 +363,13 @@ fn compile_split(
             diags.error(format!("{dpath}.destination"), "destination is required");
             continue;
         };
-        if dest.host.is_empty() {
-            diags.error(format!("{dpath}.destination.host"), "host is required");
+        // istiod's validateDestination: `*` is no destination; otherwise ValidateWildcardDomain.
+        let valid = match dest.host.as_str() {
+            "*" => Err("\"*\" is not a destination host".to_string()),
+            host => super::wildcard_domain(host),
+        };
+        if let Err(e) = valid {
+            diags.error(format!("{dpath}.destination.host"), e);
             continue;
         }
         let host = scope.fqdn(&dest.host);

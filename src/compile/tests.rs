@@ -275,7 +275,7 @@ fn invalid_json_is_refused() {
     };
     assert!(e[0]
         .to_string()
-        .starts_with("$: configuration is not valid JSON"));
+        .starts_with("$: not valid JSON: key must be a string at line 1 column 2"));
 }
 
 #[test]
@@ -330,4 +330,324 @@ fn cluster_name_renders_what_compiled_routes_pick() {
             cluster_name(template, "other.example", "", ""),
         ]
     );
+}
+
+fn refusals(json: &[u8]) -> Vec<String> {
+    match load(json, &Anonymous) {
+        Ok(_) => Vec::new(),
+        Err(e) => e.iter().map(ToString::to_string).collect(),
+    }
+}
+
+fn policy(action_members: &str) -> String {
+    format!(
+        r#"{{"resources": [{{"apiVersion": "security.istio.io/v1", "kind": "AuthorizationPolicy",
+            "metadata": {{"name": "p", "namespace": "app"}},
+            "spec": {{{action_members}, "rules": [{{"to": [{{"operation": {{"paths": ["/admin"]}}}}]}}]}}}}]}}"#
+    )
+}
+
+#[test]
+fn a_duplicate_key_is_refused_so_a_deny_cannot_become_an_allow() {
+    let errors = refusals(policy(r#""action": "DENY", "action": "ALLOW""#).as_bytes());
+    assert_eq!(errors.len(), 1, "{errors:?}");
+    assert!(
+        errors[0].starts_with(r#"resources[0].spec.action: duplicate key "action" at line 3"#),
+        "{errors:?}"
+    );
+    // The same policy with one action loads.
+    assert_eq!(
+        refusals(policy(r#""action": "DENY""#).as_bytes()),
+        Vec::<String>::new()
+    );
+}
+
+#[test]
+fn an_empty_configuration_is_refused_naming_the_empty_one() {
+    for empty in [&b""[..], b"  \n"] {
+        assert_eq!(
+            refusals(empty),
+            [
+                r#"$: the configuration is empty; give {"resources": []} to run the filter with no rules"#
+            ]
+        );
+    }
+}
+
+#[test]
+fn a_configuration_without_resources_is_refused() {
+    assert_eq!(
+        refusals(b"{}"),
+        [r#"resources: is missing; give {"resources": []} to run the filter with no rules"#]
+    );
+    let errors = refusals(br#"{"routing": {"clusterHeader": "x-c"}}"#);
+    assert_eq!(errors.len(), 1, "{errors:?}");
+}
+
+#[test]
+fn no_resources_loads_with_a_warning_that_every_request_passes() {
+    let loaded = load(br#"{"resources": []}"#, &Anonymous).unwrap();
+    let warnings: Vec<String> = loaded.warnings.iter().map(ToString::to_string).collect();
+    assert_eq!(
+        warnings,
+        ["resources: no resources: every request passes untouched"]
+    );
+}
+
+fn regex_route(regex: &str) -> Value {
+    json!([{"match": [{"uri": {"regex": regex}}], "route": route_to("demoapp")}])
+}
+
+#[test]
+fn a_regex_over_1000_repetitions_is_refused_as_re2_does() {
+    let errors = errors_of(json!({"resources": [vs(regex_route("a{300000}x"))]}));
+    assert_eq!(
+        errors,
+        [
+            r#"resources[0].spec.http[0].match[0].uri.regex: bad regex "a{300000}x": repetition count 300000 is over the limit of 1000 (RE2's)"#
+        ]
+    );
+    assert!(errors_of(json!({"resources": [vs(regex_route("a{2,1001}"))]}))[0].contains("1001"));
+    for fine in [
+        "a{1000}",
+        r"\{99999\}",
+        "[{]99999}",
+        r"\x{10FFFF}",
+        "a{1000,}",
+    ] {
+        assert_eq!(
+            errors_of(json!({"resources": [vs(regex_route(fine))]})),
+            Vec::<String>::new(),
+            "{fine}"
+        );
+    }
+}
+
+#[test]
+fn a_regex_longer_than_istiods_1024_bytes_is_refused() {
+    let long = "a".repeat(1025);
+    let errors = errors_of(json!({"resources": [vs(regex_route(&long))]}));
+    assert_eq!(errors.len(), 1);
+    assert!(
+        errors[0].ends_with(": 1025 bytes, over the limit of 1024 (istiod's)"),
+        "{errors:?}"
+    );
+    assert_eq!(
+        errors_of(json!({"resources": [vs(regex_route(&long[1..]))]})),
+        Vec::<String>::new()
+    );
+}
+
+#[test]
+fn a_regex_compiling_over_1_mib_is_refused_naming_the_limit() {
+    // 32 x 1000 states is about RE2's 32768 program size: in; a few more is over.
+    assert_eq!(
+        errors_of(json!({"resources": [vs(regex_route("(?:a{1000}){31}"))]})),
+        Vec::<String>::new()
+    );
+    let errors = errors_of(json!({"resources": [vs(regex_route("(?:[a-z]{1000}){40}"))]}));
+    assert!(
+        errors[0].ends_with(
+            "compiles to over 1 MiB (about RE2's program size 32768, istiod's limit in Envoy)"
+        ),
+        "{errors:?}"
+    );
+}
+
+#[test]
+fn the_routes_regexes_together_are_bounded() {
+    // Each about 1 MiB: 64 fit in the 64 MiB, the next ones are refused.
+    let routes: Vec<Value> = (0..70)
+        .map(|i| json!({"match": [{"uri": {"regex": format!("/{i}(?:a{{1000}}){{31}}")}}], "route": route_to("demoapp")}))
+        .collect();
+    let errors = errors_of(json!({"resources": [vs(Value::Array(routes))]}));
+    assert_eq!(errors.len(), 6, "{errors:?}");
+    assert!(
+        errors[0].starts_with("resources[0].spec.http[64].match[0].uri.regex: "),
+        "{errors:?}"
+    );
+    assert!(
+        errors[0].ends_with("the routes' regexes together compile to over 64 MiB"),
+        "{errors:?}"
+    );
+}
+
+fn many(kind: &str, n: usize) -> Value {
+    let item = |i: usize| match kind {
+        "vs" => json!({"apiVersion": "networking.istio.io/v1", "kind": "VirtualService",
+            "metadata": {"name": format!("vs{i}"), "namespace": "app"},
+            "spec": {"hosts": [format!("h{i}")], "http": [{"route": route_to("demoapp")}]}}),
+        _ => json!({"apiVersion": "security.istio.io/v1", "kind": "AuthorizationPolicy",
+            "metadata": {"name": format!("p{i}"), "namespace": "app"}, "spec": {"action": "DENY", "rules": [{}]}}),
+    };
+    json!({"resources": (0..n).map(item).collect::<Vec<_>>()})
+}
+
+#[test]
+fn virtual_services_routes_and_policies_are_bounded_per_filter() {
+    assert_eq!(
+        errors_of(many("vs", MAX_VIRTUAL_SERVICES)),
+        Vec::<String>::new()
+    );
+    assert_eq!(
+        errors_of(many("vs", MAX_VIRTUAL_SERVICES + 1)),
+        [format!(
+            "resources: {} VirtualServices, over the limit of {MAX_VIRTUAL_SERVICES} per filter",
+            MAX_VIRTUAL_SERVICES + 1
+        )]
+    );
+    assert_eq!(errors_of(many("ap", MAX_POLICIES)), Vec::<String>::new());
+    assert_eq!(
+        errors_of(many("ap", MAX_POLICIES + 1)),
+        [format!("resources: {} AuthorizationPolicies and RequestAuthentications, over the limit of {MAX_POLICIES} per filter", MAX_POLICIES + 1)]
+    );
+    let routes = vec![json!({"route": route_to("demoapp")}); MAX_ROUTES + 1];
+    assert_eq!(
+        errors_of(json!({"resources": [vs(Value::Array(routes))]})),
+        [format!(
+            "resources: {} http routes, over the limit of {MAX_ROUTES} per filter",
+            MAX_ROUTES + 1
+        )]
+    );
+}
+
+#[test]
+fn routes_merged_from_delegates_count_against_the_route_limit() {
+    let leaf_routes = vec![json!({"route": route_to("demoapp")}); MAX_ROUTES / 4];
+    let root_routes = vec![json!({"delegate": {"name": "leaf"}}); 5];
+    let config = json!({"resources": [
+        vs(Value::Array(root_routes)),
+        {"apiVersion": "networking.istio.io/v1", "kind": "VirtualService",
+         "metadata": {"name": "leaf", "namespace": "app"}, "spec": {"http": leaf_routes}}]});
+    let errors = errors_of(config);
+    assert_eq!(
+        errors,
+        [format!("resources[0].spec.http[4].delegate: merging delegates makes over {MAX_ROUTES} http routes, the limit per filter")]
+    );
+}
+
+#[test]
+fn a_huge_refused_value_is_cut_in_its_message() {
+    let huge = "x".repeat(10 << 20);
+    let errors = errors_of(
+        json!({"resources": [vs(json!([{"route": route_to("demoapp"), "timeout": huge}]))]}),
+    );
+    assert_eq!(errors.len(), 1);
+    assert!(errors[0].len() < 300, "{} bytes", errors[0].len());
+    assert!(
+        errors[0].contains("…(10485760 bytes)"),
+        "{}",
+        &errors[0][..200]
+    );
+}
+
+/// Istio's `ValidateWildcardDomain` / `validateDestination` (pkg/config/validation).
+#[test]
+fn destination_hosts_are_refused_as_istio_validate_wildcard_domain_does() {
+    let refused =
+        |host: &str| errors_of(json!({"resources": [vs(json!([{"route": route_to(host)}]))]}));
+    let label64 = "l".repeat(64);
+    let long = ["a".repeat(63).as_str(); 5].join(".");
+    let huge = "h".repeat(10 << 20);
+    for (host, reason) in [
+        ("demo\0app", "invalid (label"),
+        ("*", "is not a destination host"),
+        ("a.*.example.com", "invalid (label \"*\" invalid)"),
+        ("foo.*", "invalid (label \"*\" invalid)"),
+        (label64.as_str(), "invalid (label"),
+        (long.as_str(), "too long (max 255)"),
+        (huge.as_str(), "too long (max 255)"),
+        (
+            "bad_name.example.com",
+            "invalid (label \"bad_name\" invalid)",
+        ),
+        ("example.123", "cannot be all-numeric"),
+    ] {
+        let errors = refused(host);
+        assert_eq!(errors.len(), 1, "{host:?}: {errors:?}");
+        assert!(
+            errors[0].starts_with("resources[0].spec.http[0].route[0].destination.host: "),
+            "{errors:?}"
+        );
+        assert!(errors[0].contains(reason), "{host:?}: {errors:?}");
+        assert!(errors[0].len() < 400);
+    }
+    for host in [
+        "demoapp",
+        "Reviews.Prod.svc.cluster.local",
+        "*.example.com",
+        "*-x.example.com",
+        "istio.io.",
+        "a-b.c1",
+    ] {
+        assert_eq!(refused(host), Vec::<String>::new(), "{host}");
+    }
+}
+
+#[test]
+fn virtual_service_hosts_are_wildcard_domains_or_ip_addresses_as_in_istio() {
+    let with_host = |host: &str| {
+        errors_of(
+            json!({"resources": [{"apiVersion": "networking.istio.io/v1", "kind": "VirtualService",
+            "metadata": {"name": "v", "namespace": "app"},
+            "spec": {"hosts": [host], "http": [{"route": route_to("demoapp")}]}}]}),
+        )
+    };
+    for host in ["*", "*.example.com", "demoapp", "10.0.0.1", "::1"] {
+        assert_eq!(with_host(host), Vec::<String>::new(), "{host}");
+    }
+    for host in ["", "a.*.com", "a..b", "x\u{0}y"] {
+        let errors = with_host(host);
+        assert!(
+            errors.len() == 1 && errors[0].starts_with("resources[0].spec.hosts[0]: "),
+            "{host:?}: {errors:?}"
+        );
+    }
+}
+
+/// Kubernetes' ObjectMeta validation: names are DNS-1123 subdomains, namespaces labels.
+#[test]
+fn metadata_names_and_namespaces_are_refused_as_kubernetes_does() {
+    let with_meta = |meta: Value| {
+        errors_of(
+            json!({"resources": [{"apiVersion": "networking.istio.io/v1", "kind": "DestinationRule",
+            "metadata": meta, "spec": {"host": "demoapp"}}]}),
+        )
+    };
+    assert_eq!(
+        with_meta(json!({"name": "reviews.v1-a", "namespace": "prod-1"})),
+        Vec::<String>::new()
+    );
+    let errors = with_meta(json!({"name": "Reviews", "namespace": "app"}));
+    assert!(
+        errors[0]
+            .starts_with(r#"resources[0].metadata.name: "Reviews" is not a DNS-1123 subdomain"#),
+        "{errors:?}"
+    );
+    assert_eq!(with_meta(json!({"name": "a".repeat(254)})).len(), 1);
+    let errors = with_meta(json!({"name": "r", "namespace": "a.b"}));
+    assert!(
+        errors[0].starts_with(r#"resources[0].metadata.namespace: "a.b" is not a DNS-1123 label"#),
+        "{errors:?}"
+    );
+    let errors = with_meta(json!({"name": "r", "namespace": "n".repeat(64)}));
+    assert_eq!(errors.len(), 1, "{errors:?}");
+}
+
+#[test]
+fn labels_that_are_not_a_map_of_strings_are_refused() {
+    let with_labels = |labels: Value| {
+        errors_of(
+            json!({"resources": [{"apiVersion": "networking.istio.io/v1", "kind": "DestinationRule",
+            "metadata": {"name": "r", "labels": labels}, "spec": {"host": "demoapp"}}]}),
+        )
+    };
+    assert_eq!(with_labels(json!({"app": "x"})), Vec::<String>::new());
+    for bad in [json!("app=x"), json!(["app"]), json!({"app": 1})] {
+        let errors = with_labels(bad.clone());
+        assert!(
+            errors.len() == 1 && errors[0].starts_with("resources[0].metadata.labels"),
+            "{bad}: {errors:?}"
+        );
+    }
 }

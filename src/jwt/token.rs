@@ -202,10 +202,11 @@ pub fn decode(token: &str) -> Result<Decoded, JwtError> {
     })
 }
 
-/// A JSON object, as a protobuf `Struct` takes it. Every JSON read of src/jwt goes through
-/// this one instantiation of serde_json's parser (each costs wasm size).
+/// A JSON object, as a protobuf `Struct` takes it: protobuf's JSON parser, which Envoy uses,
+/// refuses duplicate member names, so a token cannot carry two `alg`s or two `exp`s. Every JSON
+/// read of src/jwt goes through this one parser, the configuration's (each costs wasm size).
 pub(super) fn json_object(json: &[u8]) -> Option<Map<String, Value>> {
-    match serde_json::from_slice(json) {
+    match crate::config::json::parse_unique(json) {
         Ok(Value::Object(map)) => Some(map),
         _ => None,
     }
@@ -246,5 +247,47 @@ fn time_claim(
             Ok(f as u64)
         }
         Some(_) => Err(not_integer),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+
+    use super::*;
+
+    fn token(header: &str, payload: &str) -> String {
+        let b64 = |s: &str| URL_SAFE_NO_PAD.encode(s);
+        format!("{}.{}.{}", b64(header), b64(payload), b64("sig"))
+    }
+
+    const PAYLOAD: &str = r#"{"iss":"https://issuer","exp":4102444800}"#;
+
+    #[test]
+    fn a_header_with_two_algs_is_invalid_json_as_envoy_says() {
+        let dup = r#"{"alg":"none","kid":"r1","alg":"RS256"}"#;
+        assert_eq!(
+            decode(&token(dup, PAYLOAD)).map(|d| d.alg()),
+            Err(JwtError::HeaderBadJson)
+        );
+        let single = r#"{"kid":"r1","alg":"RS256"}"#;
+        assert_eq!(
+            decode(&token(single, PAYLOAD)).map(|d| d.alg()),
+            Ok("RS256")
+        );
+    }
+
+    #[test]
+    fn a_payload_with_two_exps_is_invalid_json_as_envoy_says() {
+        let header = r#"{"alg":"RS256"}"#;
+        let dup = r#"{"iss":"https://issuer","exp":1,"exp":4102444800}"#;
+        assert_eq!(
+            decode(&token(header, dup)).map(|d| d.exp),
+            Err(JwtError::PayloadBadJson)
+        );
+        assert_eq!(
+            decode(&token(header, PAYLOAD)).map(|d| d.exp),
+            Ok(4102444800)
+        );
     }
 }

@@ -84,6 +84,27 @@ CASES = {
     "duplicate-route-names": (
         plugin_config(demo_vs(route_v1(name="main", match=[{"uri": {"prefix": "/a"}}]), route_v1(name="main"))),
         "resources[0].spec.http[1].name", ["duplicate", "main"]),
+    "regex-repetition-over-re2s-1000": (
+        plugin_config(*[demo_vs(route_v1(match=[{"uri": {"regex": "a{300000}x"}}])) for _ in range(120)]),
+        "resources[119].spec.http[0].match[0].uri.regex", ["repetition count 300000", "limit of 1000"]),
+    "regex-compiled-over-1-mib": (
+        plugin_config(demo_vs(route_v1(match=[{"uri": {"regex": "(?:[a-z]{1000}){40}"}}]))),
+        "resources[0].spec.http[0].match[0].uri.regex", ["compiles to over 1 MiB"]),
+    "nul-in-destination-host": (
+        plugin_config(demo_vs({"route": [to(host="demo\0app")]})),
+        "resources[0].spec.http[0].route[0].destination.host", ["invalid (label"]),
+    "wildcard-not-leftmost": (
+        plugin_config(virtual_service("demoapp", ["a.*.example.com"], [route_v1()])),
+        "resources[0].spec.hosts[0]", ["invalid (label \"*\" invalid)"]),
+    "metadata-name-not-dns-1123": (
+        plugin_config(virtual_service("Demo_App", ["demoapp"], [route_v1()])),
+        "resources[0].metadata.name", ["not a DNS-1123 subdomain"]),
+    "labels-not-a-map": (
+        plugin_config({**destination_rule("demoapp", "demoapp", ["v1"]),
+                       "metadata": {"name": "demoapp", "namespace": "app", "labels": "app=demo"}}),
+        "resources[0].metadata.labels", ["invalid type"]),
+    "no-resources-member": ({"routing": {"clusterHeader": "x-meshrules-cluster"}},
+                            "resources", ['give {"resources": []}']),
     "undefined-subset": (
         plugin_config(destination_rule("demoapp", "demoapp", ["v1", "v2"]),
                       demo_vs({"route": [to(subset="v9")]})),
@@ -156,3 +177,67 @@ def test_envoy_validate_mode_refuses_a_bad_filter_config_with_the_same_message(u
     out = result.stdout + result.stderr
     assert result.returncode != 0, out
     assert f"{path}: 700 is not in 200..=599" in out, out
+
+
+DUPLICATE_ACTION = (
+    '{"resources": [{"apiVersion": "security.istio.io/v1", "kind": "AuthorizationPolicy",'
+    ' "metadata": {"name": "deny-admin", "namespace": "app"},'
+    ' "spec": {"action": "DENY", "action": "ALLOW", "rules": [{"to": [{"operation": {"paths": ["/admin"]}}]}]}}]}'
+)
+
+
+def test_a_duplicate_key_is_refused_so_a_deny_cannot_become_an_allow(rejected_envoy):
+    line = assert_refused_with(rejected_envoy(DUPLICATE_ACTION), "resources[0].spec.action", 'duplicate key "action"')
+    assert "at line 1 column" in line, line
+
+
+def test_an_empty_configuration_is_refused_and_names_the_config_with_no_rules(rejected_envoy):
+    lines = refusal_lines(rejected_envoy(""))
+    assert any('give {"resources": []} to run the filter with no rules' in line for line in lines), lines
+
+
+def test_no_resources_loads_with_a_warning_that_every_request_passes(envoy):
+    env = envoy(plugin_config())
+    assert "config warning: resources: no resources: every request passes untouched" in env.log_text()
+
+
+def test_a_huge_refused_value_is_cut_in_the_log_line(rejected_envoy):
+    huge = "9" * (10 << 20)
+    lines = refusal_lines(rejected_envoy(plugin_config(demo_vs(route_v1(timeout=huge)))))
+    hits = [line for line in lines if "resources[0].spec.http[0].timeout: " in line]
+    assert hits, lines
+    assert "…(10485760 bytes)" in hits[0], hits[0][:400]
+    assert len(hits[0]) < 600, len(hits[0])
+    assert all(len(line) < 2000 for line in lines)
+
+
+# Limits (README, Configuration: Limits). Near the limits loads; just over is refused with the reason.
+MAX_VIRTUAL_SERVICES = 4000
+MAX_CONFIG_BYTES = 16 * 1024 * 1024
+
+
+def many_virtual_services(n: int, routes: int = 4) -> dict:
+    return plugin_config(*[
+        virtual_service(f"vs{i}", [f"h{i}.example.com"], [
+            {"name": f"r{r}", "match": [{"uri": {"prefix": f"/p{r}/"}}],
+             "route": [to(host=f"svc{i}", subset="v1", weight=90), to(host=f"svc{i}", subset="v2", weight=10)],
+             "timeout": "5s", "retries": {"attempts": 2, "retryOn": "5xx"}}
+            for r in range(routes)])
+        for i in range(n)])
+
+
+def test_the_most_virtual_services_and_routes_load(envoy):
+    env = envoy(many_virtual_services(MAX_VIRTUAL_SERVICES))
+    assert "config accepted: 4000 VirtualService(s), 16000 route(s)" in env.log_text()
+
+
+def test_one_virtual_service_over_the_limit_is_refused(rejected_envoy):
+    assert_refused_with(rejected_envoy(many_virtual_services(MAX_VIRTUAL_SERVICES + 1, routes=1)), "resources",
+                        "4001 VirtualServices, over the limit of 4000 per filter")
+
+
+def test_a_configuration_over_16_mib_is_refused_before_it_is_read(rejected_envoy):
+    config = json.dumps(plugin_config(demo_vs(route_v1())))
+    padded = config[:-1] + ', "pad": "' + "p" * (MAX_CONFIG_BYTES - len(config)) + '"}'
+    assert len(padded) > MAX_CONFIG_BYTES
+    assert_refused_with(rejected_envoy(padded), "$", f"over the limit of {MAX_CONFIG_BYTES} bytes")

@@ -4,6 +4,7 @@
 
 pub mod duration;
 pub mod istio;
+pub mod json;
 mod path_de;
 pub mod security;
 
@@ -25,12 +26,70 @@ pub struct ConfigError {
 }
 
 impl ConfigError {
+    /// Every problem and warning is made here, so this is where long values are cut: a refused
+    /// 10 MB value must not become a 10 MB log line.
     pub fn new(path: impl Into<String>, message: impl Into<String>) -> Self {
         ConfigError {
-            path: path.into(),
-            message: message.into(),
+            path: cut(path.into(), PATH_MAX),
+            message: cut_quoted(message.into()),
         }
     }
+}
+
+/// Longest quoted value (`"..."` or `` `...` ``) a message shows in full.
+const QUOTED_MAX: usize = 100;
+/// Longest path shown in full (paths carry map keys such as header names).
+const PATH_MAX: usize = 300;
+
+/// `text` cut to `max` bytes (at a character boundary) plus `…(N bytes)`, when longer.
+fn cut(text: String, max: usize) -> String {
+    if text.len() <= max {
+        return text;
+    }
+    let head = &text[..text.floor_char_boundary(max)];
+    format!("{head}…({} bytes)", text.len())
+}
+
+/// Cuts each quoted value of `message` longer than [`QUOTED_MAX`].
+fn cut_quoted(message: String) -> String {
+    if message.len() <= QUOTED_MAX {
+        return message;
+    }
+    let mut out = String::new();
+    let mut rest = message.as_str();
+    while let Some(open) = rest.find(['"', '`']) {
+        let quote = rest.as_bytes()[open];
+        out.push_str(&rest[..=open]);
+        let body = &rest[open + 1..];
+        let end = closing_quote(body, quote).unwrap_or(body.len());
+        let value = &body[..end];
+        if value.len() > QUOTED_MAX {
+            // Not inside an escape sequence: a cut `\"` would read as an escaped quote.
+            let head = value[..value.floor_char_boundary(QUOTED_MAX)].trim_end_matches('\\');
+            out.push_str(head);
+            out.push(char::from(quote));
+            out.push_str(&format!("…({} bytes)", value.len()));
+        } else {
+            out.push_str(value);
+            out.push(char::from(quote));
+        }
+        rest = body.get(end + 1..).unwrap_or_default();
+    }
+    out.push_str(rest);
+    out
+}
+
+/// Where a quoted value ends: Debug-formatted strings escape `"` with `\`; backticks do not nest.
+fn closing_quote(body: &str, quote: u8) -> Option<usize> {
+    let mut escaped = false;
+    for (i, b) in body.bytes().enumerate() {
+        match b {
+            b'\\' if quote == b'"' && !escaped => escaped = true,
+            b if b == quote && !escaped => return Some(i),
+            _ => escaped = false,
+        }
+    }
+    None
 }
 
 impl fmt::Display for ConfigError {
@@ -45,6 +104,8 @@ impl fmt::Display for ConfigError {
 pub struct Diagnostics {
     pub errors: Vec<ConfigError>,
     pub warnings: Vec<ConfigError>,
+    /// Compiled size of the regexes so far, which compile bounds as a whole.
+    pub regex_bytes: usize,
 }
 
 impl Diagnostics {
@@ -87,8 +148,8 @@ impl Diagnostics {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawPluginConfig {
-    #[serde(default)]
-    resources: Vec<Value>,
+    /// Required: a configuration that lost its rules on the way must not pass as "no rules".
+    resources: Option<Vec<Value>>,
     #[serde(default)]
     routing: Option<Value>,
     #[serde(default)]
@@ -188,6 +249,9 @@ pub struct ObjectMeta {
     pub namespace: String,
     #[serde(default)]
     pub annotations: BTreeMap<String, String>,
+    /// Read only to refuse what Kubernetes refuses (labels that are not a map of strings).
+    #[serde(default)]
+    pub labels: BTreeMap<String, String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -237,13 +301,34 @@ const NETWORKING_VERSIONS: [&str; 3] = [
 ];
 const SECURITY_VERSIONS: [&str; 2] = ["security.istio.io/v1", "security.istio.io/v1beta1"];
 
+/// What to give for a filter without rules, said wherever a configuration has none.
+const NO_RULES: &str = "give {\"resources\": []} to run the filter with no rules";
+
+/// Largest configuration read, in bytes. The Wasm VM has about 1 GiB, and a parsed
+/// configuration takes several times its text: beyond this it cannot be loaded safely.
+pub const MAX_CONFIG_BYTES: usize = 16 * 1024 * 1024;
+
 /// Reads the plugin configuration JSON. Resources that fail to parse are reported and skipped,
 /// so that the problems of every resource are listed together.
 pub fn parse(json: &[u8], diags: &mut Diagnostics) -> PluginConfig {
-    let value: Value = match serde_json::from_slice(json) {
+    if json.iter().all(u8::is_ascii_whitespace) {
+        diags.error("$", format!("the configuration is empty; {NO_RULES}"));
+        return PluginConfig::default();
+    }
+    if json.len() > MAX_CONFIG_BYTES {
+        diags.error(
+            "$",
+            format!(
+                "the configuration is {} bytes, over the limit of {MAX_CONFIG_BYTES} bytes",
+                json.len()
+            ),
+        );
+        return PluginConfig::default();
+    }
+    let value = match json::parse_unique(json) {
         Ok(v) => v,
         Err(e) => {
-            diags.error("$", format!("configuration is not valid JSON: {e}"));
+            diags.errors.push(e);
             return PluginConfig::default();
         }
     };
@@ -258,8 +343,14 @@ pub fn parse(json: &[u8], diags: &mut Diagnostics) -> PluginConfig {
         Some(v) => diags.parse::<Security>(v, "security").unwrap_or_default(),
         None => Security::default(),
     };
-    let resources = raw
-        .resources
+    let resources = raw.resources.unwrap_or_else(|| {
+        diags.error("resources", format!("is missing; {NO_RULES}"));
+        Vec::new()
+    });
+    if resources.is_empty() && diags.errors.is_empty() {
+        diags.warn("resources", "no resources: every request passes untouched");
+    }
+    let resources = resources
         .into_iter()
         .enumerate()
         .filter_map(|(i, v)| parse_resource(v, &format!("resources[{i}]"), diags))
@@ -311,4 +402,57 @@ fn parse_resource(value: Value, path: &str, diags: &mut Diagnostics) -> Option<R
         metadata: raw.metadata,
         spec,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_long_quoted_value_is_cut_to_100_bytes_with_its_length() {
+        let huge = "a".repeat(10 << 20);
+        let e = ConfigError::new("p", format!("bad regex {huge:?}: too big"));
+        let expected = format!(
+            "bad regex \"{}\"…(10485760 bytes): too big",
+            "a".repeat(100)
+        );
+        assert_eq!(e.message, expected);
+    }
+
+    #[test]
+    fn every_quoted_value_is_cut_and_short_ones_are_kept() {
+        let long = "b".repeat(150);
+        let e = ConfigError::new(
+            "p",
+            format!("unknown field `{long}`, expected `name` in {:?}", "x\"y"),
+        );
+        assert_eq!(
+            e.message,
+            format!(
+                "unknown field `{}`…(150 bytes), expected `name` in \"x\\\"y\"",
+                "b".repeat(100)
+            )
+        );
+    }
+
+    #[test]
+    fn a_cut_never_ends_inside_an_escape_or_a_character() {
+        let value = format!("{}\"{}", "c".repeat(99), "é".repeat(100));
+        let e = ConfigError::new("p", format!("{value:?}"));
+        assert!(
+            e.message.starts_with(&format!("\"{}\"…(", "c".repeat(99))),
+            "{}",
+            e.message
+        );
+        let e = ConfigError::new("p", format!("{:?}", "é".repeat(100)));
+        assert!(e
+            .message
+            .starts_with(&format!("\"{}\"…(200 bytes)", "é".repeat(50))));
+    }
+
+    #[test]
+    fn a_long_path_is_cut() {
+        let e = ConfigError::new(format!("headers.{}", "h".repeat(1000)), "m");
+        assert_eq!(e.path, format!("headers.{}…(1008 bytes)", "h".repeat(292)));
+    }
 }

@@ -22,7 +22,7 @@ pub struct PathError {
 }
 
 #[derive(Debug)]
-enum Segment {
+pub(crate) enum Segment {
     Key(String),
     Index(usize),
 }
@@ -35,30 +35,35 @@ impl PathError {
 
     /// The path in serde_path_to_error's notation: `a.b[0].c`, `.` for the value itself.
     pub fn path(&self) -> String {
-        if self.segments.is_empty() {
-            return ".".to_string();
-        }
-        let mut out = String::new();
-        for segment in self.segments.iter().rev() {
-            match segment {
-                Segment::Key(k) if out.is_empty() => out.push_str(k),
-                Segment::Key(k) => {
-                    out.push('.');
-                    out.push_str(k);
-                }
-                Segment::Index(i) => {
-                    out.push('[');
-                    out.push_str(&i.to_string());
-                    out.push(']');
-                }
-            }
-        }
-        out
+        render_path(&self.segments)
     }
 
     pub fn message(&self) -> &str {
         &self.message
     }
+}
+
+/// Renders innermost-first segments as `a.b[0].c`, `.` when there are none.
+pub(crate) fn render_path(segments: &[Segment]) -> String {
+    if segments.is_empty() {
+        return ".".to_string();
+    }
+    let mut out = String::new();
+    for segment in segments.iter().rev() {
+        match segment {
+            Segment::Key(k) if out.is_empty() => out.push_str(k),
+            Segment::Key(k) => {
+                out.push('.');
+                out.push_str(k);
+            }
+            Segment::Index(i) => {
+                out.push('[');
+                out.push_str(&i.to_string());
+                out.push(']');
+            }
+        }
+    }
+    out
 }
 
 impl fmt::Display for PathError {

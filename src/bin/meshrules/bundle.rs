@@ -82,7 +82,7 @@ pub fn run(args: &BundleArgs) -> Result<(), Failure> {
         Output::Wasmplugin => yaml(&wasm_plugin(&v, args)?)?,
         Output::Envoy => yaml(&envoy::bootstrap(&v, args)?)?,
     };
-    print!("{text}");
+    crate::output::write(format_args!("{text}"));
     Ok(())
 }
 
@@ -125,7 +125,7 @@ fn wasm_plugin(v: &Validated, args: &BundleArgs) -> Result<Value, String> {
         // Istio's pkg/wasm/cache.go checks an OCI image's manifest digest, which the module's
         // bytes do not give: the module's sha256 there would make the agent refuse the image.
         None if args.image.starts_with("oci://") => {
-            eprintln!(
+            err!(
                 "meshrules: no sha256 in the WasmPlugin: for an oci:// image give --sha256 \
                  with the manifest digest `make image` prints, or pin the URL with @sha256:"
             );
@@ -134,7 +134,7 @@ fn wasm_plugin(v: &Validated, args: &BundleArgs) -> Result<Value, String> {
         None => match std::fs::read(&args.wasm) {
             Ok(bytes) => Some(sha256_hex(&bytes)),
             Err(e) => {
-                eprintln!(
+                err!(
                     "meshrules: no sha256 in the WasmPlugin ({}: {e}); give --sha256 or --wasm",
                     args.wasm.display()
                 );

@@ -49,12 +49,15 @@ pub fn run(args: &ExplainArgs) -> Result<(), Failure> {
     let headers = request_headers(args)?;
     let rules = &v.loaded.rules;
     let mut req = Request::from_headers(&headers);
-    println!(
+    out!(
         "request: {} {}://{}{}",
-        req.method, req.scheme, req.authority, req.path
+        req.method,
+        req.scheme,
+        req.authority,
+        req.path
     );
     if headers.iter().any(|(k, _)| k == &rules.cluster_header) {
-        println!(
+        out!(
             "cluster header: the client's {} is removed: only the filter picks clusters",
             rules.cluster_header
         );
@@ -66,7 +69,7 @@ pub fn run(args: &ExplainArgs) -> Result<(), Failure> {
     let verified;
     let mut jwt: Option<JwtFacts<'_>> = None;
     if rules.authn.is_empty() {
-        println!("jwt: no RequestAuthentication: tokens are not checked");
+        out!("jwt: no RequestAuthentication: tokens are not checked");
     } else {
         let now = SystemTime::now()
             .duration_since(UNIX_EPOCH)
@@ -78,16 +81,18 @@ pub fn run(args: &ExplainArgs) -> Result<(), Failure> {
                 .authenticate(&req, now, &remote_not_fetched, &mut rules.authn.new_cache());
         match outcome {
             authn::Outcome::Missing => {
-                println!("jwt: no token: the request goes on without a request principal")
+                out!("jwt: no token: the request goes on without a request principal")
             }
             authn::Outcome::Verified {
                 token,
                 provider,
                 location,
             } => {
-                println!(
+                out!(
                     "jwt: token verified by RequestAuthentication {} (issuer {:?}, subject {:?})",
-                    rules.authn.providers[provider].id, token.issuer, token.subject
+                    rules.authn.providers[provider].id,
+                    token.issuer,
+                    token.subject
                 );
                 let mut edits = Vec::new();
                 let new_path =
@@ -98,10 +103,10 @@ pub fn run(args: &ExplainArgs) -> Result<(), Failure> {
                             Ok::<(), ()>(())
                         });
                 for e in edits {
-                    println!("jwt: request header {e}");
+                    out!("jwt: request header {e}");
                 }
                 if let Ok(Some(p)) = new_path {
-                    println!("jwt: token removed from the query: :path {p}");
+                    out!("jwt: token removed from the query: :path {p}");
                     jwt_path = p;
                     req.path = &jwt_path;
                 }
@@ -109,7 +114,7 @@ pub fn run(args: &ExplainArgs) -> Result<(), Failure> {
                 jwt = Some(JwtFacts::of(&verified));
             }
             authn::Outcome::Rejected(error) => {
-                println!("jwt: token refused: {}", error.message());
+                out!("jwt: token refused: {}", error.message());
                 return answer(&authn::rejection(&req, &error));
             }
             authn::Outcome::NeedKeys(i) => {
@@ -119,7 +124,7 @@ pub fn run(args: &ExplainArgs) -> Result<(), Failure> {
                 let uri = rules.authn.remote.get(i).map_or("", |r| r.uri.as_str());
                 match decoded {
                     Some(Ok(d)) => {
-                        println!(
+                        out!(
                             "jwt: token present (issuer {:?}); its keys come from {uri} at run time, \
                              which explain does not fetch: the checks below assume it verifies",
                             d.issuer().unwrap_or_default()
@@ -131,10 +136,10 @@ pub fn run(args: &ExplainArgs) -> Result<(), Failure> {
                         ));
                     }
                     Some(Err(e)) => {
-                        println!("jwt: token refused: {}", e.message());
+                        out!("jwt: token refused: {}", e.message());
                         return answer(&authn::rejection(&req, &e));
                     }
-                    None => println!("jwt: token present; keys from {uri} are not fetched"),
+                    None => out!("jwt: token present; keys from {uri} are not fetched"),
                 }
             }
         }
@@ -145,20 +150,20 @@ pub fn run(args: &ExplainArgs) -> Result<(), Failure> {
             .filter(|p| matches!(p.keys, Keys::Inline(_)))
             .count();
         if inline < rules.authn.providers.len() {
-            println!("jwt: providers with jwksUri keys are fetched by the filter; explain verifies only inline keys");
+            out!("jwt: providers with jwksUri keys are fetched by the filter; explain verifies only inline keys");
         }
     }
 
     // AuthorizationPolicy, on the normalized path.
     let normalized_path;
     if rules.authz.is_empty() {
-        println!("authz: no AuthorizationPolicy: allowed");
+        out!("authz: no AuthorizationPolicy: allowed");
     } else {
         let authz = &rules.authz;
         let n = match path::normalize(req.path, authz.escaped_slashes) {
             Ok(n) => n,
             Err(why) => {
-                println!("authz: the path could be read two ways: {}", why.detail());
+                out!("authz: the path could be read two ways: {}", why.detail());
                 return answer(&LocalReply::bad_path(why.detail()));
             }
         };
@@ -176,34 +181,32 @@ pub fn run(args: &ExplainArgs) -> Result<(), Failure> {
         };
         let eval = authz.evaluate(&facts);
         if eval.dry_run_would_deny {
-            println!("authz: dry-run policies would deny this request (not enforced)");
+            out!("authz: dry-run policies would deny this request (not enforced)");
         }
         if let Some((policy, rule)) = eval.audited {
-            println!(
-                "authz: AUDIT policy {policy} rules[{rule}] matches (logged, decides nothing)"
-            );
+            out!("authz: AUDIT policy {policy} rules[{rule}] matches (logged, decides nothing)");
         }
         match eval.verdict {
             Verdict::Allow => match authz.allowed_by(&facts) {
                 Some((policy, rule)) => {
-                    println!("authz: allowed by ALLOW policy {policy} rules[{rule}]")
+                    out!("authz: allowed by ALLOW policy {policy} rules[{rule}]")
                 }
                 None => {
-                    println!("authz: allowed: no DENY policy matches and there is no ALLOW policy")
+                    out!("authz: allowed: no DENY policy matches and there is no ALLOW policy")
                 }
             },
             Verdict::DeniedBy(policy, rule) => {
-                println!("authz: denied by DENY policy {policy} rules[{rule}]");
+                out!("authz: denied by DENY policy {policy} rules[{rule}]");
                 return answer(&LocalReply::rbac_denied());
             }
             Verdict::NoAllowMatched => {
-                println!("authz: denied: no ALLOW policy matches");
+                out!("authz: denied: no ALLOW policy matches");
                 return answer(&LocalReply::rbac_denied());
             }
         }
         if n.changed() {
             normalized_path = format!("{}{}", n.path, n.query);
-            println!("authz: the upstream gets the normalized path {normalized_path}");
+            out!("authz: the upstream gets the normalized path {normalized_path}");
             req.path = &normalized_path;
         }
     }
@@ -224,7 +227,7 @@ fn route(
 ) -> Result<(), Failure> {
     let mut rng = fastrand::Rng::with_seed(0);
     let Decision::Act(verdict) = rules.decide(req, &mut rng) else {
-        println!(
+        out!(
             "virtual service: none for host {:?}: the filter leaves the request to Envoy's other routes",
             req.host()
         );
@@ -232,14 +235,16 @@ fn route(
     };
     let vs = &rules.virtual_services[verdict.virtual_service];
     match inputs.origin_of("VirtualService", &vs.id) {
-        Some(o) => println!(
+        Some(o) => out!(
             "virtual service: {} ({}, document {})",
-            vs.id, o.file, o.document
+            vs.id,
+            o.file,
+            o.document
         ),
-        None => println!("virtual service: {}", vs.id),
+        None => out!("virtual service: {}", vs.id),
     }
     let Some(route_id) = verdict.route else {
-        println!("route: none matches");
+        out!("route: none matches");
         return match verdict.outcome {
             Outcome::Reply(r) => answer(&r),
             Outcome::Forward(_) => Ok(()),
@@ -247,17 +252,18 @@ fn route(
     };
     let route = &rules.routes[route_id];
     if route.virtual_service == verdict.virtual_service {
-        println!("route: {}", route.name);
+        out!("route: {}", route.name);
     } else {
-        println!(
+        out!(
             "route: {} (delegated to {})",
-            route.name, rules.virtual_services[route.virtual_service].id
+            route.name,
+            rules.virtual_services[route.virtual_service].id
         );
     }
     let preflight = matches!(&verdict.outcome, Outcome::Reply(r) if r.kind == ReplyKind::Preflight);
     if let (Some(fault), false) = (faults.get(route_id).and_then(Option::as_ref), preflight) {
         if let Some((d, ppm)) = fault.delay {
-            println!(
+            out!(
                 "fault: delay {} ms for {} of requests",
                 d.as_millis(),
                 percent(ppm)
@@ -272,11 +278,11 @@ fn route(
                 Abort::Http(status) => format!("HTTP {status}"),
                 Abort::Grpc(code) => format!("grpc-status {code}"),
             };
-            println!("fault: abort with {what} for {} of requests", percent(ppm));
+            out!("fault: abort with {what} for {} of requests", percent(ppm));
             if ppm >= 1_000_000 {
                 return answer(&reply);
             }
-            println!("fault: the other requests go on:");
+            out!("fault: the other requests go on:");
         }
     }
     match verdict.outcome {
@@ -300,13 +306,14 @@ fn forward(
         return Ok(());
     };
     if let [one] = split.destinations.as_slice() {
-        println!("destination: {}", one.cluster);
+        out!("destination: {}", one.cluster);
     } else {
         for d in &split.destinations {
             let share = f64::from(d.weight) * 100.0 / f64::from(split.total_weight);
-            println!(
+            out!(
                 "destination: {} weight {} ({share:.1}%)",
-                d.cluster, d.weight
+                d.cluster,
+                d.weight
             );
         }
     }
@@ -324,11 +331,11 @@ fn forward(
             None => None,
         };
         match sticky {
-            Some(key) => println!(
+            Some(key) => out!(
                 "split: {key} always goes to {}",
                 split.destinations[f.destination].cluster
             ),
-            None => println!("split: each request picks a destination at random, by weight"),
+            None => out!("split: each request picks a destination at random, by weight"),
         }
     }
     for (name, value) in &route.router_headers {
@@ -344,16 +351,16 @@ fn forward(
             "x-envoy-retriable-status-codes" => format!("retries: on status {value}"),
             _ => continue,
         };
-        println!("{text}");
+        out!("{text}");
     }
     if let Some(p) = &f.path {
-        println!("rewrite: :path {} -> {p}", req.path);
+        out!("rewrite: :path {} -> {p}", req.path);
     }
     if let Some(a) = &route.authority_rewrite {
-        println!("rewrite: :authority {} -> {a}", req.authority);
+        out!("rewrite: :authority {} -> {a}", req.authority);
     }
     if let Some(origin) = &f.cors_origin {
-        println!("cors: origin {origin} is allowed");
+        out!("cors: origin {origin} is allowed");
     }
     // Every header edit the filter makes: those of every destination once, then each
     // destination's own (a destination may set headers, and names its cluster).
@@ -387,8 +394,8 @@ fn forward(
     print_edits("request", &request, &clusters);
     print_edits("response", &response, &clusters);
     match split.destinations.as_slice() {
-        [one] => println!("outcome: forward to {}", one.cluster),
-        many => println!("outcome: forward to one of {} clusters", many.len()),
+        [one] => out!("outcome: forward to {}", one.cluster),
+        many => out!("outcome: forward to one of {} clusters", many.len()),
     }
     Ok(())
 }
@@ -402,11 +409,11 @@ fn print_edits(kind: &str, per_destination: &[Vec<String>], clusters: &[&str]) {
             .collect()
     });
     for e in &common {
-        println!("{kind} header: {e}");
+        out!("{kind} header: {e}");
     }
     for (list, cluster) in per_destination.iter().zip(clusters) {
         for e in list.iter().filter(|e| !common.contains(e)) {
-            println!("{kind} header ({cluster}): {e}");
+            out!("{kind} header ({cluster}): {e}");
         }
     }
 }
@@ -422,15 +429,15 @@ fn describe(e: Edit<'_>) -> String {
 /// The filter answers the request itself.
 fn answer(r: &LocalReply) -> Result<(), Failure> {
     for (k, v) in &r.headers {
-        println!("reply header: {k}: {v}");
+        out!("reply header: {k}: {v}");
     }
     if !r.body.is_empty() {
-        println!("reply body: {:?}", String::from_utf8_lossy(&r.body));
+        out!("reply body: {:?}", String::from_utf8_lossy(&r.body));
     }
     if let Some(code) = r.grpc_status {
-        println!("reply: gRPC requests get grpc-status {code}");
+        out!("reply: gRPC requests get grpc-status {code}");
     }
-    println!("outcome: the filter answers {} ({})", r.status, r.details);
+    out!("outcome: the filter answers {} ({})", r.status, r.details);
     Ok(())
 }
 

@@ -100,7 +100,10 @@ impl Inputs {
     fn add_file(&mut self, file: &str, text: &str) {
         let documents = match parse_documents(file, text) {
             Ok(docs) => docs,
-            Err(e) => return self.problem(file, None, "", e),
+            Err(e) => {
+                let path = if e.path == "$" { "" } else { &e.path };
+                return self.problem(file, None, path, e.message);
+            }
         };
         for (i, doc) in documents.into_iter().enumerate() {
             self.documents += 1;
@@ -309,18 +312,17 @@ fn resource_index(path: &str) -> Option<(usize, &str)> {
 }
 
 /// A file's documents: JSON for `.json` files and text starting with `{`, YAML (several
-/// documents separated by `---`) otherwise. Empty YAML documents are skipped.
-fn parse_documents(file: &str, text: &str) -> Result<Vec<Value>, String> {
+/// documents separated by `---`) otherwise. Empty YAML documents are skipped. Both refuse
+/// duplicate keys, as the filter does (serde-saphyr does so by default).
+fn parse_documents(file: &str, text: &str) -> Result<Vec<Value>, ConfigError> {
     let is_json = Path::new(file)
         .extension()
         .is_some_and(|e| e.eq_ignore_ascii_case("json"))
         || text.trim_start().starts_with('{');
     if is_json {
-        serde_json::from_str(text)
-            .map(|v| vec![v])
-            .map_err(|e| format!("not valid JSON: {e}"))
+        meshrules::config::json::parse_unique(text.as_bytes()).map(|v| vec![v])
     } else {
         serde_saphyr::from_multiple::<Value>(text)
-            .map_err(|e| format!("not valid YAML: {}", e.without_snippet()))
+            .map_err(|e| ConfigError::new("", format!("not valid YAML: {}", e.without_snippet())))
     }
 }

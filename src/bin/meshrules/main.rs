@@ -1,6 +1,8 @@
 //! `meshrules`: checks, bundles and explains Istio rules for the meshrules filter, on the host,
 //! with the filter's own validation (`compile`) and decision code (`engine`, `authz`, `authn`).
 
+#[macro_use]
+mod output;
 mod bundle;
 mod envoy;
 mod explain;
@@ -64,15 +66,15 @@ fn main() -> ExitCode {
         Command::Bundle(args) => bundle::run(&args),
         Command::Explain(args) => explain::run(&args),
     };
-    match result {
+    let code = match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(Failure::Problems(problems)) => {
             for p in &problems {
-                println!("{p}");
+                out!("{p}");
             }
             let files: std::collections::BTreeSet<&str> =
                 problems.iter().map(|p| p.file.as_str()).collect();
-            eprintln!(
+            err!(
                 "meshrules: {} problem{} in {} file{}",
                 problems.len(),
                 plural(problems.len()),
@@ -82,7 +84,14 @@ fn main() -> ExitCode {
             ExitCode::from(PROBLEMS)
         }
         Err(Failure::Other(message)) => {
-            eprintln!("meshrules: {message}");
+            err!("meshrules: {message}");
+            ExitCode::from(PROBLEMS)
+        }
+    };
+    match output::finish() {
+        Ok(()) => code,
+        Err(message) => {
+            err!("meshrules: {message}");
             ExitCode::from(PROBLEMS)
         }
     }
@@ -113,7 +122,7 @@ pub fn plural(n: usize) -> &'static str {
 pub fn validated(files: &[String]) -> Result<input::Validated, Failure> {
     let v = Inputs::read(files).validate().map_err(Failure::Problems)?;
     for w in &v.warnings {
-        eprintln!("warning: {w}");
+        err!("warning: {w}");
     }
     Ok(v)
 }
@@ -127,7 +136,7 @@ fn check(files: &[String]) -> Result<(), Failure> {
         .map(|(k, n)| format!("{n} {k}"))
         .collect();
     let resources: usize = v.inputs.kinds().values().sum();
-    println!(
+    out!(
         "ok: {} file{}, {} document{}, {} resource{}{}, {} warning{}",
         v.inputs.files,
         plural(v.inputs.files),
