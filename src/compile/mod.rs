@@ -9,8 +9,8 @@ mod route;
 
 use std::collections::{BTreeSet, HashMap};
 
-use crate::config::{self, ConfigError, Diagnostics, PluginConfig, Spec, StickySplit};
-use crate::rules::{RuleSet, StickyKey, VirtualService};
+use crate::config::{self, ConfigError, Diagnostics, PluginConfig, Routing, Spec, StickySplit};
+use crate::rules::{Action, ClusterName, RuleSet, StickyKey, VirtualService};
 
 /// What kind of Envoy the filter runs in, from Istio's node metadata.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -84,6 +84,65 @@ pub(crate) struct Scope<'a> {
     pub route_has_istio_defaults: bool,
     /// Subset names per destination host, for hosts that have a DestinationRule.
     pub subsets: &'a HashMap<String, BTreeSet<String>>,
+    /// `routing.servicePorts`: the only port of a service, by FQDN.
+    pub only_ports: &'a HashMap<String, u16>,
+    pub portless: Portless,
+}
+
+/// What names the cluster of a destination without a port (`routing.portlessDestinations`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Portless {
+    /// The port the request arrived on: istiod's listener port on a sidecar.
+    Listener,
+    /// Rendered as empty text (a plain Envoy's own cluster names).
+    Empty,
+    /// A load error (an Istio gateway: its listener port is not the service's).
+    Refuse,
+}
+
+fn portless(routing: &Routing, identity: &dyn Identity, diags: &mut Diagnostics) -> Portless {
+    let default = match identity.kind() {
+        ProxyKind::Sidecar => Portless::Listener,
+        ProxyKind::Gateway => Portless::Refuse,
+        ProxyKind::Unknown => Portless::Empty,
+    };
+    match routing
+        .portless_destinations
+        .as_deref()
+        .map(str::to_ascii_uppercase)
+    {
+        None => default,
+        Some(mode) => match mode.as_str() {
+            "LISTENER" => Portless::Listener,
+            "EMPTY" => Portless::Empty,
+            "REFUSE" => Portless::Refuse,
+            _ => {
+                diags.error(
+                    "routing.portlessDestinations",
+                    format!("{mode:?} is not one of LISTENER, EMPTY, REFUSE"),
+                );
+                default
+            }
+        },
+    }
+}
+
+/// `routing.servicePorts` reduced to what istiod uses: a service's port when it has one.
+fn only_ports(routing: &Routing, diags: &mut Diagnostics) -> HashMap<String, u16> {
+    let mut only = HashMap::new();
+    for (host, ports) in &routing.service_ports {
+        let path = format!("routing.servicePorts.{host}");
+        let valid: Vec<u16> = ports
+            .iter()
+            .enumerate()
+            .filter_map(|(i, &p)| whole_number(p, 1, 65535, &format!("{path}[{i}]"), diags))
+            .map(|p| p as u16)
+            .collect();
+        if let [port] = valid[..] {
+            only.insert(host.to_ascii_lowercase(), port);
+        }
+    }
+    only
 }
 
 impl Scope<'_> {
@@ -270,6 +329,8 @@ fn compile(config: PluginConfig, identity: &dyn Identity, diags: &mut Diagnostic
     if rules.cluster_header.is_empty() {
         diags.error("routing.clusterHeader", "must not be empty");
     }
+    let portless = portless(routing, identity, diags);
+    let only_ports = only_ports(routing, diags);
     let security = &config.security;
     rules.authz = authz::settings(security, identity, diags);
     rules.authn = authn::settings(security, diags);
@@ -423,6 +484,8 @@ fn compile(config: PluginConfig, identity: &dyn Identity, diags: &mut Diagnostic
             cluster_domain: &routing.cluster_domain,
             route_has_istio_defaults: routing.route_has_istio_defaults,
             subsets: &subsets,
+            only_ports: &only_ports,
+            portless,
         };
         let mut ids = Vec::new();
         for (i, rpath, http) in &pvs.routes {
@@ -509,6 +572,13 @@ fn compile(config: PluginConfig, identity: &dyn Identity, diags: &mut Diagnostic
         }
         rules.virtual_services[vs_index].routes = ids;
     }
+    rules.needs_listener_port = rules.routes.iter().any(|r| match &r.action {
+        Action::Forward(split) => split
+            .destinations
+            .iter()
+            .any(|d| matches!(d.cluster, ClusterName::ListenerPort { .. })),
+        _ => false,
+    });
     rules
 }
 

@@ -6,13 +6,14 @@ use base64::Engine as _;
 use crate::config::{
     self, Diagnostics, HeaderOperations, Headers, HttpFaultInjection, HttpRetry, HttpRoute,
 };
+use crate::rules::ClusterName;
 use crate::rules::{
     Abort, Action, Cors, DirectResponse, Fault, HeaderOps, PathRewrite, Redirect, RedirectPort,
     Route, Split, StrMatcher, WeightedDestination,
 };
 
 use super::matching::{applies_to_proxy, compile_regex, match_block, string_matcher};
-use super::{whole_number, Scope};
+use super::{whole_number, Portless, Scope};
 
 /// Istio's retry policy when a route says nothing about retries (`retry.DefaultPolicy()`).
 const DEFAULT_RETRY_ON: &str =
@@ -387,6 +388,8 @@ fn compile_split(
                 }
             }
         }
+        // istiod's GetDestinationCluster: the destination's port, else the service's only
+        // port, else the listener's.
         let port = match dest.port.as_ref().and_then(|p| p.number) {
             Some(n) => whole_number(
                 n,
@@ -395,11 +398,41 @@ fn compile_split(
                 &format!("{dpath}.destination.port.number"),
                 diags,
             )
-            .map(|p| p.to_string())
-            .unwrap_or_default(),
-            None => String::new(),
+            .map(|p| p as u16),
+            None => scope.only_ports.get(&host).copied(),
         };
-        let cluster = super::cluster_name(scope.cluster_name, &host, &subset, &port);
+        let cluster = match (port, scope.portless) {
+            (Some(p), _) => ClusterName::Fixed(super::cluster_name(
+                scope.cluster_name,
+                &host,
+                &subset,
+                &p.to_string(),
+            )),
+            (None, Portless::Listener) => match scope.cluster_name.split_once("{port}") {
+                Some((before, after)) => ClusterName::ListenerPort {
+                    before: super::cluster_name(before, &host, &subset, ""),
+                    after: super::cluster_name(after, &host, &subset, ""),
+                },
+                // The template names no port.
+                None => {
+                    ClusterName::Fixed(super::cluster_name(scope.cluster_name, &host, &subset, ""))
+                }
+            },
+            (None, Portless::Empty) => {
+                ClusterName::Fixed(super::cluster_name(scope.cluster_name, &host, &subset, ""))
+            }
+            (None, Portless::Refuse) => {
+                diags.error(
+                    format!("{dpath}.destination.port"),
+                    format!(
+                        "needed on a gateway: istiod names the cluster with the service's port, \
+                         which the gateway's listener port is not; give destination.port, or \
+                         routing.servicePorts with the only port of {host}"
+                    ),
+                );
+                continue;
+            }
+        };
         let (request_headers, response_headers) =
             header_ops(rd.headers.as_ref(), &format!("{dpath}.headers"), diags);
         destinations.push(WeightedDestination {

@@ -318,10 +318,10 @@ fn cluster_name_renders_what_compiled_routes_pick() {
     let crate::rules::Action::Forward(split) = &loaded.rules.routes[0].action else {
         panic!("a forward route");
     };
-    let picked: Vec<&str> = split
+    let picked: Vec<String> = split
         .destinations
         .iter()
-        .map(|d| d.cluster.as_str())
+        .map(|d| d.cluster.to_string())
         .collect();
     assert_eq!(
         picked,

@@ -1,6 +1,6 @@
 //! Header edits the host applies, in the order Envoy would apply the same route config.
 
-use crate::rules::{Action, Cors, HeaderOps, Route, RuleSet};
+use crate::rules::{Action, ClusterName, Cors, HeaderOps, Route, RuleSet};
 
 use super::Forward;
 
@@ -133,7 +133,13 @@ impl RuleSet {
             apply(Edit::Set(":authority", a))?;
         }
         if let Some(d) = dest {
-            apply(Edit::Set(&self.cluster_header, &d.cluster))?;
+            let cluster = match (&f.cluster, &d.cluster) {
+                (Some(rendered), _) => rendered.as_str(),
+                (None, ClusterName::Fixed(name)) => name.as_str(),
+                // decide() renders every per-request name; an empty one routes nowhere.
+                (None, ClusterName::ListenerPort { .. }) => "",
+            };
+            apply(Edit::Set(&self.cluster_header, cluster))?;
         }
         Ok(())
     }

@@ -54,6 +54,8 @@ pub struct Forward {
     pub path: Option<String>,
     /// The allowed CORS origin to echo in the response.
     pub cors_origin: Option<String>,
+    /// The cluster, when it is named per request (`ClusterName::ListenerPort`).
+    pub cluster: Option<String>,
 }
 
 /// How much of the path a route's URI match covers, for `rewrite.uri`.
@@ -135,11 +137,16 @@ impl RuleSet {
                 } else {
                     split.pick(self.split_point(req, route_id, split.total_weight, rng))
                 };
+                let cluster = split.destinations.get(destination).and_then(|d| {
+                    d.cluster
+                        .per_request(req.listener_port.or_else(|| req.port()))
+                });
                 let forward = Forward {
                     route: route_id,
                     destination,
                     path: rewrite_path(route.path_rewrite.as_ref(), req.path, matched),
                     cors_origin,
+                    cluster,
                 };
                 return verdict(delay, Outcome::Forward(forward));
             }

@@ -9,6 +9,8 @@ pub struct Request<'a> {
     pub authority: &'a str,
     /// `:path` with its query string.
     pub path: &'a str,
+    /// The port the request arrived on (Envoy's `destination.port`), when the rules need it.
+    pub listener_port: Option<u16>,
     headers: &'a [(String, String)],
 }
 
@@ -20,6 +22,7 @@ impl<'a> Request<'a> {
             scheme: "http",
             authority: "",
             path: "/",
+            listener_port: None,
             headers,
         };
         for (name, value) in headers {

@@ -74,12 +74,20 @@ fn reply(rules: &RuleSet, req: &Req) -> LocalReply {
     }
 }
 
+/// The cluster header the filter sets for the request.
 fn cluster(rules: &RuleSet, req: &Req) -> String {
     let f = forward(rules, req);
-    match &rules.routes[f.route].action {
-        Action::Forward(s) => s.destinations[f.destination].cluster.clone(),
-        _ => panic!("not a forward route"),
-    }
+    let mut cluster = None;
+    let view = Request::from_headers(&req.0);
+    let _ = rules.request_edits(&f, view.path, |e| {
+        if let Edit::Set(name, value) = e {
+            if name == rules.cluster_header {
+                cluster = Some(value.to_string());
+            }
+        }
+        Ok::<(), ()>(())
+    });
+    cluster.expect("a cluster header")
 }
 
 /// The destination index a forward decision picks with this generator.
@@ -900,5 +908,130 @@ fn route_with_istio_defaults_only_gets_the_router_headers_that_differ() {
     assert_eq!(
         router_headers(&rules, "timed"),
         pairs(&[("x-envoy-upstream-rq-timeout-ms", "5000")])
+    );
+}
+
+struct Router;
+
+impl Identity for Router {
+    fn known(&self) -> bool {
+        true
+    }
+    fn namespace(&self) -> Option<String> {
+        Some("istio-system".into())
+    }
+    fn label(&self, _key: &str) -> Option<String> {
+        None
+    }
+    fn kind(&self) -> ProxyKind {
+        ProxyKind::Gateway
+    }
+}
+
+fn portless_split(routing: Value, identity: &dyn Identity) -> Result<RuleSet, Vec<String>> {
+    let resources = json!([{"apiVersion": "networking.istio.io/v1", "kind": "VirtualService",
+        "metadata": {"name": "reviews", "namespace": "shop"},
+        "spec": {"hosts": ["reviews"], "gateways": ["mesh", "istio-system/public"],
+            "http": [{"route": [{"destination": {"host": "reviews", "subset": "v2"}}]}]}}]);
+    let config = json!({"resources": resources, "routing": routing});
+    load(config.to_string().as_bytes(), identity)
+        .map(|l| l.rules)
+        .map_err(|e| e.iter().map(ToString::to_string).collect())
+}
+
+fn cluster_on_port(rules: &RuleSet, listener_port: Option<u16>) -> String {
+    let headers = Req::new("GET", "reviews.shop.svc.cluster.local", "/").0;
+    let mut view = Request::from_headers(&headers);
+    view.listener_port = listener_port;
+    let decision = rules.decide(&view, &mut fastrand::Rng::with_seed(7));
+    let Decision::Act(Verdict {
+        outcome: Outcome::Forward(f),
+        ..
+    }) = decision
+    else {
+        panic!("not forwarded: {decision:?}");
+    };
+    let mut cluster = String::new();
+    let _ = rules.request_edits(&f, view.path, |e| {
+        if let Edit::Set(name, value) = e {
+            if name == rules.cluster_header {
+                cluster = value.to_string();
+            }
+        }
+        Ok::<(), ()>(())
+    });
+    cluster
+}
+
+#[test]
+fn portless_destination_on_a_sidecar_names_the_cluster_with_the_port_the_request_arrived_on() {
+    // istiod's GetDestinationCluster on a sidecar: the outbound listener's port, the service
+    // port the application called (Envoy's destination.port).
+    let rules = portless_split(json!({}), &Pod).unwrap();
+    assert!(rules.needs_listener_port);
+    assert_eq!(
+        cluster_on_port(&rules, Some(9080)),
+        "outbound|9080|v2|reviews.shop.svc.cluster.local"
+    );
+    assert_eq!(
+        cluster_on_port(&rules, Some(8080)),
+        "outbound|8080|v2|reviews.shop.svc.cluster.local"
+    );
+    // Without destination.port, the port the :authority or scheme implies.
+    assert_eq!(
+        cluster_on_port(&rules, None),
+        "outbound|80|v2|reviews.shop.svc.cluster.local"
+    );
+}
+
+#[test]
+fn portless_destination_takes_the_services_only_port_as_istiod_does() {
+    let routing = json!({"servicePorts": {"reviews.shop.svc.cluster.local": [9080]}});
+    for identity in [&Pod as &dyn Identity, &Router, &Anonymous] {
+        let rules = portless_split(routing.clone(), identity).unwrap();
+        assert!(!rules.needs_listener_port);
+        assert_eq!(
+            cluster_on_port(&rules, Some(8080)),
+            "outbound|9080|v2|reviews.shop.svc.cluster.local"
+        );
+    }
+    // With several ports the service's port is the listener's again.
+    let several = json!({"servicePorts": {"reviews.shop.svc.cluster.local": [9080, 9443]}});
+    let rules = portless_split(several, &Pod).unwrap();
+    assert_eq!(
+        cluster_on_port(&rules, Some(9443)),
+        "outbound|9443|v2|reviews.shop.svc.cluster.local"
+    );
+}
+
+#[test]
+fn portless_destination_on_a_gateway_is_refused_at_load() {
+    let errors = portless_split(json!({}), &Router).unwrap_err();
+    assert_eq!(errors.len(), 1, "{errors:?}");
+    assert!(
+        errors[0].starts_with(
+            "resources[0].spec.http[0].route[0].destination.port: needed on a gateway"
+        ),
+        "{errors:?}"
+    );
+}
+
+#[test]
+fn portless_destination_on_a_plain_envoy_keeps_an_empty_port_unless_configured() {
+    let rules = portless_split(json!({}), &Anonymous).unwrap();
+    assert_eq!(
+        cluster_on_port(&rules, Some(9080)),
+        "outbound||v2|reviews.shop.svc.cluster.local"
+    );
+    let rules = portless_split(json!({"portlessDestinations": "LISTENER"}), &Anonymous).unwrap();
+    assert_eq!(
+        cluster_on_port(&rules, Some(9080)),
+        "outbound|9080|v2|reviews.shop.svc.cluster.local"
+    );
+    let errors =
+        portless_split(json!({"portlessDestinations": "sometimes"}), &Anonymous).unwrap_err();
+    assert!(
+        errors[0].starts_with("routing.portlessDestinations: "),
+        "{errors:?}"
     );
 }

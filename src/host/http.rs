@@ -116,6 +116,11 @@ pub fn process(shared: &Rc<Shared>, active: &Rc<Active>, stream: &Rc<RefCell<Str
         }
     }
     let mut req = Request::from_headers(&headers);
+    if rules.needs_listener_port {
+        // The local address of the connection: on a sidecar, the service port the
+        // application called (the original destination), which istiod names clusters with.
+        req.listener_port = address(&["destination", "address"]).1;
+    }
 
     let mut jwt: Option<Rc<Verified>> = None;
     let authn_path;

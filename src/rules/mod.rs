@@ -17,6 +17,8 @@ pub type RouteId = usize;
 #[derive(Debug, Default)]
 pub struct RuleSet {
     pub cluster_header: String,
+    /// Some destination's cluster carries the port the request arrived on.
+    pub needs_listener_port: bool,
     pub sticky: Option<StickyKey>,
     pub hosts: HostIndex,
     pub virtual_services: Vec<VirtualService>,
@@ -73,9 +75,50 @@ pub struct Split {
     pub total_weight: u32,
 }
 
+/// The Envoy cluster a destination names.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ClusterName {
+    Fixed(String),
+    /// A destination without a port on a sidecar: the cluster carries the port the request
+    /// arrived on (istiod's listener port), between these two texts.
+    ListenerPort {
+        before: String,
+        after: String,
+    },
+}
+
+impl ClusterName {
+    /// The name for one request, when it is made per request (what `Forward` carries).
+    pub fn per_request(&self, listener_port: Option<u16>) -> Option<String> {
+        match self {
+            ClusterName::Fixed(_) => None,
+            ClusterName::ListenerPort { .. } => Some(self.render(listener_port).into_owned()),
+        }
+    }
+
+    pub fn render(&self, listener_port: Option<u16>) -> std::borrow::Cow<'_, str> {
+        match self {
+            ClusterName::Fixed(name) => name.into(),
+            ClusterName::ListenerPort { before, after } => {
+                let port = listener_port.map(|p| p.to_string()).unwrap_or_default();
+                format!("{before}{port}{after}").into()
+            }
+        }
+    }
+}
+
+impl std::fmt::Display for ClusterName {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ClusterName::Fixed(name) => f.write_str(name),
+            ClusterName::ListenerPort { before, after } => write!(f, "{before}<port>{after}"),
+        }
+    }
+}
+
 #[derive(Debug)]
 pub struct WeightedDestination {
-    pub cluster: String,
+    pub cluster: ClusterName,
     pub weight: u32,
     pub request_headers: HeaderOps,
     pub response_headers: HeaderOps,

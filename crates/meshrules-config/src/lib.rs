@@ -172,6 +172,16 @@ pub struct Routing {
     /// route defaults (`timeout: 0s` and Istio's default retry policy): the filter then sends
     /// router headers only where a VirtualService route differs from them.
     pub route_has_istio_defaults: bool,
+    /// The ports of Kubernetes Services by FQDN (`reviews.bookinfo.svc.cluster.local:
+    /// [9080]`): a destination without a port whose service has exactly one takes it, as
+    /// istiod's `GetDestinationCluster` does.
+    pub service_ports: BTreeMap<String, Vec<f64>>,
+    /// The port in the cluster name of a destination without one (and not settled by
+    /// `servicePorts`): `LISTENER`, the port the request arrived on (Envoy's
+    /// `destination.port`: istiod's listener port on a sidecar), `EMPTY` (rendered as empty
+    /// text), or `REFUSE` (a load error). Default: `LISTENER` on an Istio sidecar, `REFUSE` on
+    /// an Istio gateway, `EMPTY` on a plain Envoy.
+    pub portless_destinations: Option<String>,
 }
 
 impl Default for Routing {
@@ -182,6 +192,8 @@ impl Default for Routing {
             cluster_domain: "cluster.local".to_string(),
             sticky_split: None,
             route_has_istio_defaults: false,
+            service_ports: BTreeMap::new(),
+            portless_destinations: None,
         }
     }
 }

@@ -8,7 +8,7 @@ use std::net::IpAddr;
 use meshrules::compile;
 use meshrules::config::{self, Diagnostics, Spec};
 use meshrules::engine::split_host_port;
-use meshrules::rules::Action;
+use meshrules::rules::{Action, ClusterName};
 use serde_json::{json, Value};
 
 use crate::bundle::BundleArgs;
@@ -33,13 +33,18 @@ pub fn bootstrap(v: &Validated, args: &BundleArgs) -> Result<Value, String> {
     for route in &rules.routes {
         if let Action::Forward(split) = &route.action {
             for d in &split.destinations {
+                let ClusterName::Fixed(name) = &d.cluster else {
+                    return Err(format!(
+                        "cluster {} is named by the port each request arrives on: give the \
+                         destination a port, or routing.servicePorts",
+                        d.cluster
+                    ));
+                };
                 let address = overrides
-                    .get(&d.cluster)
-                    .or_else(|| defaults.get(&d.cluster))
-                    .ok_or_else(|| {
-                        format!("no address for cluster {}: give --endpoint", d.cluster)
-                    })?;
-                clusters.insert(d.cluster.clone(), cluster(&d.cluster, address, None)?);
+                    .get(name)
+                    .or_else(|| defaults.get(name))
+                    .ok_or_else(|| format!("no address for cluster {name}: give --endpoint"))?;
+                clusters.insert(name.clone(), cluster(name, address, None)?);
             }
         }
     }

@@ -305,14 +305,16 @@ fn forward(
     let Action::Forward(split) = &route.action else {
         return Ok(());
     };
+    // A plain Envoy's listener port is the port the client called.
+    let port = req.port();
     if let [one] = split.destinations.as_slice() {
-        out!("destination: {}", one.cluster);
+        out!("destination: {}", one.cluster.render(port));
     } else {
         for d in &split.destinations {
             let share = f64::from(d.weight) * 100.0 / f64::from(split.total_weight);
             out!(
                 "destination: {} weight {} ({share:.1}%)",
-                d.cluster,
+                d.cluster.render(port),
                 d.weight
             );
         }
@@ -333,7 +335,7 @@ fn forward(
         match sticky {
             Some(key) => out!(
                 "split: {key} always goes to {}",
-                split.destinations[f.destination].cluster
+                split.destinations[f.destination].cluster.render(port)
             ),
             None => out!("split: each request picks a destination at random, by weight"),
         }
@@ -371,6 +373,7 @@ fn forward(
                 destination: i,
                 path: f.path.clone(),
                 cors_origin: f.cors_origin.clone(),
+                cluster: split.destinations[i].cluster.per_request(port),
             };
             let mut request = Vec::new();
             let _ = rules.request_edits(&each, req.path, |e| {
@@ -385,16 +388,17 @@ fn forward(
             (request, response)
         })
         .collect();
-    let clusters: Vec<&str> = split
+    let names: Vec<String> = split
         .destinations
         .iter()
-        .map(|d| d.cluster.as_str())
+        .map(|d| d.cluster.render(port).into_owned())
         .collect();
+    let clusters: Vec<&str> = names.iter().map(String::as_str).collect();
     let (request, response): (Vec<_>, Vec<_>) = edits.into_iter().unzip();
     print_edits("request", &request, &clusters);
     print_edits("response", &response, &clusters);
     match split.destinations.as_slice() {
-        [one] => out!("outcome: forward to {}", one.cluster),
+        [one] => out!("outcome: forward to {}", one.cluster.render(port)),
         many => out!("outcome: forward to one of {} clusters", many.len()),
     }
     Ok(())
