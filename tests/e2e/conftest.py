@@ -466,6 +466,26 @@ class Envoy:
             self._log_file.close()
 
 
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def sidecar_clusters(upstreams: "Upstreams", service_port: int) -> dict[str, int]:
+    """Envoy clusters as istiod names them on a sidecar whose application calls the services on
+    ``service_port``: ``outbound|<port>|<subset>|<fqdn>``, none with an empty port. Each is
+    served by the test upstream of the same subset and host, which keeps its own name (the
+    port-less ``cluster(...)``) in ``x-served-by``: a 200 from it proves the filter named the
+    cluster with the port."""
+    clusters = {}
+    for name in CLUSTERS:
+        _, port, subset, host = name.split("|")
+        if port == "":
+            clusters[f"outbound|{service_port}|{subset}|{host}"] = upstreams.port(name)
+    return clusters
+
+
 def _http_ok(port: int, path: str, timeout: float = 1.0) -> str | None:
     try:
         conn = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
@@ -550,6 +570,34 @@ class EnvoyLauncher:
         ``filter_options``: ``wasm_path`` (another module), ``failure_policy``, ``ecds`` (an
         :class:`ExtensionConfigFile` the filter's configuration is discovered from)."""
         return self._ready(self._spawn(plugin, clusters, extra, transform, **filter_options))
+
+    def start_on_port(self, options_for_port) -> Envoy:
+        """Starts Envoy with its listener on a port chosen first, for configurations that name
+        it (policies on ``destination.port``, clusters named with a sidecar's service port).
+        ``options_for_port(port)`` returns :meth:`start`'s arguments as a dict. The port is free
+        when chosen but may be taken before Envoy binds it; a second or third one is tried then."""
+        last: Exception | None = None
+        for _ in range(3):
+            port = free_port()
+            options = dict(options_for_port(port))
+            transform = options.pop("transform", None)
+
+            def on_port(cfg, port=port, transform=transform):
+                if transform is not None:
+                    cfg = transform(cfg)
+                cfg["static_resources"]["listeners"][0]["address"]["socket_address"]["port_value"] = port
+                return cfg
+
+            try:
+                env = self.start(transform=on_port, **options)
+            except EnvoyStartError as e:
+                if "ddress already in use" not in str(e):
+                    raise
+                last = e
+                continue
+            assert env.port == port
+            return env
+        raise AssertionError(f"no free listener port after 3 tries: {last}")
 
     def start_bootstrap(self, cfg: dict, cwd: Path, listener: str) -> Envoy:
         """Starts Envoy with a complete bootstrap (a shipped config with its ports set to 0

@@ -37,7 +37,7 @@ from typing import Any, Iterable
 
 import pytest
 
-from conftest import NAMESPACE, PASSTHROUGH, EnvoyStartError
+from conftest import NAMESPACE, PASSTHROUGH
 
 DENY_BODY = b"RBAC: access denied"
 STAT_PREFIX = "wasmcustom."
@@ -245,37 +245,10 @@ def wait_counter(env, name: str, value: int, timeout: float = 5.0) -> int:
 XFF_TRUSTED_HOPS = 1
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def start_on_known_port(launcher, config_for_port):
-    """Starts Envoy with its listener on a port chosen first, for the policies that name the
-    destination port (``ports``, ``destination.port``). The port is free when chosen but may be
-    taken before Envoy binds it; a second or third port is tried then."""
-    last: Exception | None = None
-    for _ in range(3):
-        port = _free_port()
-
-        def on_port(cfg, port=port):
-            listener = cfg["static_resources"]["listeners"][0]
-            listener["address"]["socket_address"]["port_value"] = port
-            hcm = listener["filter_chains"][0]["filters"][0]["typed_config"]
-            hcm["xff_num_trusted_hops"] = XFF_TRUSTED_HOPS
-            return cfg
-
-        try:
-            env = launcher.start(config_for_port(port), transform=on_port)
-        except EnvoyStartError as e:
-            if "ddress already in use" not in str(e):
-                raise
-            last = e
-            continue
-        assert env.port == port
-        return env
-    raise AssertionError(f"no free listener port after 3 tries: {last}")
+def trusted_hops(cfg: dict) -> dict:
+    hcm = cfg["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]["typed_config"]
+    hcm["xff_num_trusted_hops"] = XFF_TRUSTED_HOPS
+    return cfg
 
 
 def deny_config(port: int) -> dict:
@@ -344,7 +317,9 @@ def deny_config(port: int) -> dict:
 
 @pytest.fixture(scope="module")
 def deny_envoy(module_envoy_launcher):
-    return start_on_known_port(module_envoy_launcher, deny_config)
+    # The policies name the destination port: the listener's port is chosen first.
+    return module_envoy_launcher.start_on_port(
+        lambda port: {"plugin": deny_config(port), "transform": trusted_hops})
 
 
 @pytest.fixture(scope="module")
