@@ -18,8 +18,8 @@ pub(super) fn b64url(s: &str) -> Option<Vec<u8>> {
     B64URL.decode(s).ok()
 }
 
-/// The algorithms we verify. Envoy also knows ES512 (P-521); a token naming it is refused
-/// here as not supported.
+/// The algorithms we verify: Envoy's list (`Jwt::parseFromString`); any other `alg` is
+/// refused as not supported.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) enum Alg {
     Rs256,
@@ -30,6 +30,7 @@ pub(super) enum Alg {
     Ps512,
     Es256,
     Es384,
+    Es512,
     EdDsa,
     Hs256,
     Hs384,
@@ -47,6 +48,7 @@ impl Alg {
             "PS512" => Alg::Ps512,
             "ES256" => Alg::Es256,
             "ES384" => Alg::Es384,
+            "ES512" => Alg::Es512,
             "EdDSA" => Alg::EdDsa,
             "HS256" => Alg::Hs256,
             "HS384" => Alg::Hs384,
@@ -65,6 +67,7 @@ impl Alg {
             Alg::Ps512 => "PS512",
             Alg::Es256 => "ES256",
             Alg::Es384 => "ES384",
+            Alg::Es512 => "ES512",
             Alg::EdDsa => "EdDSA",
             Alg::Hs256 => "HS256",
             Alg::Hs384 => "HS384",
