@@ -1349,3 +1349,25 @@ fn a_provider_without_keys_refuses_tokens_after_the_claim_checks() {
     let old = token("RS256", &json!({"iss": ISS, "exp": NOW - 3600}));
     assert_eq!(check(&old, &expect(&[]), &none), Err(JwtError::Expired));
 }
+
+#[test]
+fn base64url_with_nonzero_unused_bits_is_read_like_absl() {
+    // jwt_verify_lib's JwksECWrongXY: x decodes (to 34 bytes, too long for P-256), so Envoy
+    // says the point does not parse rather than that the base64 is bad.
+    let json = r#"{"keys":[{"kty":"EC","alg":"ES256",
+        "x":"EB54wykhS7YJFD6RYJNnwbWEz3cI7CF5bCDTXlrwI5k111",
+        "y":"92bCBTvMFQ8lKbS2MbgjT3YfmYo6HnPEE2tsAqWUJw8111"}]}"#;
+    assert_eq!(
+        Jwks::parse(json, true).unwrap_err(),
+        "Jwks EC [x] and [y] fields have a parse error."
+    );
+    // The same in a token: the signature "AB" and "AF" are both the byte 0x00.
+    let t = token("RS256", &claims());
+    let (input, _) = t.rsplit_once('.').unwrap();
+    for sig in ["AA", "AB", "AF"] {
+        assert_eq!(
+            decode(&format!("{input}.{sig}")).unwrap().signature,
+            vec![0u8]
+        );
+    }
+}

@@ -8,10 +8,14 @@ use serde_json::{Map, Value};
 
 use super::JwtError;
 
-/// Base64url as absl's `WebSafeBase64Unescape` reads it: padding may be there or not.
+/// Base64url as absl's `WebSafeBase64Unescape` reads it: padding may be there or not, and the
+/// unused low bits of the last character need not be zero (Envoy reads the JWK `x`
+/// `...5k111` of jwt_verify_lib's JwksECWrongXY as 34 bytes, not as bad base64).
 const B64URL: GeneralPurpose = GeneralPurpose::new(
     &URL_SAFE,
-    GeneralPurposeConfig::new().with_decode_padding_mode(DecodePaddingMode::Indifferent),
+    GeneralPurposeConfig::new()
+        .with_decode_padding_mode(DecodePaddingMode::Indifferent)
+        .with_decode_allow_trailing_bits(true),
 );
 
 pub(super) fn b64url(s: &str) -> Option<Vec<u8>> {
