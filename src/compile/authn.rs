@@ -106,12 +106,14 @@ fn provider(
         Some(t) => duration(t, &format!("{path}.timeout"), diags),
         None => DEFAULT_FETCH_TIMEOUT,
     };
-    // Istio: inline `jwks` wins over `jwksUri`.
+    // Istio: inline `jwks` wins over `jwksUri`. A key set Envoy's jwt_authn refuses
+    // ("Provider ... has invalid local jwks: <status>") is refused here too, with the same
+    // status (and, for text that is not JSON, where it goes wrong).
     let keys = if !rule.jwks.is_empty() {
-        match Jwks::parse(&rule.jwks, true) {
+        match Jwks::read(&rule.jwks, true) {
             Ok(jwks) => Keys::Inline(jwks),
             Err(e) => {
-                diags.error(format!("{path}.jwks"), e);
+                diags.error(format!("{path}.jwks"), e.to_string());
                 return None;
             }
         }
@@ -130,11 +132,16 @@ fn provider(
             }
         }
     } else {
-        diags.error(
+        // `jwks: ""` (or none) and no jwksUri. Envoy loads an empty inline JWKS and answers
+        // every token of the issuer "Jwks doesn't have any valid public key"; so do we.
+        // Istio would look the keys up by OpenID discovery, which the filter does not do.
+        diags.warn(
             path,
-            "jwks or jwksUri is required (OpenID discovery from the issuer is not supported)",
+            "neither jwks nor jwksUri (OpenID discovery is not supported): every token of this \
+             issuer is refused with \"Jwks doesn't have any valid public key\", as Envoy does \
+             for an empty inline JWKS",
         );
-        return None;
+        Keys::Inline(Jwks::default())
     };
     Some(Provider {
         id: format!("{}/{}", meta.namespace, meta.name),
@@ -219,4 +226,62 @@ fn remote(uri: &str, path: &str, sec: &Security, diags: &mut Diagnostics) -> Opt
         timeout: DEFAULT_FETCH_TIMEOUT,
         cache_duration: Duration::ZERO,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::{json, Value};
+
+    use super::super::{load, Anonymous};
+
+    fn config(rule: Value) -> Vec<u8> {
+        json!({"resources": [{
+            "apiVersion": "security.istio.io/v1", "kind": "RequestAuthentication",
+            "metadata": {"name": "jwt", "namespace": "app"},
+            "spec": {"jwtRules": [rule]}}]})
+        .to_string()
+        .into_bytes()
+    }
+
+    #[test]
+    fn empty_jwks_without_jwks_uri_loads_with_a_warning_and_no_keys() {
+        let loaded = load(
+            &config(json!({"issuer": "https://a", "jwks": ""})),
+            &Anonymous,
+        )
+        .unwrap();
+        let warnings: Vec<String> = loaded.warnings.iter().map(|w| w.to_string()).collect();
+        assert!(
+            warnings
+                .iter()
+                .any(|w| w.starts_with("resources[0].spec.jwtRules[0]: neither jwks nor jwksUri")),
+            "{warnings:?}"
+        );
+        let p = &loaded.rules.authn.providers[0];
+        assert!(matches!(&p.keys, crate::authn::Keys::Inline(k) if k.is_empty()));
+    }
+
+    #[test]
+    fn jwks_envoy_refuses_is_refused_with_envoys_status_and_position() {
+        for (jwks, expected) in [
+            (
+                "{\"keys\":[\n ,{}]}",
+                "resources[0].spec.jwtRules[0].jwks: Jwks is an invalid JSON: line 2 column 2: ",
+            ),
+            (
+                "{}",
+                "resources[0].spec.jwtRules[0].jwks: Jwks does not have [keys] field",
+            ),
+        ] {
+            let errors = load(
+                &config(json!({"issuer": "https://a", "jwks": jwks})),
+                &Anonymous,
+            )
+            .unwrap_err();
+            assert!(
+                errors.iter().any(|e| e.to_string().starts_with(expected)),
+                "{errors:?}"
+            );
+        }
+    }
 }

@@ -1,13 +1,49 @@
 //! JSON Web Key Sets, read as Envoy's `Jwks::createFromJwksCore` reads them
-//! (`source/common/jwt/jwks.cc`): a key that does not parse is skipped; the set fails only
-//! when no key is left, with the first key's error.
+//! (`source/common/jwt/jwks.cc`): JSON as protobuf's parser takes it (trailing commas too), a
+//! `{"keys": [...]}` set or Google's `{kid: "-----BEGIN CERTIFICATE-----..."}` map; a key that
+//! does not parse is skipped; the set fails only when no key is left, with the first key's
+//! error.
 
 use std::fmt;
 
+use base64::engine::{DecodePaddingMode, GeneralPurpose, GeneralPurposeConfig};
+use base64::Engine;
+use der::asn1::{AnyRef, BitStringRef, ObjectIdentifier, UintRef};
+use der::{Decode, Reader, SliceReader, Tag, TagNumber, Tagged};
 use rsa::{BoxedUint, RsaPublicKey};
 use serde_json::{Map, Value};
 
-use super::token::{b64url, json_object};
+use super::token::b64url;
+
+/// Why a key set cannot be used.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum JwksError {
+    /// Not JSON, even as protobuf's parser reads it. Line and column (from 1) of the first
+    /// character that is wrong.
+    Syntax {
+        line: usize,
+        column: usize,
+        reason: String,
+    },
+    /// JSON, but Envoy would find no usable key in it: Envoy's status text for the set.
+    Unusable(&'static str),
+}
+
+impl fmt::Display for JwksError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            JwksError::Syntax {
+                line,
+                column,
+                reason,
+            } => write!(
+                f,
+                "Jwks is an invalid JSON: line {line} column {column}: {reason}"
+            ),
+            JwksError::Unusable(status) => f.write_str(status),
+        }
+    }
+}
 
 /// A parsed key set.
 #[derive(Clone, Default)]
@@ -27,19 +63,25 @@ pub(super) struct Jwk {
 #[derive(Clone)]
 pub(super) enum Key {
     Rsa(Box<RsaPublicKey>),
-    P256(p256::ecdsa::VerifyingKey),
-    P384(p384::ecdsa::VerifyingKey),
+    Ec(EcKey),
     /// `None` for 32 bytes that are no curve point: BoringSSL keeps such a key and every
     /// signature then fails, so we keep it too.
     Ed25519(Option<ed25519_dalek::VerifyingKey>),
     Hmac(Vec<u8>),
 }
 
+#[derive(Clone)]
+pub(super) enum EcKey {
+    P256(p256::ecdsa::VerifyingKey),
+    P384(p384::ecdsa::VerifyingKey),
+    P521(p521::ecdsa::VerifyingKey),
+}
+
 impl Key {
     fn kty(&self) -> &'static str {
         match self {
             Key::Rsa(_) => "RSA",
-            Key::P256(_) | Key::P384(_) => "EC",
+            Key::Ec(_) => "EC",
             Key::Ed25519(_) => "OKP",
             Key::Hmac(_) => "oct",
         }
@@ -63,17 +105,25 @@ impl Jwks {
     /// jwksUri. HS256/384/512 (`kty: oct`) keys are accepted only when inline (dropped
     /// otherwise): a shared secret has no business in a published key set.
     ///
-    /// The error is Envoy's status text for the set.
+    /// The error is Envoy's status text for the set (a syntax error adds where it is).
     pub fn parse(json: &str, inline: bool) -> Result<Jwks, String> {
-        let Some(set) = json_object(json.as_bytes()) else {
-            return Err("Jwks is an invalid JSON".into());
+        Jwks::read(json, inline).map_err(|e| e.to_string())
+    }
+
+    /// As [`Jwks::parse`], telling a text that is not JSON from a set without a usable key.
+    pub fn read(json: &str, inline: bool) -> Result<Jwks, JwksError> {
+        let set = match protobuf_json(json)? {
+            Value::Object(set) => set,
+            // protobuf reads `null` as an empty Struct.
+            Value::Null => Map::new(),
+            // protobuf's Struct takes only an object.
+            _ => return Err(JwksError::Unusable("Jwks is an invalid JSON")),
         };
-        // Envoy also reads a `{kid: x509 PEM}` map (Google's old format); Istio's inline
-        // jwks and jwksUri documents are JWKS, so we do not.
         let list = match set.get("keys") {
-            None => return Err("Jwks does not have [keys] field".into()),
+            None if is_x509_map(&set) => return x509_set(&set),
+            None => return Err(JwksError::Unusable("Jwks does not have [keys] field")),
             Some(Value::Array(list)) => list,
-            Some(_) => return Err("[keys] in Jwks is not an array".into()),
+            Some(_) => return Err(JwksError::Unusable("[keys] in Jwks is not an array")),
         };
         let mut keys = Vec::with_capacity(list.len());
         let mut first_error = None;
@@ -90,8 +140,8 @@ impl Jwks {
             }
         }
         if keys.is_empty() {
-            let error = first_error.unwrap_or("Jwks doesn't have any valid public key");
-            return Err(error.into());
+            let error = first_error.unwrap_or(NO_VALID_KEYS);
+            return Err(JwksError::Unusable(error));
         }
         Ok(Jwks { keys })
     }
@@ -103,6 +153,191 @@ impl Jwks {
     pub fn len(&self) -> usize {
         self.keys.len()
     }
+}
+
+const NO_VALID_KEYS: &str = "Jwks doesn't have any valid public key";
+
+/// JSON as protobuf's `JsonStringToMessage` (Envoy 1.40) reads it into a `Struct`: standard
+/// JSON, plus a comma after the last member of an object or the last element of an array
+/// (`{"keys":[{...},]}`). Anything else that is not JSON is refused with its line and column.
+///
+/// The trailing commas are blanked (same length, so positions stay true) before serde_json
+/// reads the text, with the same instantiation of its parser as the token's JSON.
+fn protobuf_json(json: &str) -> Result<Value, JwksError> {
+    let mut bytes = json.as_bytes().to_vec();
+    let mut in_string = false;
+    let mut escaped = false;
+    // The last byte outside strings and whitespace, and where a pending comma is.
+    let mut last = 0u8;
+    let mut comma_after_value = None;
+    for i in 0..bytes.len() {
+        let b = bytes[i];
+        if in_string {
+            match (escaped, b) {
+                (true, _) => escaped = false,
+                (false, b'\\') => escaped = true,
+                (false, b'"') => in_string = false,
+                _ => {}
+            }
+            continue;
+        }
+        if matches!(b, b' ' | b'\t' | b'\n' | b'\r') {
+            continue;
+        }
+        if let Some(at) = comma_after_value.take() {
+            if matches!(b, b']' | b'}') {
+                bytes[at] = b' ';
+            }
+        }
+        if b == b',' && !matches!(last, 0 | b'[' | b'{' | b',' | b':') {
+            comma_after_value = Some(i);
+        }
+        if b == b'"' {
+            in_string = true;
+        }
+        last = b;
+    }
+    serde_json::from_slice::<Value>(&bytes).map_err(|e| JwksError::Syntax {
+        line: e.line(),
+        column: e.column(),
+        reason: syntax_reason(&e),
+    })
+}
+
+/// serde_json's message without its own " at line L column C" (the caller says where).
+fn syntax_reason(e: &serde_json::Error) -> String {
+    let text = e.to_string();
+    match text.rfind(" at line ") {
+        Some(i) => text[..i].to_string(),
+        None => text,
+    }
+}
+
+// ---- Google's X.509 certificate map (`{kid: PEM certificate}`) ----
+
+const X509_PREFIX: &str = "-----BEGIN CERTIFICATE-----\n";
+const X509_SUFFIX: &str = "\n-----END CERTIFICATE-----\n";
+const X509_END: &str = "-----END CERTIFICATE-----";
+
+/// Envoy's `shouldCheckX509`: a non-empty object whose every member has a non-empty name and a
+/// string value that starts and ends like one PEM certificate.
+fn is_x509_map(set: &Map<String, Value>) -> bool {
+    !set.is_empty()
+        && set.iter().all(|(kid, v)| {
+            !kid.is_empty()
+                && v.as_str()
+                    .is_some_and(|pem| pem.starts_with(X509_PREFIX) && pem.ends_with(X509_SUFFIX))
+        })
+}
+
+/// Envoy's `createFromX509`: each member is a key whose kid is the member's name, read from
+/// the certificate's public key, which must be RSA (Envoy takes it with `EVP_PKEY_get1_RSA`).
+/// One certificate that fails fails the whole set.
+fn x509_set(set: &Map<String, Value>) -> Result<Jwks, JwksError> {
+    let mut keys = Vec::with_capacity(set.len());
+    for (kid, pem) in set {
+        let key = x509_rsa_key(pem.as_str().unwrap_or_default())?;
+        keys.push(Jwk {
+            kid: kid.clone(),
+            alg: String::new(),
+            key: Key::Rsa(Box::new(key)),
+        });
+    }
+    Ok(Jwks { keys })
+}
+
+const X509_PARSE_ERROR: &str = "X509 parse pubkey fails";
+const X509_PUBKEY_ERROR: &str = "X509 parse pubkey internal fails: get pubkey";
+/// rsaEncryption (PKCS #1).
+const RSA_ENCRYPTION: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.2.840.113549.1.1.1");
+
+/// The RSA public key of the first PEM certificate in `pem` (BoringSSL's `PEM_read_bio_X509`,
+/// then `X509_get_pubkey`).
+fn x509_rsa_key(pem: &str) -> Result<RsaPublicKey, JwksError> {
+    let parse_error = JwksError::Unusable(X509_PARSE_ERROR);
+    let body = pem.strip_prefix(X509_PREFIX).ok_or(parse_error.clone())?;
+    let body = body
+        .get(..body.find(X509_END).unwrap_or(0))
+        .unwrap_or_default();
+    // PEM's base64 is wrapped in lines; padding is optional here, as for BoringSSL's decoder.
+    let b64: Vec<u8> = body.bytes().filter(|b| !b.is_ascii_whitespace()).collect();
+    const PEM_B64: GeneralPurpose = GeneralPurpose::new(
+        &base64::alphabet::STANDARD,
+        GeneralPurposeConfig::new().with_decode_padding_mode(DecodePaddingMode::Indifferent),
+    );
+    let der = PEM_B64.decode(&b64).map_err(|_| parse_error.clone())?;
+    let (oid, key) = certificate_spki(&der).map_err(|_| parse_error)?;
+    if oid != RSA_ENCRYPTION {
+        return Err(JwksError::Unusable(X509_PUBKEY_ERROR));
+    }
+    rsa_public_key_der(key).ok_or(JwksError::Unusable(X509_PUBKEY_ERROR))
+}
+
+/// The subject public key (algorithm and key bits) of a DER certificate (RFC 5280 4.1),
+/// checking the certificate's outline: `Certificate ::= SEQUENCE { tbsCertificate, signature
+/// algorithm SEQUENCE, signature BIT STRING }`, `tbsCertificate ::= SEQUENCE { [0] version
+/// OPTIONAL, serialNumber INTEGER, signature SEQUENCE, issuer SEQUENCE, validity SEQUENCE,
+/// subject SEQUENCE, subjectPublicKeyInfo SEQUENCE, [1] [2] [3] ... }`. The names, times and
+/// extensions are not read: only the key is used, as Envoy uses it.
+fn certificate_spki(der: &[u8]) -> der::Result<(ObjectIdentifier, &[u8])> {
+    fn skip<'a>(r: &mut SliceReader<'a>, tag: Tag) -> der::Result<()> {
+        AnyRef::decode(r)?.tag().assert_eq(tag).map(|_| ())
+    }
+    let mut reader = SliceReader::new(der)?;
+    let spki = reader.sequence(|cert| {
+        let spki = cert.sequence(|tbs| {
+            if Tag::peek(tbs)?
+                == (Tag::ContextSpecific {
+                    constructed: true,
+                    number: TagNumber(0),
+                })
+            {
+                AnyRef::decode(tbs)?;
+            }
+            skip(tbs, Tag::Integer)?;
+            for _ in 0..4 {
+                skip(tbs, Tag::Sequence)?;
+            }
+            let spki = tbs.sequence(|spki| {
+                let oid = spki.sequence(|alg| {
+                    let oid = ObjectIdentifier::decode(alg)?;
+                    // The parameters (NULL for RSA) are not needed.
+                    while !alg.is_finished() {
+                        AnyRef::decode(alg)?;
+                    }
+                    Ok::<_, der::Error>(oid)
+                })?;
+                let key = BitStringRef::decode(spki)?;
+                Ok::<_, der::Error>((oid, key))
+            })?;
+            // issuerUniqueID, subjectUniqueID, extensions.
+            while !tbs.is_finished() {
+                AnyRef::decode(tbs)?;
+            }
+            Ok::<_, der::Error>(spki)
+        })?;
+        skip(cert, Tag::Sequence)?;
+        BitStringRef::decode(cert)?;
+        Ok::<_, der::Error>(spki)
+    })?;
+    reader.finish()?;
+    let (oid, key) = spki;
+    Ok((
+        oid,
+        key.as_bytes().ok_or_else(|| Tag::BitString.value_error())?,
+    ))
+}
+
+/// PKCS #1 `RSAPublicKey ::= SEQUENCE { modulus INTEGER, publicExponent INTEGER }`.
+fn rsa_public_key_der(der: &[u8]) -> Option<RsaPublicKey> {
+    let mut reader = SliceReader::new(der).ok()?;
+    let (n, e) = reader
+        .sequence(|r| Ok::<_, der::Error>((UintRef::decode(r)?, UintRef::decode(r)?)))
+        .ok()?;
+    reader.finish().ok()?;
+    let n = BoxedUint::from_be_slice_vartime(n.as_bytes());
+    let e = BoxedUint::from_be_slice_vartime(e.as_bytes());
+    RsaPublicKey::new_with_size_limits(n, e, RSA_BITS).ok()
 }
 
 /// Envoy's `StructUtils::GetString`: absent, a string, or the wrong type.
@@ -197,6 +432,7 @@ fn rsa_key(jwk: &Map<String, Value>, alg: &str) -> Result<Key, &'static str> {
 enum Curve {
     P256,
     P384,
+    P521,
 }
 
 fn ec_key(jwk: &Map<String, Value>, alg: &str) -> Result<Key, &'static str> {
@@ -217,11 +453,13 @@ fn ec_key(jwk: &Map<String, Value>, alg: &str) -> Result<Key, &'static str> {
     {
         return Err("[crv] field specified is not compatible with [alg] for an EC key");
     }
-    // With neither alg nor crv, Envoy assumes P-256. P-521 (ES512) is Envoy's and not ours.
+    // With neither alg nor crv, Envoy assumes P-256.
     let curve = if alg == "ES256" || crv == "P-256" || (alg.is_empty() && crv.is_empty()) {
         Curve::P256
     } else if alg == "ES384" || crv == "P-384" {
         Curve::P384
+    } else if alg == "ES512" || crv == "P-521" {
+        Curve::P521
     } else {
         return Err("[crv] or [alg] field is not supported for an EC key");
     };
@@ -246,6 +484,7 @@ fn ec_key(jwk: &Map<String, Value>, alg: &str) -> Result<Key, &'static str> {
     let size = match curve {
         Curve::P256 => 32,
         Curve::P384 => 48,
+        Curve::P521 => 66,
     };
     let mut point = vec![0u8; 1 + 2 * size];
     point[0] = 4;
@@ -257,14 +496,12 @@ fn ec_key(jwk: &Map<String, Value>, alg: &str) -> Result<Key, &'static str> {
         let end = at + size;
         point[end - c.len()..end].copy_from_slice(c);
     }
-    Ok(match curve {
-        Curve::P256 => {
-            Key::P256(p256::ecdsa::VerifyingKey::from_sec1_bytes(&point).map_err(|_| PARSE_ERROR)?)
-        }
-        Curve::P384 => {
-            Key::P384(p384::ecdsa::VerifyingKey::from_sec1_bytes(&point).map_err(|_| PARSE_ERROR)?)
-        }
-    })
+    let key = match curve {
+        Curve::P256 => p256::ecdsa::VerifyingKey::from_sec1_bytes(&point).map(EcKey::P256),
+        Curve::P384 => p384::ecdsa::VerifyingKey::from_sec1_bytes(&point).map(EcKey::P384),
+        Curve::P521 => p521::ecdsa::VerifyingKey::from_sec1_bytes(&point).map(EcKey::P521),
+    };
+    key.map(Key::Ec).map_err(|_| PARSE_ERROR)
 }
 
 fn hmac_key(jwk: &Map<String, Value>, alg: &str) -> Result<Key, &'static str> {

@@ -3,7 +3,7 @@
 //! Follows Envoy's jwt_authn and the JWT library it carries (`source/common/jwt/`, formerly
 //! google/jwt_verify_lib): the same parse order and checks, the same key selection, the same
 //! status texts. Signatures are checked with the RustCrypto crates: RS256/384/512 and
-//! PS256/384/512 (`rsa`), ES256 (`p256`), ES384 (`p384`), EdDSA over Ed25519
+//! PS256/384/512 (`rsa`), ES256 (`p256`), ES384 (`p384`), ES512 (`p521`), EdDSA over Ed25519
 //! (`ed25519-dalek`), HS256/384/512 (`hmac`, inline keys only).
 //!
 //! Flow: [`decode`] the token, pick the provider by [`Decoded::issuer`], [`verify`] it against
@@ -17,7 +17,7 @@ mod verify;
 
 pub use cache::{TokenCache, DEFAULT_MAX_AGE, MAX_CACHED_TOKEN_LEN};
 pub use error::JwtError;
-pub use jwks::Jwks;
+pub use jwks::{Jwks, JwksError};
 pub use token::{decode, Decoded};
 pub use verify::{verify, Expectation, Verified};
 

@@ -295,7 +295,7 @@ fn alg_none_is_not_supported() {
         decode(&format!("{header}.{payload}.{}", b64(b"x"))).unwrap_err(),
         JwtError::AlgNotSupported
     );
-    for alg in ["None", "ES512", "HS1", ""] {
+    for alg in ["None", "ES521", "es512", "HS1", ""] {
         let header = b64(format!(r#"{{"alg":"{alg}"}}"#).as_bytes());
         let t = format!("{header}.{payload}.{}", b64(b"x"));
         assert_eq!(decode(&t).unwrap_err(), JwtError::AlgNotSupported, "{alg}");
@@ -734,7 +734,6 @@ fn jwks_reads_every_key_type() {
 #[test]
 fn jwks_set_errors_use_envoys_text() {
     for (json, err) in [
-        ("not json", "Jwks is an invalid JSON"),
         ("[]", "Jwks is an invalid JSON"),
         ("{}", "Jwks does not have [keys] field"),
         (r#"{"keys":{}}"#, "[keys] in Jwks is not an array"),
@@ -746,6 +745,10 @@ fn jwks_set_errors_use_envoys_text() {
     ] {
         assert_eq!(Jwks::parse(json, true).unwrap_err(), err, "{json}");
     }
+    // Not JSON: Envoy's text, then where (see jwks_that_protobuf_refuses_...).
+    assert!(Jwks::parse("not json", true)
+        .unwrap_err()
+        .starts_with("Jwks is an invalid JSON: line 1 column 2: "));
 }
 
 #[test]
@@ -839,8 +842,13 @@ fn jwk_errors_use_envoys_text() {
             "[crv] field specified is not compatible with [alg] for an EC key",
         ),
         (
-            with("ec256", "crv", json!("P-521")),
+            with("ec256", "crv", json!("P-192")),
             "[crv] or [alg] field is not supported for an EC key",
+        ),
+        (
+            // The P-256 point is not on P-521.
+            with("ec256", "crv", json!("P-521")),
+            "Jwks EC [x] and [y] fields have a parse error.",
         ),
         (without("ec256", "x"), "[x] field is missing for an EC key"),
         (
@@ -1092,5 +1100,274 @@ fn verify_cost() {
             best = best.min(start.elapsed().as_secs_f64() / f64::from(rounds));
         }
         println!("{alg}\t{:.1} us", best * 1e6);
+    }
+}
+
+// ---- ES512 (P-521) ----
+
+fn p521_key() -> p521::ecdsa::SigningKey {
+    use p521::pkcs8::DecodePrivateKey;
+    p521::ecdsa::SigningKey::from_pkcs8_der(&der(include_str!("testdata/ec521.pem"))).unwrap()
+}
+
+/// The public JWK of testdata/ec521.pem.
+fn p521_jwk() -> Value {
+    let point = p521::ecdsa::VerifyingKey::from(&p521_key()).to_sec1_point(false);
+    let bytes = point.as_bytes();
+    json!({"kty": "EC", "crv": "P-521", "alg": "ES512", "kid": "ec521",
+           "x": b64(&bytes[1..67]), "y": b64(&bytes[67..])})
+}
+
+fn es512_token(claims: &Value) -> String {
+    let header = json!({"alg": "ES512", "typ": "JWT", "kid": "ec521"});
+    let input = format!(
+        "{}.{}",
+        b64(header.to_string().as_bytes()),
+        b64(claims.to_string().as_bytes())
+    );
+    let sig: p521::ecdsa::Signature = p521_key().sign(input.as_bytes());
+    format!("{input}.{}", b64(&sig.to_bytes()))
+}
+
+#[test]
+fn es512_verifies_with_a_p521_key_as_in_envoy() {
+    let jwks = Jwks::parse(&json!({"keys": [p521_jwk()]}).to_string(), false).unwrap();
+    let t = es512_token(&claims());
+    assert_eq!(decode(&t).unwrap().alg(), "ES512");
+    assert_eq!(check(&t, &expect(&[]), &jwks).unwrap().subject, "user-1");
+    // A flipped byte anywhere in the 132-byte r||s fails.
+    let (input, sig) = t.rsplit_once('.').unwrap();
+    let mut sig = URL_SAFE_NO_PAD.decode(sig).unwrap();
+    assert_eq!(sig.len(), 132);
+    sig[100] ^= 1;
+    let forged = format!("{input}.{}", b64(&sig));
+    assert_eq!(
+        check(&forged, &expect(&[]), &jwks),
+        Err(JwtError::VerificationFails)
+    );
+}
+
+#[test]
+fn p521_key_is_picked_by_crv_or_alg_alone() {
+    for drop in ["crv", "alg"] {
+        let mut jwk = p521_jwk();
+        jwk.as_object_mut().unwrap().remove(drop);
+        let jwks = Jwks::parse(&json!({"keys": [jwk]}).to_string(), false).unwrap();
+        assert!(
+            check(&es512_token(&claims()), &expect(&[]), &jwks).is_ok(),
+            "{drop}"
+        );
+    }
+}
+
+#[test]
+fn an_ec_key_is_checked_with_the_tokens_digest_whatever_its_curve() {
+    // Envoy's verifyJwtWithoutTimeChecking: a kid-matched EC key without alg is tried with
+    // the token's digest (ES384 -> SHA-384) on the key's own curve.
+    use p256::ecdsa::signature::hazmat::PrehashSigner;
+    use sha2::Digest;
+    let header = json!({"alg": "ES384", "kid": "ec256"});
+    let input = format!(
+        "{}.{}",
+        b64(header.to_string().as_bytes()),
+        b64(claims().to_string().as_bytes())
+    );
+    let digest = Sha384::digest(input.as_bytes());
+    let sig: p256::ecdsa::Signature = p256_key("ec256").sign_prehash(&digest).unwrap();
+    let t = format!("{input}.{}", b64(&sig.to_bytes()));
+    let no_alg = jwks_with(
+        |k| {
+            k.remove("alg");
+            k["kid"] == "ec256"
+        },
+        false,
+    );
+    assert!(check(&t, &expect(&[]), &no_alg).is_ok());
+    // With the JWK's alg ES256 the key does not match an ES384 token at all.
+    let with_alg = jwks_with(
+        |k| {
+            k.insert("alg".into(), json!("ES256"));
+            k["kid"] == "ec256"
+        },
+        false,
+    );
+    assert_eq!(
+        check(&t, &expect(&[]), &with_alg),
+        Err(JwtError::NoMatchingKey)
+    );
+}
+
+#[test]
+fn an_ecdsa_signature_is_read_as_two_halves_like_boringssl() {
+    let t = token("ES256", &claims());
+    let (input, sig) = t.rsplit_once('.').unwrap();
+    let sig = URL_SAFE_NO_PAD.decode(sig).unwrap();
+    let (r, s) = sig.split_at(32);
+    // Zero-padded halves are the same numbers; an odd last byte is left out.
+    let padded = [&[0u8][..], r, &[0u8][..], s].concat();
+    let odd = [&sig[..], &[0xff][..]].concat();
+    for sig in [padded, odd] {
+        let t = format!("{input}.{}", b64(&sig));
+        assert!(check(&t, &expect(&[]), &jwks()).is_ok(), "{}", sig.len());
+    }
+    // A DER-encoded signature is not r||s.
+    let der_sig = p256::ecdsa::Signature::from_slice(&sig).unwrap().to_der();
+    let t = format!("{input}.{}", b64(der_sig.as_bytes()));
+    assert_eq!(
+        check(&t, &expect(&[]), &jwks()),
+        Err(JwtError::VerificationFails)
+    );
+}
+
+// ---- Google's X.509 certificate map ----
+
+const RSA_CERT: &str = include_str!("testdata/rsa2048.crt");
+const EC_CERT: &str = include_str!("testdata/ec256.crt");
+
+fn cert_map(entries: &[(&str, &str)]) -> String {
+    let map: serde_json::Map<String, Value> = entries
+        .iter()
+        .map(|(k, v)| (k.to_string(), json!(v)))
+        .collect();
+    Value::Object(map).to_string()
+}
+
+#[test]
+fn x509_certificate_map_verifies_with_each_certificates_rsa_key() {
+    let jwks = Jwks::parse(&cert_map(&[("kid-a", RSA_CERT)]), false).unwrap();
+    assert_eq!(jwks.len(), 1);
+    // The member name is the kid; the key has no alg, so RS* and PS* both verify.
+    for alg in ["RS256", "PS512"] {
+        let t = make(&json!({"alg": alg, "kid": "kid-a"}), &claims(), "rsa");
+        assert!(check(&t, &expect(&[]), &jwks).is_ok(), "{alg}");
+    }
+    let t = make(&json!({"alg": "RS256", "kid": "kid-b"}), &claims(), "rsa");
+    assert_eq!(check(&t, &expect(&[]), &jwks), Err(JwtError::NoMatchingKey));
+}
+
+#[test]
+fn x509_map_errors_use_envoys_text() {
+    let garbage = "-----BEGIN CERTIFICATE-----\nbm90IGEgY2VydA==\n-----END CERTIFICATE-----\n";
+    let truncated = format!(
+        "{}\n-----END CERTIFICATE-----\n",
+        &RSA_CERT[..RSA_CERT.len() / 2]
+    );
+    for (json, err) in [
+        // Envoy reads only RSA keys from certificates (EVP_PKEY_get1_RSA).
+        (
+            cert_map(&[("k", EC_CERT)]),
+            "X509 parse pubkey internal fails: get pubkey",
+        ),
+        (cert_map(&[("k", garbage)]), "X509 parse pubkey fails"),
+        (cert_map(&[("k", &truncated)]), "X509 parse pubkey fails"),
+        // One bad certificate fails the whole map.
+        (
+            cert_map(&[("a", RSA_CERT), ("b", garbage)]),
+            "X509 parse pubkey fails",
+        ),
+        // Not a certificate map (Envoy's shouldCheckX509): no [keys].
+        (
+            cert_map(&[("k", RSA_CERT.trim_end())]),
+            "Jwks does not have [keys] field",
+        ),
+        (
+            cert_map(&[("", RSA_CERT)]),
+            "Jwks does not have [keys] field",
+        ),
+        (
+            json!({"k": RSA_CERT, "n": 1}).to_string(),
+            "Jwks does not have [keys] field",
+        ),
+    ] {
+        assert_eq!(Jwks::parse(&json, true).unwrap_err(), err, "{json}");
+    }
+}
+
+// ---- JSON as protobuf reads it ----
+
+#[test]
+fn jwks_with_trailing_commas_loads_as_in_envoy() {
+    let key = r#"{"kty":"oct","kid":"hmac","k":"c2VjcmV0",}"#;
+    for json in [
+        format!(r#"{{"keys":[{key},]}}"#),
+        format!("{{\"keys\":[{key} ,\n ],\n}}"),
+    ] {
+        assert_eq!(Jwks::parse(&json, true).unwrap().len(), 1, "{json}");
+    }
+    // A comma inside a string is data.
+    let k = Jwks::parse(
+        r#"{"keys":[{"kty":"oct","kid":",]","k":"c2VjcmV0"}]}"#,
+        true,
+    )
+    .unwrap();
+    assert_eq!(k.keys[0].kid, ",]");
+}
+
+#[test]
+fn jwks_that_protobuf_refuses_is_refused_with_line_and_column() {
+    for (json, line, column) in [
+        ("{\"keys\":[\n  {},,\n]}", 2, 6),
+        ("{\"keys\":[,{}]}", 1, 10),
+        ("{,\"keys\":[]}", 1, 2),
+        ("{\"keys\":[]} x", 1, 13),
+        ("not json", 1, 2),
+        // protobuf's legacy syntax that serde_json does not read: we are stricter here.
+        ("{'keys':[]}", 1, 2),
+        ("{keys:[]}", 1, 2),
+    ] {
+        match Jwks::read(json, true) {
+            Err(JwksError::Syntax {
+                line: l, column: c, ..
+            }) => assert_eq!((l, c), (line, column), "{json}"),
+            other => panic!("{json}: {other:?}"),
+        }
+        let text = Jwks::parse(json, true).unwrap_err();
+        assert!(
+            text.starts_with(&format!(
+                "Jwks is an invalid JSON: line {line} column {column}: "
+            )),
+            "{text}"
+        );
+    }
+}
+
+#[test]
+fn jwks_null_is_an_empty_struct_as_in_protobuf() {
+    assert_eq!(
+        Jwks::parse("null", true).unwrap_err(),
+        "Jwks does not have [keys] field"
+    );
+}
+
+#[test]
+fn a_provider_without_keys_refuses_tokens_after_the_claim_checks() {
+    // Envoy with an empty inline JWKS: "Jwks doesn't have any valid public key", once the
+    // issuer, time and audiences passed.
+    let none = Jwks::default();
+    let t = token("RS256", &claims());
+    assert_eq!(check(&t, &expect(&[]), &none), Err(JwtError::NoValidKeys));
+    let old = token("RS256", &json!({"iss": ISS, "exp": NOW - 3600}));
+    assert_eq!(check(&old, &expect(&[]), &none), Err(JwtError::Expired));
+}
+
+#[test]
+fn base64url_with_nonzero_unused_bits_is_read_like_absl() {
+    // jwt_verify_lib's JwksECWrongXY: x decodes (to 34 bytes, too long for P-256), so Envoy
+    // says the point does not parse rather than that the base64 is bad.
+    let json = r#"{"keys":[{"kty":"EC","alg":"ES256",
+        "x":"EB54wykhS7YJFD6RYJNnwbWEz3cI7CF5bCDTXlrwI5k111",
+        "y":"92bCBTvMFQ8lKbS2MbgjT3YfmYo6HnPEE2tsAqWUJw8111"}]}"#;
+    assert_eq!(
+        Jwks::parse(json, true).unwrap_err(),
+        "Jwks EC [x] and [y] fields have a parse error."
+    );
+    // The same in a token: the signature "AB" and "AF" are both the byte 0x00.
+    let t = token("RS256", &claims());
+    let (input, _) = t.rsplit_once('.').unwrap();
+    for sig in ["AA", "AB", "AF"] {
+        assert_eq!(
+            decode(&format!("{input}.{sig}")).unwrap().signature,
+            vec![0u8]
+        );
     }
 }

@@ -8,18 +8,22 @@ use serde_json::{Map, Value};
 
 use super::JwtError;
 
-/// Base64url as absl's `WebSafeBase64Unescape` reads it: padding may be there or not.
+/// Base64url as absl's `WebSafeBase64Unescape` reads it: padding may be there or not, and the
+/// unused low bits of the last character need not be zero (Envoy reads the JWK `x`
+/// `...5k111` of jwt_verify_lib's JwksECWrongXY as 34 bytes, not as bad base64).
 const B64URL: GeneralPurpose = GeneralPurpose::new(
     &URL_SAFE,
-    GeneralPurposeConfig::new().with_decode_padding_mode(DecodePaddingMode::Indifferent),
+    GeneralPurposeConfig::new()
+        .with_decode_padding_mode(DecodePaddingMode::Indifferent)
+        .with_decode_allow_trailing_bits(true),
 );
 
 pub(super) fn b64url(s: &str) -> Option<Vec<u8>> {
     B64URL.decode(s).ok()
 }
 
-/// The algorithms we verify. Envoy also knows ES512 (P-521); a token naming it is refused
-/// here as not supported.
+/// The algorithms we verify: Envoy's list (`Jwt::parseFromString`); any other `alg` is
+/// refused as not supported.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) enum Alg {
     Rs256,
@@ -30,6 +34,7 @@ pub(super) enum Alg {
     Ps512,
     Es256,
     Es384,
+    Es512,
     EdDsa,
     Hs256,
     Hs384,
@@ -47,6 +52,7 @@ impl Alg {
             "PS512" => Alg::Ps512,
             "ES256" => Alg::Es256,
             "ES384" => Alg::Es384,
+            "ES512" => Alg::Es512,
             "EdDSA" => Alg::EdDsa,
             "HS256" => Alg::Hs256,
             "HS384" => Alg::Hs384,
@@ -65,6 +71,7 @@ impl Alg {
             Alg::Ps512 => "PS512",
             Alg::Es256 => "ES256",
             Alg::Es384 => "ES384",
+            Alg::Es512 => "ES512",
             Alg::EdDsa => "EdDSA",
             Alg::Hs256 => "HS256",
             Alg::Hs384 => "HS384",

@@ -2,15 +2,15 @@
 //! (`AuthenticatorImpl::startVerify`): issuer -> time -> audiences -> key and signature
 //! (`verifyJwtWithoutTimeChecking` in `source/common/jwt/verify.cc`).
 
+use ed25519_dalek::Verifier;
 use hmac::{Hmac, KeyInit, Mac};
-use p256::ecdsa::signature::Verifier;
 use rsa::pkcs1v15::Pkcs1v15Sign;
 use rsa::pss::Pss;
 use rsa::RsaPublicKey;
 use serde_json::{Map, Value};
 use sha2::{Digest, Sha256, Sha384, Sha512};
 
-use super::jwks::{Jwks, Key};
+use super::jwks::{EcKey, Jwks, Key};
 use super::token::{Alg, Decoded};
 use super::JwtError;
 
@@ -119,8 +119,17 @@ fn sanitize(aud: &str) -> &str {
 }
 
 /// Envoy tries every key whose kid and alg do not contradict the token's (an absent one on
-/// either side matches), and answers "no key" only when there was none such.
+/// either side matches), and answers "no key" only when there was none such
+/// (`verifyJwtWithoutTimeChecking`). The key's type picks the check and the token's alg the
+/// digest, as there: an EC key is tried with ECDSA over the alg's digest whatever its curve
+/// (SHA-256 unless ES384/ES512), an RSA key with PKCS #1 v1.5 for RS* and PSS for PS*, an
+/// HMAC key with the HS* digest (SHA-256 unless HS384/HS512), an Ed25519 key with Ed25519.
+/// An RSA public key is never an HMAC secret: no alg confusion.
 fn check_signature(token: &Decoded, jwks: &Jwks) -> Result<(), JwtError> {
+    // Envoy has no key set for the provider (its inline JWKS did not load).
+    if jwks.keys.is_empty() {
+        return Err(JwtError::NoValidKeys);
+    }
     let alg = token.alg;
     let mut kid_alg_matched = false;
     for jwk in &jwks.keys {
@@ -131,25 +140,21 @@ fn check_signature(token: &Decoded, jwks: &Jwks) -> Result<(), JwtError> {
             continue;
         }
         kid_alg_matched = true;
-        // A key of another type than the alg's is counted as matched (as in Envoy) but
-        // never used: no alg confusion.
-        let ok = match (&jwk.key, alg) {
-            (Key::Rsa(key), _) => rsa_verify(key, alg, token),
-            (Key::P256(key), Alg::Es256) => p256::ecdsa::Signature::from_slice(&token.signature)
-                .is_ok_and(|sig| key.verify(token.signing_input.as_bytes(), &sig).is_ok()),
-            (Key::P384(key), Alg::Es384) => p384::ecdsa::Signature::from_slice(&token.signature)
-                .is_ok_and(|sig| key.verify(token.signing_input.as_bytes(), &sig).is_ok()),
-            (Key::Ed25519(key), Alg::EdDsa) => {
+        let ok = match &jwk.key {
+            Key::Rsa(key) => rsa_verify(key, alg, token),
+            Key::Ec(key) => ec_verify(key, alg, token),
+            Key::Ed25519(key) => {
                 // Envoy gives up on the whole set for a signature of the wrong size.
                 let sig = ed25519_dalek::Signature::from_slice(&token.signature)
                     .map_err(|_| JwtError::Ed25519SignatureWrongLength)?;
                 // `verify`, not `verify_strict`: BoringSSL's ED25519_verify semantics.
                 key.is_some_and(|k| k.verify(token.signing_input.as_bytes(), &sig).is_ok())
             }
-            (Key::Hmac(secret), Alg::Hs256) => hmac_verify::<Hmac<Sha256>>(secret, token),
-            (Key::Hmac(secret), Alg::Hs384) => hmac_verify::<Hmac<Sha384>>(secret, token),
-            (Key::Hmac(secret), Alg::Hs512) => hmac_verify::<Hmac<Sha512>>(secret, token),
-            _ => false,
+            Key::Hmac(secret) => match alg {
+                Alg::Hs384 => hmac_verify::<Hmac<Sha384>>(secret, token),
+                Alg::Hs512 => hmac_verify::<Hmac<Sha512>>(secret, token),
+                _ => hmac_verify::<Hmac<Sha256>>(secret, token),
+            },
         };
         if ok {
             return Ok(());
@@ -160,6 +165,54 @@ fn check_signature(token: &Decoded, jwks: &Jwks) -> Result<(), JwtError> {
     } else {
         JwtError::NoMatchingKey
     })
+}
+
+/// BoringSSL's `ECDSA_do_verify` as Envoy calls it: `r` and `s` are the two halves of the
+/// signature read as big-endian numbers (an odd last byte is left out), the digest is the
+/// alg's, cut or zero-extended to the curve.
+fn ec_verify(key: &EcKey, alg: Alg, token: &Decoded) -> bool {
+    let msg = token.signing_input.as_bytes();
+    let digest = match alg {
+        Alg::Es384 => Sha384::digest(msg).to_vec(),
+        Alg::Es512 => Sha512::digest(msg).to_vec(),
+        _ => Sha256::digest(msg).to_vec(),
+    };
+    let sig = token.signature.as_slice();
+    let half = sig.len() / 2;
+    let (r, s) = (&sig[..half], &sig[half..2 * half]);
+    macro_rules! ecdsa {
+        ($curve:ident, $key:expr, $size:literal) => {{
+            use $curve::ecdsa::signature::hazmat::PrehashVerifier;
+            let (Some(r), Some(s)) = (fixed::<$size>(r), fixed::<$size>(s)) else {
+                return false;
+            };
+            $curve::ecdsa::Signature::from_scalars(r, s)
+                .is_ok_and(|sig| $key.verify_prehash(&widened(&digest, $size), &sig).is_ok())
+        }};
+    }
+    match key {
+        EcKey::P256(k) => ecdsa!(p256, k, 32),
+        EcKey::P384(k) => ecdsa!(p384, k, 48),
+        EcKey::P521(k) => ecdsa!(p521, k, 66),
+    }
+}
+
+/// A big-endian number in `N` bytes, if it fits.
+fn fixed<const N: usize>(bytes: &[u8]) -> Option<[u8; N]> {
+    let start = bytes.iter().position(|&b| b != 0).unwrap_or(bytes.len());
+    let bytes = &bytes[start..];
+    let mut out = [0u8; N];
+    out.get_mut(N.checked_sub(bytes.len())?..)?
+        .copy_from_slice(bytes);
+    Some(out)
+}
+
+/// A digest shorter than the curve's field, zero-extended on the left (the same number);
+/// RustCrypto cuts a longer one to the field as ECDSA does.
+fn widened(digest: &[u8], size: usize) -> Vec<u8> {
+    let mut out = vec![0u8; size.saturating_sub(digest.len())];
+    out.extend_from_slice(digest);
+    out
 }
 
 fn rsa_verify(key: &RsaPublicKey, alg: Alg, token: &Decoded) -> bool {

@@ -48,7 +48,8 @@ HOST = "demoapp"
 PATH = "/api/items?page=2"
 
 # The algorithms a jwksUri key may use, and the key that signs each.
-REMOTE_ALGS = {"RS256": "rsa", "PS256": "rsa-pss", "ES256": "ec256", "ES384": "ec384", "EdDSA": "ed25519"}
+REMOTE_ALGS = {"RS256": "rsa", "PS256": "rsa-pss", "ES256": "ec256", "ES384": "ec384", "ES512": "ec521",
+               "EdDSA": "ed25519"}
 
 
 @pytest.fixture(scope="module")
@@ -60,6 +61,7 @@ def keys():
         "rsa-pss": rsa_key("rsa-pss", "PS256"),
         "ec256": ec_key("ec256", "ES256"),
         "ec384": ec_key("ec384", "ES384"),
+        "ec521": ec_key("ec521", "ES512"),
         "ed25519": ed25519_key("ed25519"),
         "hs": hmac_key("hs", "HS256"),
         "impostor": rsa_key("rsa", "RS256"),
@@ -760,3 +762,45 @@ def test_fetched_keys_are_reused_within_the_cache_duration(impl, launcher, upstr
     r = request(env, "GET", PATH, HOST, bearer(sign(newcomer, claims(ISSUER, "alice", aud="demo"))))
     assert (r.status, r.body) == (401, b"Jwks doesn't have key to match kid or alg from Jwt"), r
     assert own_jwks.fetches() == fetched
+
+
+def google_certificate_map(*keys) -> bytes:
+    """A key set in the format of Google's service-account endpoints
+    (``.../service_accounts/v1/metadata/x509/...``): ``{kid: PEM certificate}``, each a
+    self-signed certificate of the key."""
+    import datetime
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes
+    from cryptography.x509.oid import NameOID
+
+    out = {}
+    now = datetime.datetime.now(datetime.timezone.utc)
+    for k in keys:
+        name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, k.kid)])
+        cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name)
+                .public_key(k.private.public_key()).serial_number(x509.random_serial_number())
+                .not_valid_before(now - datetime.timedelta(days=1))
+                .not_valid_after(now + datetime.timedelta(days=365))
+                .sign(k.private, hashes.SHA256()))
+        out[k.kid] = cert.public_bytes(serialization.Encoding.PEM).decode()
+    return json.dumps(out).encode()
+
+
+def test_google_x509_certificate_map_from_a_jwks_uri_verifies_like_envoy(impl, launcher, upstreams, own_jwks,
+                                                                          keys):
+    # jwt_verify_lib's Jwks::createFrom: an object without [keys] whose members are all PEM
+    # certificates is a key set of the certificates' RSA keys, kid = member name.
+    own_jwks.write(google_certificate_map(keys["rsa"], keys["rsa-pss"]))
+    env = start_with(impl, launcher, upstreams, own_jwks, keys)
+    for kid in ("rsa", "rsa-pss"):
+        r = request(env, "GET", PATH, HOST, bearer(alice(keys, kid)))
+        ok(r)
+        assert r.upstream_headers().get("x-jwt-sub") == "alice", r
+    r = request(env, "GET", PATH, HOST, bearer(alice(keys, "impostor")))
+    assert (r.status, r.body) == (401, b"Jwt verification fails"), r
+    # An EC certificate's key is not taken (EVP_PKEY_get1_RSA): the fetched set does not load.
+    own_jwks.write(google_certificate_map(keys["ec256"]))
+    env = start_with(impl, launcher, upstreams, own_jwks, keys)
+    r = request(env, "GET", PATH, HOST, bearer(alice(keys, "ec256")))
+    assert (r.status, r.body) == (401, b"Jwks remote fetch is failed"), r
