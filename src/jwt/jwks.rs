@@ -13,6 +13,7 @@ use der::{Decode, Reader, SliceReader, Tag, TagNumber, Tagged};
 use rsa::{BoxedUint, RsaPublicKey};
 use serde_json::{Map, Value};
 
+use super::json::protobuf_json;
 use super::token::b64url;
 
 /// Why a key set cannot be used.
@@ -112,7 +113,12 @@ impl Jwks {
 
     /// As [`Jwks::parse`], telling a text that is not JSON from a set without a usable key.
     pub fn read(json: &str, inline: bool) -> Result<Jwks, JwksError> {
-        let set = match protobuf_json(json)? {
+        let parsed = protobuf_json(json.as_bytes()).map_err(|e| JwksError::Syntax {
+            line: e.line(),
+            column: e.column(),
+            reason: syntax_reason(&e),
+        })?;
+        let set = match parsed {
             Value::Object(set) => set,
             // protobuf reads `null` as an empty Struct.
             Value::Null => Map::new(),
@@ -156,53 +162,6 @@ impl Jwks {
 }
 
 const NO_VALID_KEYS: &str = "Jwks doesn't have any valid public key";
-
-/// JSON as protobuf's `JsonStringToMessage` (Envoy 1.40) reads it into a `Struct`: standard
-/// JSON, plus a comma after the last member of an object or the last element of an array
-/// (`{"keys":[{...},]}`). Anything else that is not JSON is refused with its line and column.
-///
-/// The trailing commas are blanked (same length, so positions stay true) before serde_json
-/// reads the text, with the same instantiation of its parser as the token's JSON.
-fn protobuf_json(json: &str) -> Result<Value, JwksError> {
-    let mut bytes = json.as_bytes().to_vec();
-    let mut in_string = false;
-    let mut escaped = false;
-    // The last byte outside strings and whitespace, and where a pending comma is.
-    let mut last = 0u8;
-    let mut comma_after_value = None;
-    for i in 0..bytes.len() {
-        let b = bytes[i];
-        if in_string {
-            match (escaped, b) {
-                (true, _) => escaped = false,
-                (false, b'\\') => escaped = true,
-                (false, b'"') => in_string = false,
-                _ => {}
-            }
-            continue;
-        }
-        if matches!(b, b' ' | b'\t' | b'\n' | b'\r') {
-            continue;
-        }
-        if let Some(at) = comma_after_value.take() {
-            if matches!(b, b']' | b'}') {
-                bytes[at] = b' ';
-            }
-        }
-        if b == b',' && !matches!(last, 0 | b'[' | b'{' | b',' | b':') {
-            comma_after_value = Some(i);
-        }
-        if b == b'"' {
-            in_string = true;
-        }
-        last = b;
-    }
-    serde_json::from_slice::<Value>(&bytes).map_err(|e| JwksError::Syntax {
-        line: e.line(),
-        column: e.column(),
-        reason: syntax_reason(&e),
-    })
-}
 
 /// serde_json's message without its own " at line L column C" (the caller says where).
 fn syntax_reason(e: &serde_json::Error) -> String {

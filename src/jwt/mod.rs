@@ -11,6 +11,7 @@
 
 mod cache;
 mod error;
+mod json;
 mod jwks;
 mod token;
 mod verify;

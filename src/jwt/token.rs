@@ -209,11 +209,9 @@ pub fn decode(token: &str) -> Result<Decoded, JwtError> {
     })
 }
 
-/// A JSON object, as a protobuf `Struct` takes it: protobuf's JSON parser, which Envoy uses,
-/// refuses duplicate member names, so a token cannot carry two `alg`s or two `exp`s. Every JSON
-/// read of src/jwt goes through this one parser, the configuration's (each costs wasm size).
+/// A JSON object, as a protobuf `Struct` takes it (see `super::json`).
 pub(super) fn json_object(json: &[u8]) -> Option<Map<String, Value>> {
-    match crate::config::json::parse_unique(json) {
+    match super::json::protobuf_json(json) {
         Ok(Value::Object(map)) => Some(map),
         _ => None,
     }
@@ -282,6 +280,21 @@ mod tests {
             decode(&token(single, PAYLOAD)).map(|d| d.alg()),
             Ok("RS256")
         );
+    }
+
+    #[test]
+    fn a_trailing_comma_in_header_or_payload_is_read_as_protobuf_reads_it() {
+        let header = r#"{"alg":"RS256","kid":"r1",}"#;
+        let payload = r#"{"iss":"https://issuer","aud":["a","b",],"exp":4102444800,}"#;
+        let d = decode(&token(header, payload)).unwrap();
+        assert_eq!((d.alg(), d.issuer()), ("RS256", Some("https://issuer")));
+        // One comma only, and never where no value was.
+        for bad in [r#"{"alg":"RS256",,}"#, r#"{,"alg":"RS256"}"#] {
+            assert_eq!(
+                decode(&token(bad, PAYLOAD)).map(|d| d.alg()),
+                Err(JwtError::HeaderBadJson)
+            );
+        }
     }
 
     #[test]

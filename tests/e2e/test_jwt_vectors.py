@@ -40,16 +40,6 @@ REFUSED = "refused at load"
 
 # Vectors that need a change outside this branch's files. strict: they fail the suite once
 # they pass, so the mark is removed when the change lands.
-XFAIL = {
-    "hostile/dup-key-iss": "duplicate members: item 8, parallel branch",
-    "hostile/dup-key-exp": "duplicate members: item 8, parallel branch",
-    "hostile/dup-key-iss-reversed": "duplicate members: item 8, parallel branch",
-    "hostile/dup-key-alg": "duplicate members: item 8, parallel branch",
-    "hostile/payload-trailing-comma": "trailing comma in token JSON (protobuf takes it): the token's "
-                                      "JSON parse, src/jwt/token.rs, is item 8's (parallel branch)",
-    "hostile/header-trailing-comma": "trailing comma in token JSON (protobuf takes it): the token's "
-                                     "JSON parse, src/jwt/token.rs, is item 8's (parallel branch)",
-}
 
 
 def clock_skew(group: dict, now: int) -> int:
@@ -258,8 +248,7 @@ def results(tmp_path_factory, module_envoy_launcher, upstreams):
 
 
 def vector_param(v: dict):
-    marks = [pytest.mark.xfail(reason=XFAIL[v["id"]], strict=True)] if v["id"] in XFAIL else []
-    return pytest.param(v, id=v["id"], marks=marks)
+    return pytest.param(v, id=v["id"])
 
 
 @pytest.mark.parametrize("vector", [vector_param(v) for v in VECTORS])
@@ -405,15 +394,7 @@ def syntax_results(tmp_path_factory, module_envoy_launcher, upstreams):
     return out
 
 
-def syntax_param(name: str):
-    marks = []
-    if SYNTAX[name][1] == "duplicate":
-        marks = [pytest.mark.xfail(reason="duplicate members: item 8, parallel branch (then "
-                                          "src/jwt/jwks.rs's protobuf_json to refuse them too)", strict=True)]
-    return pytest.param(name, id=name, marks=marks)
-
-
-@pytest.mark.parametrize("name", [syntax_param(n) for n in SYNTAX if SYNTAX[n][1] != "stricter"])
+@pytest.mark.parametrize("name", [n for n in SYNTAX if SYNTAX[n][1] != "stricter"])
 def test_jwks_json_syntax_is_read_as_envoys_protobuf_parser_reads_it(syntax_results, name):
     envoy, meshrules, _ = syntax_results[name]
     assert meshrules == envoy, f"{name}: envoy {envoy}, meshrules {meshrules}"

@@ -19,11 +19,7 @@ use crate::ConfigError;
 /// the line and column.
 pub fn parse_unique(json: &[u8]) -> Result<Value, ConfigError> {
     let mut segments = Vec::new();
-    let mut de = serde_json::Deserializer::from_slice(json);
-    let parsed = Node(&mut segments)
-        .deserialize(&mut de)
-        .and_then(|v| de.end().map(|()| v));
-    parsed.map_err(|e| {
+    read(json, &mut segments).map_err(|e| {
         let path = match render_path(&segments) {
             p if p == "." => "$".to_string(),
             p => p,
@@ -35,6 +31,20 @@ pub fn parse_unique(json: &[u8]) -> Result<Value, ConfigError> {
         };
         ConfigError::new(path, message)
     })
+}
+
+/// The same reader for JSON that is not configuration (tokens, key sets): serde_json's error,
+/// with its line and column, and no path.
+pub fn read_unique(json: &[u8]) -> Result<Value, serde_json::Error> {
+    read(json, &mut Vec::new())
+}
+
+/// On an error, `segments` holds the path to where it happened, innermost first.
+fn read(json: &[u8], segments: &mut Vec<Segment>) -> Result<Value, serde_json::Error> {
+    let mut de = serde_json::Deserializer::from_slice(json);
+    Node(segments)
+        .deserialize(&mut de)
+        .and_then(|v| de.end().map(|()| v))
 }
 
 /// Builds a value; on a failure below it, adds its own key or index to the path (innermost
