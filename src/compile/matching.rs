@@ -41,6 +41,10 @@ pub fn compile_regex(
             "repetition count {} is over the limit of {MAX_REPEAT} (RE2's)",
             largest_repeat(shown)
         ))
+    } else if let Err(reason) = syntax(shown) {
+        // On its own, not only inside the anchors: `/x)|(.*` would close the group and
+        // match every path, where RE2 (and istiod) refuse the unbalanced parenthesis.
+        Err(reason)
     } else {
         let left = MAX_TOTAL_REGEX_BYTES.saturating_sub(diags.regex_bytes);
         bounded_regex(anchored, left)
@@ -61,6 +65,24 @@ pub fn compile_regex(
 /// the smallest of 4 KiB, 32 KiB, ... that it fits (regex-lite does not tell its size; a
 /// failed try stops at its limit, so trying costs at most a seventh more). Refused when the
 /// charge is over `left`.
+/// Whether `pattern` parses as a regex: a size limit of 0 stops regex-lite right after its
+/// parser, so only parsing is paid for.
+fn syntax(pattern: &str) -> Result<(), String> {
+    match RegexBuilder::new(pattern).size_limit(0).build() {
+        Err(e) if !e.to_string().contains("exceeded size limit") => Err(last_line(&e.to_string())),
+        _ => Ok(()),
+    }
+}
+
+fn last_line(reason: &str) -> String {
+    reason
+        .lines()
+        .last()
+        .unwrap_or("invalid regex")
+        .trim()
+        .to_string()
+}
+
 pub fn bounded_regex(pattern: &str, left: usize) -> Result<(Regex, usize), String> {
     let mut limit = 4096;
     loop {
@@ -81,15 +103,7 @@ pub fn bounded_regex(pattern: &str, left: usize) -> Result<(Regex, usize), Strin
                 }
                 limit = (limit * 8).min(MAX_REGEX_BYTES);
             }
-            Err(e) => {
-                let reason = e.to_string();
-                return Err(reason
-                    .lines()
-                    .last()
-                    .unwrap_or("invalid regex")
-                    .trim()
-                    .to_string());
-            }
+            Err(e) => return Err(last_line(&e.to_string())),
         }
     }
 }

@@ -56,7 +56,9 @@ pub fn parse(text: &str) -> Result<Duration, String> {
         let mut scale = unit_nanos;
         for digit in frac.bytes() {
             scale /= 10;
-            part += u128::from(digit - b'0') * scale;
+            part = part
+                .checked_add(u128::from(digit - b'0') * scale)
+                .ok_or_else(|| format!("{text:?} is out of range"))?;
         }
         total_nanos = total_nanos
             .checked_add(part)
