@@ -706,6 +706,27 @@ class Response:
         return f"HTTP {self.status} headers={self.headers} body={body!r}"
 
 
+def raw_head(env: Envoy, head: bytes) -> bytes:
+    """Writes ``head`` (a whole HTTP/1.1 request head, bytes as given) on a new connection and
+    returns the response head (status line and headers), or what came before Envoy closed."""
+    data = b""
+    with socket.create_connection(("127.0.0.1", env.port), timeout=10) as s:
+        s.sendall(head)
+        deadline = time.monotonic() + 10
+        while b"\r\n\r\n" not in data and time.monotonic() < deadline:
+            chunk = s.recv(65536)
+            if not chunk:
+                break
+            data += chunk
+    return data.split(b"\r\n\r\n", 1)[0]
+
+
+def raw_status(head: bytes) -> int:
+    """The status of a response head from :func:`raw_head` (0: no answer)."""
+    parts = head.split(b" ", 2)
+    return int(parts[1]) if len(parts) > 1 and parts[1].isdigit() else 0
+
+
 def raw_served_by(env: Envoy, method: str, path: str, host: str, header_lines: Iterable[str] = ()) -> str:
     """Sends a hand-written HTTP/1.1 request (so headers can repeat, keep their case, or carry
     an explicit Host) and returns the answering upstream, or the status line if none answered."""
@@ -713,16 +734,7 @@ def raw_served_by(env: Envoy, method: str, path: str, host: str, header_lines: I
     if not any(line.lower().startswith("host:") for line in lines):
         lines.insert(0, f"Host: {host}")
     head = f"{method} {path} HTTP/1.1\r\n" + "".join(f"{line}\r\n" for line in lines) + "Connection: close\r\n\r\n"
-    data = b""
-    with socket.create_connection(("127.0.0.1", env.port), timeout=10) as s:
-        s.sendall(head.encode())
-        deadline = time.monotonic() + 10
-        while b"\r\n\r\n" not in data and time.monotonic() < deadline:
-            chunk = s.recv(65536)
-            if not chunk:
-                break
-            data += chunk
-    status_line, *header_block = data.split(b"\r\n\r\n", 1)[0].decode(errors="replace").split("\r\n")
+    status_line, *header_block = raw_head(env, head.encode()).decode(errors="replace").split("\r\n")
     for line in header_block:
         name, _, value = line.partition(":")
         if name.strip().lower() == "x-served-by":

@@ -17,12 +17,11 @@ listener settings (``use_remote_address: true``, ``xff_num_trusted_hops: 1``).
 from __future__ import annotations
 
 import json
-import socket
 import time
 
 import pytest
 
-from conftest import Envoy, plugin_config
+from conftest import Envoy, plugin_config, raw_head, raw_status
 from security import (authorization_policy, ec_key, jwks, jwt_rule, request_authentication,
                       security_config, sign)
 
@@ -125,10 +124,7 @@ def envoys(module_envoy_launcher) -> tuple[Envoy, Envoy]:
 def status(env: Envoy, target: str, lines: list[str]) -> int:
     """One HTTP/1.1 request written as is (headers may repeat); its status."""
     head = f"GET {target} HTTP/1.1\r\nHost: demoapp\r\n" + "".join(f"{h}\r\n" for h in lines)
-    with socket.create_connection(("127.0.0.1", env.port), timeout=10) as s:
-        s.sendall((head + "Connection: close\r\n\r\n").encode())
-        data = s.recv(4096)
-    return int(data.split(b" ", 2)[1])
+    return raw_status(raw_head(env, (head + "Connection: close\r\n\r\n").encode()))
 
 
 def token(**claims) -> str:

@@ -24,7 +24,7 @@ import h2.connection
 import h2.events
 import pytest
 
-from conftest import Envoy, destination_rule, plugin_config, to, virtual_service
+from conftest import Envoy, destination_rule, plugin_config, raw_head, raw_status, to, virtual_service
 from security import (authorization_policy, b64url, b64url_json, bearer, claims, ec_key, jwks,
                       jwt_rule, request_authentication, sign)
 
@@ -79,17 +79,7 @@ def http1(env: Envoy, path: bytes, headers: list[tuple[bytes, bytes]], host: byt
     head = b"GET " + path + b" HTTP/1.1\r\nHost: " + host + b"\r\n"
     head += b"".join(k + b": " + v + b"\r\n" for k, v in headers)
     head += b"Connection: close\r\n\r\n"
-    data = b""
-    with socket.create_connection(("127.0.0.1", env.port), timeout=10) as s:
-        s.sendall(head)
-        deadline = time.monotonic() + 10
-        while b"\r\n" not in data and time.monotonic() < deadline:
-            chunk = s.recv(65536)
-            if not chunk:
-                break
-            data += chunk
-    parts = data.split(b" ", 2)
-    return int(parts[1]) if len(parts) > 1 and parts[1].isdigit() else 0
+    return raw_status(raw_head(env, head))
 
 
 def http2(env: Envoy, path: bytes, headers: list[tuple[bytes, bytes]], host: bytes = b"demoapp",
