@@ -653,3 +653,22 @@ fn trust_domain_aliases_expand_principals_as_istiod_bundles() {
     assert!(from_peer(&["spiffe://partner/ns/foo/sa/web"]).verdict(&a));
     assert!(!from_peer(&["spiffe://new-td/ns/foo/sa/web"]).verdict(&a));
 }
+
+#[test]
+fn namespaces_are_quoted_in_istiods_regex_golden_multiple_td_aliases() {
+    // Found by tests/e2e/test_authz_golden.py: istiod writes `.*/ns/rule\[0\]-ns/.*`, so the
+    // brackets are literal, not a character class.
+    let literal = from_peer(&["spiffe://cluster.local/ns/rule[0]-ns/sa/default"]);
+    let class = from_peer(&["spiffe://cluster.local/ns/rule0-ns/sa/default"]);
+    let source = json!({"namespaces": ["rule[0]-ns"]});
+    assert!(allows_source(source.clone(), &literal));
+    assert!(!allows_source(source, &class));
+    assert!(allows_source(
+        json!({"namespaces": ["rule[0]-*"]}),
+        &literal
+    ));
+    assert!(!allows_source(
+        json!({"namespaces": ["a.c"]}),
+        &from_peer(&["spiffe://cluster.local/ns/abc/sa/default"])
+    ));
+}

@@ -410,6 +410,18 @@ fn condition(
                 }
             }
         }
+        _ if key.starts_with("experimental.envoy.filters.") => {
+            diags.error(
+                format!("{path}.key"),
+                format!(
+                    "{key:?}: istiod matches this on Envoy's dynamic metadata, which meshrules \
+                     does not evaluate: the Wasm property API gives a metadata value's bytes \
+                     without its type, so a number or boolean could not be told from the \
+                     string Envoy's metadata matcher requires"
+                ),
+            );
+            return None;
+        }
         _ => {
             diags.error(
                 format!("{path}.key"),
@@ -583,9 +595,11 @@ fn with_aliases(principals: &[String], trust_domains: &[String]) -> Vec<String> 
     out
 }
 
-/// istiod's srcNamespaceGenerator: regex `.*/ns/<ns>/.*` over the principal, `*` as `.*`.
+/// istiod's srcNamespaceGenerator: regex `.*/ns/<ns>/.*` over the principal, `*` as `.*`,
+/// the rest quoted (`rule[0]` is literal: golden simple-policy-td-aliases-out.yaml).
 fn namespace_regex(v: &str) -> Result<Pattern, String> {
-    anchored(&format!(".*/ns/{}/.*", v.replace('*', ".*")))
+    let quoted: Vec<String> = v.split('*').map(regex::escape).collect();
+    anchored(&format!(".*/ns/{}/.*", quoted.join(".*")))
 }
 
 /// istiod's serviceAccountRegex: `<ns>/<sa>` or `<sa>` in the policy's namespace.
