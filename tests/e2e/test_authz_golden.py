@@ -239,29 +239,33 @@ def fields_of(rule: dict, pick: dict[str, int]) -> list[tuple[str, list[str], li
     return [f for f in out if f[0] not in NOT_VARIED]
 
 
+def rule_probes(case: Case, rule: dict, pick: dict[str, int]) -> set[Probe]:
+    """A request satisfying the picked source and operation and the conditions, then that
+    request with each field set to each value and not-value, to no value, and unset."""
+    fields = fields_of(rule, pick)
+    base = Probe()
+    for key, values, _ in fields:
+        if values:
+            base = setters(key, values[0], case)[0](base)
+    probes = {base}
+    for key, values, not_values in fields:
+        for v in [*values, *not_values, mismatch(key, values or not_values)]:
+            probes.update(s(base) for s in setters(key, v, case))
+        if unset(key):
+            probes.add(unset(key)(base))
+    return probes
+
+
 def probes_for(case: Case, policies: list[dict]) -> list[Probe]:
-    probes = {Probe(), Probe(method="PUT"), Probe(uris=(("p", "spiffe://cluster.local/ns/foo/sa/default"),)),
-              Probe(uris=(("p", "spiffe://cluster.local/ns/foo/sa/default"),)).with_claim("sub", "user")}
+    peer = Probe(uris=(("p", "spiffe://cluster.local/ns/foo/sa/default"),))
+    probes = {Probe(), Probe(method="PUT"), peer, peer.with_claim("sub", "user")}
     for pol in policies:
         for rule in (pol.get("spec") or {}).get("rules") or []:
-          # Each source with the first operation, each operation with the first source.
-          picks = [{"from": i, "to": 0} for i in range(len(rule.get("from") or [0]))]
-          picks += [{"from": 0, "to": j} for j in range(1, len(rule.get("to") or [0]))]
-          for pick in picks:
-            fields = fields_of(rule, pick)
-            base = Probe()
-            for key, values, _ in fields:
-                if values:
-                    base = setters(key, values[0], case)[0](base)
-            probes.add(base)
-            for key, values, not_values in fields:
-                for v in [*values, *not_values]:
-                    for s in setters(key, v, case):
-                        probes.add(s(base))
-                for s in setters(key, mismatch(key, values or not_values), case):
-                    probes.add(s(base))
-                if unset(key):
-                    probes.add(unset(key)(base))
+            # Each source with the first operation, each operation with the first source.
+            picks = [{"from": i, "to": 0} for i in range(len(rule.get("from") or [0]))]
+            picks += [{"from": 0, "to": j} for j in range(1, len(rule.get("to") or [0]))]
+            for pick in picks:
+                probes |= rule_probes(case, rule, pick)
     return sorted(probes, key=Probe.describe)
 
 
