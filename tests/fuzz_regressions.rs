@@ -40,7 +40,6 @@ fn a_regex_that_closes_the_anchoring_group_is_refused() {
 /// The same in AuthorizationPolicy `namespaces` (istiod's `.*/ns/<ns>/.*`): `a)|(.*` allows
 /// every mTLS peer, in any namespace; Envoy's RBAC filter would refuse the regex.
 #[test]
-#[ignore = "open: fix belongs in src/compile/authz.rs anchored(), next to the regex limits being added (reported)"]
 fn a_namespace_that_closes_the_anchoring_group_is_refused() {
     let config = serde_json::json!({"resources": [{
         "apiVersion": "security.istio.io/v1", "kind": "AuthorizationPolicy",

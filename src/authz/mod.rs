@@ -5,6 +5,7 @@
 //! AND of conditions; each field is "any value matches, and no not-value matches".
 
 pub mod path;
+pub mod peer;
 
 use std::net::IpAddr;
 
@@ -32,6 +33,9 @@ pub struct Authz {
     pub use_remote_address: bool,
     /// Which connection facts the policies read, so the host fetches only those.
     pub needs: Needs,
+    /// The mesh's trust domain, then its aliases (istiod's trustdomain.Bundle): principals
+    /// naming one of them (or `cluster.local`) are compiled for each of them.
+    pub trust_domains: Vec<String>,
 }
 
 impl Default for Authz {
@@ -46,6 +50,7 @@ impl Default for Authz {
             xff_trusted_hops: 0,
             use_remote_address: false,
             needs: Needs::default(),
+            trust_domains: vec!["cluster.local".to_string()],
         }
     }
 }
@@ -61,9 +66,7 @@ pub struct Needs {
 impl Needs {
     pub fn add(&mut self, attr: &Attr) {
         match attr {
-            Attr::Principal | Attr::Namespace | Attr::ServiceAccount | Attr::TrustDomain => {
-                self.peer = true
-            }
+            Attr::Principal | Attr::Namespace | Attr::ServiceAccount => self.peer = true,
             Attr::SourceIp | Attr::RemoteIp => self.source_ip = true,
             Attr::DestinationIp | Attr::DestinationPort => self.destination = true,
             Attr::Sni => self.sni = true,
@@ -107,11 +110,11 @@ pub enum Attr {
     RemoteIp,
     Sni,
     Header(String),
-    /// The peer certificate's URI SAN (`spiffe://...`).
+    /// The peer certificate's names (`spiffe://...` URI SANs first): principals, and also
+    /// `trustDomains`, which istiod compiles to matchers on the principal.
     Principal,
     Namespace,
     ServiceAccount,
-    TrustDomain,
     RequestPrincipal,
     Audiences,
     Presenter,
@@ -209,8 +212,9 @@ pub struct Facts<'a> {
     pub destination_ip: Option<IpAddr>,
     pub destination_port: Option<u16>,
     pub sni: Option<&'a str>,
-    /// The peer certificate's URI SAN, when the connection is mTLS.
-    pub peer_principal: Option<&'a str>,
+    /// The peer certificate's names in Envoy's order ([`peer::peer_names`]), when the
+    /// connection is mTLS; a principal matcher matches when one of them does.
+    pub peer_names: &'a [String],
     pub jwt: Option<JwtFacts<'a>>,
 }
 
@@ -409,18 +413,12 @@ impl Attr {
             Attr::DestinationPort => {
                 matches!(p, Pattern::Port(port) if f.destination_port == Some(*port))
             }
-            Attr::Principal | Attr::Namespace | Attr::ServiceAccount => match (p, f.peer_principal)
-            {
-                (Pattern::Regex(r), Some(v)) => r.is_match(v),
-                (_, v) => str_or_present(p, v, false),
-            },
-            Attr::TrustDomain => {
-                let td = f
-                    .peer_principal
-                    .and_then(|v| v.strip_prefix("spiffe://"))
-                    .map(|rest| rest.split('/').next().unwrap_or(rest));
-                str_or_present(p, td, false)
-            }
+            // Envoy's `authenticated.principal_name` tries every URI SAN, every DNS SAN and
+            // the subject; without a certificate nothing matches.
+            Attr::Principal | Attr::Namespace | Attr::ServiceAccount => f
+                .peer_names
+                .iter()
+                .any(|v| str_or_present(p, Some(v), false)),
             Attr::RequestPrincipal => match (p, f.jwt) {
                 (Pattern::IssuerSubject(iss, sub), Some(jwt)) => {
                     // An unset side is istiod's `.+`: any non-empty value.

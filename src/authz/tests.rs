@@ -35,7 +35,7 @@ fn errors(resources: Vec<Value>) -> Vec<String> {
 struct Probe {
     headers: Vec<(String, String)>,
     source: Option<IpAddr>,
-    peer: Option<&'static str>,
+    peer: Vec<String>,
     claims: serde_json::Map<String, Value>,
     jwt: Option<(&'static str, Option<&'static str>)>,
 }
@@ -49,7 +49,7 @@ impl Probe {
                 (":path".into(), path.into()),
             ],
             source: "10.0.0.1".parse().ok(),
-            peer: None,
+            peer: Vec::new(),
             claims: serde_json::Map::new(),
             jwt: None,
         }
@@ -70,7 +70,7 @@ impl Probe {
             destination_ip: "10.0.0.9".parse().ok(),
             destination_port: Some(8080),
             sni: None,
-            peer_principal: self.peer,
+            peer_names: &self.peer,
             jwt: self.jwt.map(|(issuer, subject)| JwtFacts {
                 issuer,
                 subject,
@@ -140,7 +140,7 @@ fn not_values_exclude_and_absent_attributes_only_match_not_values() {
         "plaintext: no principal, notPrincipals match"
     );
     let mut bad = Probe::get("/");
-    bad.peer = Some("spiffe://cluster.local/ns/app/sa/bad");
+    bad.peer = vec!["spiffe://cluster.local/ns/app/sa/bad".to_string()];
     assert!(!bad.verdict(&a));
     let a = authz(vec![policy(
         "p",
@@ -152,7 +152,7 @@ fn not_values_exclude_and_absent_attributes_only_match_not_values() {
 #[test]
 fn principals_namespaces_and_service_accounts_use_istiods_spiffe_matchers() {
     let mut p = Probe::get("/");
-    p.peer = Some("spiffe://cluster.local/ns/shop/sa/web");
+    p.peer = vec!["spiffe://cluster.local/ns/shop/sa/web".to_string()];
     for (source, allowed) in [
         (
             json!({"principals": ["cluster.local/ns/shop/sa/web"]}),
@@ -307,7 +307,7 @@ fn dry_run_and_audit_policies_never_decide() {
         destination_ip: None,
         destination_port: None,
         sni: None,
-        peer_principal: None,
+        peer_names: &[],
         jwt: None,
     };
     let e = a.evaluate(&facts);
@@ -454,7 +454,7 @@ fn decide_ip(a: &Authz, source_address: &str, xff: Option<&str>) -> (Peer, Verdi
         destination_ip: None,
         destination_port: None,
         sni: None,
-        peer_principal: None,
+        peer_names: &[],
         jwt: None,
     };
     let verdict = match a.evaluate(&facts).verdict {
@@ -526,4 +526,149 @@ fn hidden_peer_fails_closed_for_deny_and_allow_policies() {
         decide_ip(&remote, "10.1.1.1:0", Some("10.1.1.1")).1,
         Verdict::DeniedBy("", 0)
     );
+}
+
+fn authz_with(security: Value, resources: Vec<Value>) -> Authz {
+    match load(
+        json!({"resources": resources, "security": security})
+            .to_string()
+            .as_bytes(),
+        &Anonymous,
+    ) {
+        Ok(l) => l.rules.authz,
+        Err(e) => panic!("config refused: {e:?}"),
+    }
+}
+
+fn from_peer(names: &[&str]) -> Probe {
+    let mut p = Probe::get("/");
+    p.peer = names.iter().map(|n| n.to_string()).collect();
+    p
+}
+
+fn allows_source(source: Value, p: &Probe) -> bool {
+    let a = authz(vec![policy(
+        "p",
+        json!({"rules": [{"from": [{"source": source}]}]}),
+    )]);
+    p.verdict(&a)
+}
+
+#[test]
+fn a_path_less_spiffe_san_has_no_trust_domain_as_istiods_prefix_matcher() {
+    // istiod: trustDomains ["td"] is the prefix `spiffe://td/` (golden trust-domains-out.yaml).
+    let p = from_peer(&["spiffe://td"]);
+    assert!(!allows_source(json!({"trustDomains": ["td"]}), &p));
+    assert!(allows_source(json!({"notTrustDomains": ["td"]}), &p));
+    assert!(!allows_source(json!({"trustDomains": ["t*"]}), &p));
+    let with_path = from_peer(&["spiffe://td/ns/a/sa/b"]);
+    assert!(allows_source(json!({"trustDomains": ["td"]}), &with_path));
+    assert!(allows_source(json!({"trustDomains": ["t*"]}), &with_path));
+    assert!(allows_source(json!({"trustDomains": ["*d"]}), &with_path));
+    assert!(allows_source(json!({"trustDomains": ["*"]}), &with_path));
+    assert!(!allows_source(
+        json!({"trustDomains": ["bad*"]}),
+        &with_path
+    ));
+}
+
+#[test]
+fn principals_are_tried_against_every_san_then_the_subject_as_envoy_rbac() {
+    // Envoy's authenticated.principal_name: each URI SAN, each DNS SAN, then the subject.
+    let p = from_peer(&[
+        "spiffe://td",
+        "spiffe://cluster.local/ns/app/sa/web",
+        "web.app",
+        "CN=web",
+    ]);
+    assert!(allows_source(
+        json!({"principals": ["cluster.local/ns/app/sa/web"]}),
+        &p
+    ));
+    assert!(allows_source(json!({"namespaces": ["app"]}), &p));
+    assert!(allows_source(json!({"serviceAccounts": ["app/web"]}), &p));
+    assert!(allows_source(
+        json!({"trustDomains": ["cluster.local"]}),
+        &p
+    ));
+    // A DENY-style exclusion sees the second SAN too.
+    assert!(!allows_source(
+        json!({"notPrincipals": ["cluster.local/ns/app/sa/web"]}),
+        &p
+    ));
+    // A certificate with only a DNS SAN or a subject is still an authenticated peer: `*`.
+    assert!(allows_source(
+        json!({"principals": ["*"]}),
+        &from_peer(&["web.app", "CN=web"])
+    ));
+    assert!(!allows_source(
+        json!({"principals": ["*"]}),
+        &from_peer(&[])
+    ));
+}
+
+#[test]
+fn trust_domain_aliases_expand_principals_as_istiod_bundles() {
+    // Golden td-aliases-source-principal: bundle new-td + [old-td, some-trustdomain].
+    let sec =
+        json!({"trustDomain": "new-td", "trustDomainAliases": ["old-td", "some-trustdomain"]});
+    let a = authz_with(
+        sec.clone(),
+        vec![policy(
+            "p",
+            json!({"rules": [{"from": [{"source": {"principals": ["old-td/ns/foo/sa/web", "*-td/ns/foo/sa/x"]}}]}]}),
+        )],
+    );
+    for (name, allowed) in [
+        ("spiffe://new-td/ns/foo/sa/web", true),
+        ("spiffe://old-td/ns/foo/sa/web", true),
+        ("spiffe://some-trustdomain/ns/foo/sa/web", true),
+        ("spiffe://other-td/ns/foo/sa/web", false),
+        // `*-td` is kept as written (it matches new-td and old-td) and copied for the alias
+        // it does not match.
+        ("spiffe://other-td/ns/foo/sa/x", true),
+        ("spiffe://some-trustdomain/ns/foo/sa/x", true),
+        ("spiffe://some-trust/ns/foo/sa/x", false),
+    ] {
+        assert_eq!(from_peer(&[name]).verdict(&a), allowed, "{name}");
+    }
+    // `cluster.local` stands for the local trust domain, whatever it is.
+    let a = authz_with(
+        json!({"trustDomain": "td1"}),
+        vec![policy(
+            "p",
+            json!({"rules": [{"when": [{"key": "source.principal", "values": ["cluster.local/ns/foo/sa/web"]}]}]}),
+        )],
+    );
+    assert!(from_peer(&["spiffe://td1/ns/foo/sa/web"]).verdict(&a));
+    assert!(!from_peer(&["spiffe://cluster.local/ns/foo/sa/web"]).verdict(&a));
+    // A foreign trust domain is kept as written.
+    let a = authz_with(
+        sec,
+        vec![policy(
+            "p",
+            json!({"rules": [{"from": [{"source": {"principals": ["partner/ns/foo/sa/web"]}}]}]}),
+        )],
+    );
+    assert!(from_peer(&["spiffe://partner/ns/foo/sa/web"]).verdict(&a));
+    assert!(!from_peer(&["spiffe://new-td/ns/foo/sa/web"]).verdict(&a));
+}
+
+#[test]
+fn namespaces_are_quoted_in_istiods_regex_golden_multiple_td_aliases() {
+    // Found by tests/e2e/test_authz_golden.py: istiod writes `.*/ns/rule\[0\]-ns/.*`, so the
+    // brackets are literal, not a character class.
+    let literal = from_peer(&["spiffe://cluster.local/ns/rule[0]-ns/sa/default"]);
+    let class = from_peer(&["spiffe://cluster.local/ns/rule0-ns/sa/default"]);
+    let source = json!({"namespaces": ["rule[0]-ns"]});
+    assert!(allows_source(source.clone(), &literal));
+    assert!(!allows_source(source, &class));
+    assert!(allows_source(
+        json!({"namespaces": ["rule[0]-*"]}),
+        &literal
+    ));
+    assert!(!allows_source(
+        json!({"namespaces": ["a.c"]}),
+        &from_peer(&["spiffe://cluster.local/ns/abc/sa/default"])
+    ));
 }

@@ -72,8 +72,19 @@ pub(super) fn settings(sec: &Security, identity: &dyn Identity, diags: &mut Diag
         "security.xffNumTrustedHops",
         diags,
     );
+    if sec.trust_domain.is_empty() {
+        diags.error("security.trustDomain", "must not be empty");
+    }
+    // istiod's trustdomain.NewBundle: the trust domain first, then its aliases.
+    let mut trust_domains = vec![sec.trust_domain.clone()];
+    for alias in &sec.trust_domain_aliases {
+        if !trust_domains.contains(alias) {
+            trust_domains.push(alias.clone());
+        }
+    }
     Authz {
         escaped_slashes,
+        trust_domains,
         xff_trusted_hops: hops.unwrap_or(0) as usize,
         use_remote_address: sec
             .use_remote_address
@@ -132,7 +143,9 @@ pub(super) fn compile_policy(
         for (j, from) in r.from.iter().enumerate() {
             let fpath = format!("{rpath}.from[{j}].source");
             match &from.source {
-                Some(s) => rule.from.push(source(s, ns, &fpath, diags)),
+                Some(s) => rule
+                    .from
+                    .push(source(s, ns, &authz.trust_domains, &fpath, diags)),
                 None => diags.error(fpath, "source is required"),
             }
         }
@@ -144,7 +157,8 @@ pub(super) fn compile_policy(
             }
         }
         for (j, c) in r.when.iter().enumerate() {
-            if let Some(check) = condition(c, ns, &format!("{rpath}.when[{j}]"), diags) {
+            let cpath = format!("{rpath}.when[{j}]");
+            if let Some(check) = condition(c, ns, &authz.trust_domains, &cpath, diags) {
                 rule.when.push(check);
             }
         }
@@ -208,7 +222,13 @@ fn field(
     })
 }
 
-fn source(s: &Source, ns: &str, path: &str, diags: &mut Diagnostics) -> Vec<Check> {
+fn source(
+    s: &Source,
+    ns: &str,
+    trust_domains: &[String],
+    path: &str,
+    diags: &mut Diagnostics,
+) -> Vec<Check> {
     if (!s.service_accounts.is_empty() || !s.not_service_accounts.is_empty())
         && (!s.principals.is_empty()
             || !s.not_principals.is_empty()
@@ -220,17 +240,17 @@ fn source(s: &Source, ns: &str, path: &str, diags: &mut Diagnostics) -> Vec<Chec
             "cannot set serviceAccounts with namespaces or principals",
         );
     }
-    let spiffe = |v: &str| Ok(Pattern::Str(StrPattern::istio(v, "spiffe://")));
-    let plain = |v: &str| Ok(Pattern::Str(StrPattern::istio(v, "")));
     let namespace = |v: &str| namespace_regex(v);
     let account = |v: &str| service_account_regex(ns, v);
+    let principals = with_aliases(&s.principals, trust_domains);
+    let not_principals = with_aliases(&s.not_principals, trust_domains);
     let fields: [FieldSpec<'_>; 7] = [
         (
             Attr::Principal,
-            &s.principals,
-            &s.not_principals,
+            &principals,
+            &not_principals,
             "principals",
-            &spiffe,
+            &principal,
         ),
         (
             Attr::RequestPrincipal,
@@ -268,11 +288,11 @@ fn source(s: &Source, ns: &str, path: &str, diags: &mut Diagnostics) -> Vec<Chec
             &cidr,
         ),
         (
-            Attr::TrustDomain,
+            Attr::Principal,
             &s.trust_domains,
             &s.not_trust_domains,
             "trustDomains",
-            &plain,
+            &trust_domain,
         ),
     ];
     let checks = fields_to_checks(fields, path, diags);
@@ -335,10 +355,15 @@ fn fields_to_checks<const N: usize>(
 type ValueParser<'a> = dyn Fn(&str) -> Result<Pattern, String> + 'a;
 
 /// A `when` condition; istiod's attribute list (pilot/pkg/security/authz/model/model.go).
-fn condition(c: &Condition, ns: &str, path: &str, diags: &mut Diagnostics) -> Option<Check> {
+fn condition(
+    c: &Condition,
+    ns: &str,
+    trust_domains: &[String],
+    path: &str,
+    diags: &mut Diagnostics,
+) -> Option<Check> {
     let key = c.key.as_str();
     let plain = |v: &str| Ok(Pattern::Str(StrPattern::istio(v, "")));
-    let spiffe = |v: &str| Ok(Pattern::Str(StrPattern::istio(v, "spiffe://")));
     let header = |v: &str| Ok(header_pattern(v));
     let namespace = |v: &str| namespace_regex(v);
     let account = |v: &str| service_account_regex(ns, v);
@@ -349,9 +374,9 @@ fn condition(c: &Condition, ns: &str, path: &str, diags: &mut Diagnostics) -> Op
         "destination.port" => (Attr::DestinationPort, &port),
         "connection.sni" => (Attr::Sni, &plain),
         "source.namespace" => (Attr::Namespace, &namespace),
-        "source.principal" => (Attr::Principal, &spiffe),
+        "source.principal" => (Attr::Principal, &principal),
         "source.serviceAccount" => (Attr::ServiceAccount, &account),
-        "source.trustDomain" => (Attr::TrustDomain, &plain),
+        "source.trustDomain" => (Attr::Principal, &trust_domain),
         "request.auth.principal" => (Attr::RequestPrincipal, &request_principal),
         "request.auth.audiences" => (Attr::Audiences, &plain),
         "request.auth.presenter" => (Attr::Presenter, &plain),
@@ -385,6 +410,18 @@ fn condition(c: &Condition, ns: &str, path: &str, diags: &mut Diagnostics) -> Op
                 }
             }
         }
+        _ if key.starts_with("experimental.envoy.filters.") => {
+            diags.error(
+                format!("{path}.key"),
+                format!(
+                    "{key:?}: istiod matches this on Envoy's dynamic metadata, which meshrules \
+                     does not evaluate: the Wasm property API gives a metadata value's bytes \
+                     without its type, so a number or boolean could not be told from the \
+                     string Envoy's metadata matcher requires"
+                ),
+            );
+            return None;
+        }
         _ => {
             diags.error(
                 format!("{path}.key"),
@@ -393,8 +430,16 @@ fn condition(c: &Condition, ns: &str, path: &str, diags: &mut Diagnostics) -> Op
             return None;
         }
     };
+    let (values, not_values) = if key == "source.principal" {
+        (
+            with_aliases(&c.values, trust_domains),
+            with_aliases(&c.not_values, trust_domains),
+        )
+    } else {
+        (c.values.clone(), c.not_values.clone())
+    };
     let check = field(
-        (attr, &c.values, &c.not_values, "values", pattern),
+        (attr, &values, &not_values, "values", pattern),
         "notValues",
         path,
         diags,
@@ -494,9 +539,67 @@ fn anchored(re: &str) -> Result<Pattern, String> {
         .map_err(|e| format!("cannot be matched: {e}"))
 }
 
-/// istiod's srcNamespaceGenerator: regex `.*/ns/<ns>/.*` over the principal, `*` as `.*`.
+fn principal(v: &str) -> Result<Pattern, String> {
+    Ok(Pattern::Str(StrPattern::istio(v, "spiffe://")))
+}
+
+/// istiod's trust domain matcher on the principal: the prefix `spiffe://<td>/` (so a
+/// path-less `spiffe://td` SAN has no trust domain), `*` forms as regexes within one segment.
+fn trust_domain(v: &str) -> Result<Pattern, String> {
+    if v.contains('/') {
+        return Err(format!("{v:?} is not a trust domain (it contains '/')"));
+    }
+    if v == "*" {
+        anchored("spiffe://[^/]+/.*")
+    } else if let Some(s) = v.strip_prefix('*') {
+        anchored(&format!("spiffe://[^/]*{}/.*", regex::escape(s)))
+    } else if let Some(p) = v.strip_suffix('*') {
+        anchored(&format!("spiffe://{}[^/]*/.*", regex::escape(p)))
+    } else {
+        Ok(Pattern::Str(StrPattern::Prefix(format!("spiffe://{v}/"))))
+    }
+}
+
+/// istiod's Bundle.ReplaceTrustDomainAliases (pilot/pkg/security/trustdomain): a principal
+/// `<td>/ns/<ns>/sa/<sa>` whose trust domain is one of `trust_domains` (or `cluster.local`,
+/// which stands for the local one; `*x` matches by suffix) is expanded to the same principal
+/// in each of them, in their order, kept as written where its trust domain matches. Others
+/// (`*`, `*/ns/..`, foreign trust domains, not five segments) stay as they are.
+fn with_aliases(principals: &[String], trust_domains: &[String]) -> Vec<String> {
+    let matches = |td: &str, pattern: &str| match pattern.strip_prefix('*') {
+        Some(suffix) => td.ends_with(suffix),
+        None => td == pattern,
+    };
+    let mut out = Vec::new();
+    for p in principals {
+        let parts: Vec<&str> = p.split('/').collect();
+        let td = parts[0];
+        let enforced = parts.len() == 5 && td != "*";
+        if !enforced || !(td == "cluster.local" || trust_domains.iter().any(|t| matches(t, td))) {
+            out.push(p.clone());
+            continue;
+        }
+        let mut expanded: Vec<String> = Vec::new();
+        for t in trust_domains {
+            let principal = if matches(t, td) {
+                p.clone()
+            } else {
+                format!("{t}/{}", parts[1..].join("/"))
+            };
+            if !expanded.contains(&principal) {
+                expanded.push(principal);
+            }
+        }
+        out.extend(expanded);
+    }
+    out
+}
+
+/// istiod's srcNamespaceGenerator: regex `.*/ns/<ns>/.*` over the principal, `*` as `.*`,
+/// the rest quoted (`rule[0]` is literal: golden simple-policy-td-aliases-out.yaml).
 fn namespace_regex(v: &str) -> Result<Pattern, String> {
-    anchored(&format!(".*/ns/{}/.*", v.replace('*', ".*")))
+    let quoted: Vec<String> = v.split('*').map(regex::escape).collect();
+    anchored(&format!(".*/ns/{}/.*", quoted.join(".*")))
 }
 
 /// istiod's serviceAccountRegex: `<ns>/<sa>` or `<sa>` in the policy's namespace.

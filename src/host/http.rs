@@ -12,7 +12,7 @@ use super::delay::{AfterDelay, Held};
 use super::metrics;
 use super::root::{now_ms, Active, Shared};
 use crate::authn::{self, KeyState};
-use crate::authz::{path, Facts, JwtFacts, Peer, Verdict};
+use crate::authz::{path, peer, Facts, JwtFacts, Peer, Verdict};
 use crate::engine::{Decision, Edit, Forward, LocalReply, Outcome, ReplyKind, Request};
 use crate::jwt::Verified;
 
@@ -218,10 +218,22 @@ pub fn process(shared: &Rc<Shared>, active: &Rc<Active>, stream: &Rc<RefCell<Str
             .sni
             .then(|| property(&["connection", "requested_server_name"]))
             .flatten();
-        let peer = needs
+        // The whole certificate: `connection.uri_san_peer_certificate` has only the first SAN.
+        let peer_names = match needs
             .peer
-            .then(|| property(&["connection", "uri_san_peer_certificate"]))
-            .flatten();
+            .then(|| property(&["connection", "peer_certificate"]))
+            .flatten()
+        {
+            Some(pem) => peer::peer_names(&pem).unwrap_or_else(|| {
+                shared.log_once(
+                    "peer certificate unreadable",
+                    "the peer certificate Envoy gave could not be parsed: \
+                     principals match nothing on such connections",
+                );
+                Vec::new()
+            }),
+            None => Vec::new(),
+        };
         let facts = Facts {
             req: &req,
             path: &n.path,
@@ -230,7 +242,7 @@ pub fn process(shared: &Rc<Shared>, active: &Rc<Active>, stream: &Rc<RefCell<Str
             destination_ip,
             destination_port,
             sni: sni.as_deref(),
-            peer_principal: peer.as_deref(),
+            peer_names: &peer_names,
             jwt: jwt.as_deref().map(JwtFacts::of),
         };
         let eval = authz.evaluate(&facts);

@@ -651,7 +651,17 @@ class TestCA:
 
     def client(self, uri: str, filename: str | None = None) -> CertFiles:
         name = filename or uri.removeprefix("spiffe://").replace("/", "_")
-        return self._issue(name, uri.rsplit("/", 1)[-1], [x509.UniformResourceIdentifier(uri)])
+        return self.peer([uri], common_name=uri.rsplit("/", 1)[-1], filename=name)
+
+    def peer(self, uris: Iterable[str], dns: Iterable[str] = (), common_name: str = "peer",
+             filename: str | None = None) -> CertFiles:
+        """A client certificate with these URI SANs and DNS SANs, in this order (Envoy's RBAC
+        tries each; its ``uri_san_peer_certificate`` attribute holds only the first)."""
+        uris, dns = list(uris), list(dns)
+        sans: list[x509.GeneralName] = [x509.UniformResourceIdentifier(u) for u in uris]
+        sans += [x509.DNSName(d) for d in dns]
+        name = filename or "peer-" + format(abs(hash((tuple(uris), tuple(dns), common_name))), "x")
+        return self._issue(name, common_name, sans)
 
 
 def tls_listener(ca: TestCA, server: CertFiles, require_client_certificate: bool = True,

@@ -226,6 +226,12 @@ pub struct Security {
     pub clock_skew: String,
     /// Verified tokens remembered per worker, so repeated tokens skip signature checks.
     pub token_cache_size: f64,
+    /// The mesh's trust domain (meshConfig `trustDomain`): principals in `cluster.local`
+    /// stand for it, as in istiod.
+    pub trust_domain: String,
+    /// meshConfig `trustDomainAliases`: principals naming the trust domain or an alias are
+    /// matched in every one of them, as istiod expands them.
+    pub trust_domain_aliases: Vec<String>,
 }
 
 impl Default for Security {
@@ -239,6 +245,8 @@ impl Default for Security {
             jwks_cache_duration: "300s".to_string(),
             clock_skew: "60s".to_string(),
             token_cache_size: 1000.0,
+            trust_domain: "cluster.local".to_string(),
+            trust_domain_aliases: Vec::new(),
         }
     }
 }

@@ -29,10 +29,10 @@ pub struct ExplainArgs {
     /// The connection's peer address (`source.ip` in AuthorizationPolicies).
     #[arg(long)]
     pub source_ip: Option<IpAddr>,
-    /// The peer certificate's URI SAN for an mTLS connection, e.g.
-    /// spiffe://cluster.local/ns/app/sa/client.
+    /// A name of the peer certificate for an mTLS connection (repeatable, in Envoy's order:
+    /// URI SANs, DNS SANs, subject), e.g. spiffe://cluster.local/ns/app/sa/client.
     #[arg(long)]
-    pub peer_principal: Option<String>,
+    pub peer_principal: Vec<String>,
 }
 
 pub fn run(args: &ExplainArgs) -> Result<(), Failure> {
@@ -176,7 +176,7 @@ pub fn run(args: &ExplainArgs) -> Result<(), Failure> {
             // A plain Envoy's listener port is the port the client called.
             destination_port: req.port(),
             sni: None,
-            peer_principal: args.peer_principal.as_deref(),
+            peer_names: &args.peer_principal,
             jwt,
         };
         let eval = authz.evaluate(&facts);
