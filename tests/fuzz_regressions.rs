@@ -3,6 +3,7 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+use meshrules::authz::Pattern;
 use meshrules::compile::{self, Anonymous};
 
 /// `config_compile`: a duration whose fraction pushes the nanosecond total past `u128::MAX`
@@ -37,14 +38,42 @@ fn a_regex_that_closes_the_anchoring_group_is_refused() {
     );
 }
 
-/// The same in AuthorizationPolicy `namespaces` (istiod's `.*/ns/<ns>/.*`): `a)|(.*` allows
-/// every mTLS peer, in any namespace; Envoy's RBAC filter would refuse the regex.
+/// The same in AuthorizationPolicy `namespaces` (istiod's `.*/ns/<ns>/.*`): `a)|(.*` allowed
+/// every mTLS peer, in any namespace. istiod quotes the namespace (`regexp.QuoteMeta`, `*`
+/// excepted), so it is a literal namespace name that no peer has.
 #[test]
-fn a_namespace_that_closes_the_anchoring_group_is_refused() {
+fn a_namespace_that_closes_the_anchoring_group_is_literal() {
     let config = serde_json::json!({"resources": [{
         "apiVersion": "security.istio.io/v1", "kind": "AuthorizationPolicy",
         "metadata": {"name": "allow", "namespace": "app"},
         "spec": {"action": "ALLOW", "rules": [{"from": [{"source": {"namespaces": ["a)|(.*"]}}]}]}}]});
-    let result = compile::load(config.to_string().as_bytes(), &Anonymous);
-    assert!(result.is_err(), "accepted");
+    let loaded = compile::load(config.to_string().as_bytes(), &Anonymous).unwrap();
+    let check = &loaded.rules.authz.allow[0].rules[0].from[0][0];
+    let Pattern::Regex(re) = &check.values[0] else {
+        panic!("a regex: {check:?}");
+    };
+    assert!(!re.is_match("spiffe://cluster.local/ns/other/sa/default"));
+    assert!(re.is_match("spiffe://cluster.local/ns/a)|(.x/sa/default"));
+}
+
+/// And in `serviceAccounts` (istiod's `spiffe://.+/ns/<ns>/(.+/|)sa/<sa>(/.+)?`): the namespace
+/// and name are literal, so `x)|(.*` cannot widen the match to every peer.
+#[test]
+fn a_service_account_that_closes_the_anchoring_group_is_literal() {
+    let config = serde_json::json!({"resources": [{
+        "apiVersion": "security.istio.io/v1", "kind": "AuthorizationPolicy",
+        "metadata": {"name": "allow", "namespace": "app"},
+        "spec": {"action": "ALLOW", "rules": [{"from": [{"source": {
+            "serviceAccounts": ["x)|(.*", "o)|(.*/sa"]}}]}]}}]});
+    let loaded = compile::load(config.to_string().as_bytes(), &Anonymous).unwrap();
+    let check = &loaded.rules.authz.allow[0].rules[0].from[0][0];
+    for value in &check.values {
+        let Pattern::Regex(re) = value else {
+            panic!("a regex: {value:?}");
+        };
+        assert!(
+            !re.is_match("spiffe://cluster.local/ns/other/sa/default"),
+            "{re:?}"
+        );
+    }
 }

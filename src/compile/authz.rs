@@ -605,6 +605,8 @@ fn namespace_regex(v: &str) -> Result<Pattern, String> {
 /// istiod's serviceAccountRegex: `<ns>/<sa>` or `<sa>` in the policy's namespace.
 fn service_account_regex(policy_ns: &str, v: &str) -> Result<Pattern, String> {
     let (ns, sa) = v.split_once('/').unwrap_or((policy_ns, v));
+    // Quoted: a name is literal, and `x)|(.*` must not close the anchoring group.
+    let (ns, sa) = (regex::escape(ns), regex::escape(sa));
     anchored(&format!("spiffe://.+/ns/{ns}/(.+/|)sa/{sa}(/.+)?"))
 }
 
