@@ -214,8 +214,9 @@ fn implies(b: &StringMatch, a: &StringMatch, lower: bool) -> bool {
 
 /// istiod's `StringMatcherWithPrefix` (pilot/pkg/security/authz/matcher/string.go) reads `*`
 /// only as the whole value, a leading `*` (suffix match) or a trailing one (prefix match);
-/// any other `*` is a literal character.
-fn literal_star(v: &str) -> Option<String> {
+/// any other `*` is a literal character. `routable`: a request attribute a VirtualService
+/// route can match with a regex instead.
+fn literal_star(v: &str, routable: bool) -> Option<String> {
     let (what, rest) = if let Some(s) = v.strip_prefix('*') {
         ("values ending in", s)
     } else if let Some(p) = v.strip_suffix('*') {
@@ -226,16 +227,20 @@ fn literal_star(v: &str) -> Option<String> {
     if v == "*" || !rest.contains('*') {
         return None;
     }
-    let regex = v
-        .split('*')
-        .map(|part| regex::escape(part))
-        .collect::<Vec<_>>()
-        .join(".*");
+    let instead = if routable {
+        let regex = v
+            .split('*')
+            .map(regex::escape)
+            .collect::<Vec<_>>()
+            .join(".*");
+        format!(", or match {regex:?} as a regex in a VirtualService route")
+    } else {
+        String::new()
+    };
     Some(format!(
         "Istio reads `*` only as the whole value or its first or last character: {v:?} matches \
          {what} {rest:?}, with a literal `*`. AuthorizationPolicy has no contains or glob \
-         match: list prefix (x*) or suffix (*x) values, or match {regex:?} as a regex in a \
-         VirtualService route"
+         match: list prefix (x*) or suffix (*x) values{instead}"
     ))
 }
 
@@ -247,12 +252,12 @@ pub(super) fn authorization_policy(
     path: &str,
     diags: &mut Diagnostics,
 ) {
-    let mut check = |field: String, values: &[String]| {
+    let mut check = |field: String, values: &[String], routable: bool| {
         for (k, v) in values.iter().enumerate() {
             if v.contains("{*}") || v.contains("{**}") {
                 continue;
             }
-            if let Some(message) = literal_star(v) {
+            if let Some(message) = literal_star(v, routable) {
                 diags.warn(format!("{field}[{k}]"), message);
             }
         }
@@ -271,10 +276,10 @@ pub(super) fn authorization_policy(
                 continue;
             };
             let p = format!("{rpath}.from[{j}].source");
-            check(format!("{p}.principals"), principals);
-            check(format!("{p}.notPrincipals"), not_principals);
-            check(format!("{p}.trustDomains"), trust_domains);
-            check(format!("{p}.notTrustDomains"), not_trust_domains);
+            check(format!("{p}.principals"), principals, false);
+            check(format!("{p}.notPrincipals"), not_principals, false);
+            check(format!("{p}.trustDomains"), trust_domains, false);
+            check(format!("{p}.notTrustDomains"), not_trust_domains, false);
         }
         for (j, o) in r.to.iter().enumerate() {
             let Some(Operation {
@@ -290,12 +295,12 @@ pub(super) fn authorization_policy(
                 continue;
             };
             let p = format!("{rpath}.to[{j}].operation");
-            check(format!("{p}.hosts"), hosts);
-            check(format!("{p}.notHosts"), not_hosts);
-            check(format!("{p}.methods"), methods);
-            check(format!("{p}.notMethods"), not_methods);
-            check(format!("{p}.paths"), paths);
-            check(format!("{p}.notPaths"), not_paths);
+            check(format!("{p}.hosts"), hosts, true);
+            check(format!("{p}.notHosts"), not_hosts, true);
+            check(format!("{p}.methods"), methods, true);
+            check(format!("{p}.notMethods"), not_methods, true);
+            check(format!("{p}.paths"), paths, true);
+            check(format!("{p}.notPaths"), not_paths, true);
         }
         for (
             j,
@@ -318,8 +323,9 @@ pub(super) fn authorization_policy(
                 .contains(&key.as_str());
             if string_key {
                 let p = format!("{rpath}.when[{j}]");
-                check(format!("{p}.values"), values);
-                check(format!("{p}.notValues"), not_values);
+                let routable = key.starts_with("request.headers[");
+                check(format!("{p}.values"), values, routable);
+                check(format!("{p}.notValues"), not_values, routable);
             }
         }
     }
