@@ -154,7 +154,8 @@ impl Inputs {
             Some(_) => self.add_resource(Value::Object(obj), origin("")),
             None if obj.contains_key("resources")
                 || obj.contains_key("routing")
-                || obj.contains_key("security") =>
+                || obj.contains_key("security")
+                || obj.contains_key("defaultNamespace") =>
             {
                 self.add_plugin_config(obj, origin(""))
             }
