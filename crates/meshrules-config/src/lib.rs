@@ -363,17 +363,15 @@ pub fn parse(json: &[u8], diags: &mut Diagnostics) -> PluginConfig {
     };
     let default_namespace = match raw.default_namespace {
         None => None,
-        Some(v) => match diags.parse::<String>(v, "defaultNamespace") {
-            Some(ns) if ns.is_empty() || dns1123_label(&ns, false) => Some(ns),
-            Some(ns) => {
-                diags.error(
-                    "defaultNamespace",
-                    format!("{ns:?} is not a DNS-1123 label (lower-case letters, digits and '-', at most 63), nor \"\" for none"),
-                );
-                None
-            }
-            None => None,
-        },
+        // Read by hand: a serde parse of a String here would cost the module kilobytes.
+        Some(Value::String(ns)) if ns.is_empty() || dns1123_label(&ns, false) => Some(ns),
+        Some(v) => {
+            diags.error(
+                "defaultNamespace",
+                format!("{v} is not a DNS-1123 label (lower-case letters, digits and '-', at most 63), nor \"\" for none"),
+            );
+            None
+        }
     };
     let resources = raw.resources.unwrap_or_else(|| {
         diags.error("resources", format!("is missing; {NO_RULES}"));
