@@ -736,3 +736,121 @@ fn every_command_reports_a_failed_write_instead_of_panicking() {
         );
     }
 }
+
+/// Istio YAML that loads with one warning of each kind `check` gives, in one document each.
+const WARNED: &str = "\
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: reviews}
+spec:
+  hosts: [reviews]
+  http:
+  - route: [{destination: {host: reviews, subset: v1}}]
+  - match: [{headers: {end-user: {exact: jason}}}]
+    route: [{destination: {host: reviews}}]
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: reviews-2, namespace: default}
+spec:
+  hosts: [reviews.default.svc.cluster.local]
+  tcp: [{route: [{destination: {host: reviews}}]}]
+---
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {name: ratings, namespace: default}
+spec:
+  host: ratings
+  trafficPolicy: {loadBalancer: {simple: LEAST_REQUEST}}
+---
+apiVersion: security.istio.io/v1
+kind: AuthorizationPolicy
+metadata: {name: no-browsers, namespace: default}
+spec:
+  action: DENY
+  rules:
+  - when: [{key: 'request.headers[user-agent]', values: ['*Mozilla*']}]
+";
+
+#[test]
+fn check_prints_each_warning_as_file_document_path_warning_message_and_exits_0() {
+    let file = TempFile::new("warned.yaml", WARNED);
+    let f = file.path();
+    let (code, out, err) = meshrules(&["check", f]);
+    assert_eq!(code, 0, "{out}{err}");
+    let expected = [
+        "document 1: metadata.namespace: warning: not set: the resource is in namespace \"default\", where kubectl apply puts it (a short host such as reviews is reviews.default.svc.cluster.local); set it, or defaultNamespace for every resource without one",
+        "document 1: spec.http[1]: warning: never matches: http[0] before it matches every request (it has no match, or only uri prefix \"/\"); Istio warns \"route without matches defined before\". Put the catch-all route last",
+        "document 1: spec.http[0].route[0].destination.subset: warning: no DestinationRule for reviews.default.svc.cluster.local in the configuration defines subset \"v1\": Istio accepts the route, but istiod creates cluster outbound||v1|reviews.default.svc.cluster.local only for a subset a DestinationRule defines, so requests here get 503 until one is applied (a plain Envoy needs that cluster in its config)",
+        "document 2: spec.tcp: warning: ignored: meshrules is an HTTP filter; tcp routes need Istio's own (native) VirtualService",
+        "document 2: spec.hosts[0]: warning: VirtualService default/reviews, listed first, already serves reviews.default.svc.cluster.local, reviews, reviews.default, reviews.default.svc: requests for it never reach VirtualService default/reviews-2 (istiod too uses one VirtualService per host on a sidecar); merge the two",
+        "document 3: spec.trafficPolicy: warning: ignored by the filter: traffic policies (load balancer, connection pool, outlier detection, TLS) are Envoy cluster settings; istiod applies them when the DestinationRule is applied to the mesh, a plain Envoy needs them in its cluster config",
+        "document 4: spec.rules[0].when[0].values[0]: warning: Istio reads `*` only as the whole value or its first or last character: \"*Mozilla*\" matches values ending in \"Mozilla*\", with a literal `*`. AuthorizationPolicy has no contains or glob match: list prefix (x*) or suffix (*x) values, or match \".*Mozilla.*\" as a regex in a VirtualService route",
+    ]
+    .map(|l| format!("{f}: {l}"));
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines[..lines.len() - 1], expected, "{out}");
+    assert_eq!(
+        lines[lines.len() - 1],
+        "ok: 1 file, 4 documents, 4 resources (1 AuthorizationPolicy, 1 DestinationRule, 2 VirtualService), 7 warnings"
+    );
+    assert_eq!(err, "");
+}
+
+#[test]
+fn check_strict_fails_on_warnings_and_passes_a_clean_config() {
+    let file = TempFile::new("strict.yaml", WARNED);
+    let (code, out, err) = meshrules(&["check", "--strict", file.path()]);
+    assert_eq!(code, 1, "{out}{err}");
+    assert_eq!(out.lines().count(), 7, "{out}");
+    assert!(!out.contains("ok:"), "{out}");
+    assert_eq!(err, "meshrules: 7 warnings (--strict)\n");
+    let (code, out, err) = meshrules(&["check", "--strict", DEMO]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.ends_with(", 0 warnings\n"), "{out}");
+}
+
+#[test]
+fn bundle_and_explain_print_warnings_on_standard_error_only() {
+    let file = TempFile::new("bundle-warned.yaml", WARNED);
+    let (code, out, err) = meshrules(&["bundle", file.path()]);
+    assert_eq!(code, 0, "{err}");
+    let config: Value = serde_json::from_str(&out).expect("only JSON on standard output");
+    assert!(config["resources"].is_array());
+    assert_eq!(err.matches(": warning: ").count(), 7, "{err}");
+}
+
+#[test]
+fn a_default_namespace_in_the_plugin_config_places_pasted_yaml_and_the_wasmplugin() {
+    let pasted = TempFile::new(
+        "pasted.yaml",
+        "apiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {name: reviews}\n\
+         spec: {hosts: [reviews], http: [{route: [{destination: {host: reviews}}]}]}\n",
+    );
+    let settings = TempFile::new("settings.json", r#"{"defaultNamespace": "bookinfo"}"#);
+    let (code, out, err) = meshrules(&["check", pasted.path(), settings.path()]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.ends_with(", 0 warnings\n"), "{out}");
+    let (code, out, err) = meshrules(&[
+        "bundle",
+        "--output",
+        "wasmplugin",
+        pasted.path(),
+        settings.path(),
+    ]);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(yaml(&out)["metadata"]["namespace"], "bookinfo", "{out}");
+    let (code, out, err) = meshrules(&[
+        "explain",
+        "--config",
+        pasted.path(),
+        "--config",
+        settings.path(),
+        "GET http://reviews/",
+    ]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(
+        out.contains("outbound|||reviews.bookinfo.svc.cluster.local"),
+        "{out}"
+    );
+}

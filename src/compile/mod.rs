@@ -4,12 +4,15 @@
 mod authn;
 mod authz;
 mod delegate;
+mod lint;
 mod matching;
 mod route;
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 
-use crate::config::{self, ConfigError, Diagnostics, PluginConfig, Routing, Spec, StickySplit};
+use crate::config::{
+    self, dns1123_label, ConfigError, Diagnostics, PluginConfig, Routing, Spec, StickySplit,
+};
 use crate::rules::{Action, ClusterName, RuleSet, StickyKey, VirtualService};
 
 /// What kind of Envoy the filter runs in, from Istio's node metadata.
@@ -220,17 +223,6 @@ pub(crate) fn wildcard_domain(domain: &str) -> Result<(), String> {
     Ok(())
 }
 
-/// A DNS-1123 label: 1 to 63 letters, digits and `-`, starting and ending with a letter or
-/// digit. Kubernetes wants lower case (namespaces); Istio's host labels take either case.
-fn dns1123_label(label: &str, any_case: bool) -> bool {
-    let alnum =
-        |b: u8| b.is_ascii_digit() || b.is_ascii_lowercase() || any_case && b.is_ascii_uppercase();
-    let b = label.as_bytes();
-    matches!((b.first(), b.last()), (Some(&f), Some(&l)) if alnum(f) && alnum(l))
-        && b.len() <= 63
-        && b.iter().all(|&c| c == b'-' || alnum(c))
-}
-
 /// Kubernetes' `metadata` rules: a name is a DNS-1123 subdomain (at most 253 bytes of
 /// lower-case labels joined by dots, `IsDNS1123Subdomain`), a namespace a DNS-1123 label.
 /// Either may be left out here, for a plain Envoy.
@@ -349,14 +341,17 @@ fn compile(config: PluginConfig, identity: &dyn Identity, diags: &mut Diagnostic
             identity,
         );
         match &res.spec {
-            Spec::AuthorizationPolicy(ap) => authz::compile_policy(
-                ap,
-                &res.metadata,
-                &res.path,
-                applies,
-                &mut rules.authz,
-                diags,
-            ),
+            Spec::AuthorizationPolicy(ap) => {
+                lint::authorization_policy(ap, &format!("{}.spec", res.path), diags);
+                authz::compile_policy(
+                    ap,
+                    &res.metadata,
+                    &res.path,
+                    applies,
+                    &mut rules.authz,
+                    diags,
+                )
+            }
             Spec::RequestAuthentication(ra) => authn::compile_request_authentication(
                 ra,
                 &res.metadata,
@@ -378,6 +373,7 @@ fn compile(config: PluginConfig, identity: &dyn Identity, diags: &mut Diagnostic
                 diags.error(format!("{path}.host"), "host is required");
                 continue;
             }
+            lint::destination_rule(dr, &path, diags);
             let host = expand_host(&dr.host, &res.metadata.namespace, &routing.cluster_domain);
             let names = subsets.entry(host).or_default();
             for (i, s) in dr.subsets.iter().enumerate() {
@@ -418,12 +414,7 @@ fn compile(config: PluginConfig, identity: &dyn Identity, diags: &mut Diagnostic
                 format!("duplicate VirtualService {id}"),
             );
         }
-        if !vs.tcp.is_empty() || !vs.tls.is_empty() {
-            diags.warn(
-                path.clone(),
-                "tcp and tls routes are ignored: meshrules is an HTTP filter",
-            );
-        }
+        lint::virtual_service(vs, &path, diags);
         for (i, host) in vs.hosts.iter().enumerate() {
             let hpath = format!("{path}.hosts[{i}]");
             // istiod's validateVirtualService: a wildcard domain, or else an IP address.
@@ -433,16 +424,25 @@ fn compile(config: PluginConfig, identity: &dyn Identity, diags: &mut Diagnostic
                     continue;
                 }
             }
+            let mut taken: BTreeMap<usize, Vec<String>> = BTreeMap::new();
             for domain in domains(host, &meta.namespace, &routing.cluster_domain, identity) {
                 if let Some(owner) = rules.hosts.insert(&domain, vs_index) {
-                    diags.warn(
-                        hpath.clone(),
-                        format!(
-                            "host {domain} is already served by VirtualService {}; the first one listed wins",
-                            rules.virtual_services[owner].id
-                        ),
-                    );
+                    taken.entry(owner).or_default().push(domain);
                 }
+            }
+            // Once per host and owner, not per alias; istioctl analyze's IST0109
+            // (ConflictingMeshGatewayVirtualServiceHosts) names both VirtualServices too.
+            for (owner, names) in taken {
+                diags.warn(
+                    hpath.clone(),
+                    format!(
+                        "VirtualService {}, listed first, already serves {}: requests for it never \
+                         reach VirtualService {id} (istiod too uses one VirtualService per host on \
+                         a sidecar); merge the two",
+                        rules.virtual_services[owner].id,
+                        names.join(", ")
+                    ),
+                );
             }
         }
         let mut names = HashMap::new();
@@ -460,7 +460,12 @@ fn compile(config: PluginConfig, identity: &dyn Identity, diags: &mut Diagnostic
                     );
                 }
             }
+            lint::http_route(&http, &rpath, diags);
             routes.push((i, rpath, http));
+        }
+        if !vs.hosts.is_empty() {
+            // A delegate's routes are merged under a root route, which may drop some.
+            lint::unreachable_routes(&routes, diags);
         }
         rules.virtual_services.push(VirtualService {
             id,

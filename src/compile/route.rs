@@ -375,19 +375,6 @@ fn compile_split(
         }
         let host = scope.fqdn(&dest.host);
         let subset = dest.subset.clone().unwrap_or_default();
-        if !subset.is_empty() {
-            if let Some(known) = scope.subsets.get(&host) {
-                if !known.contains(&subset) {
-                    diags.error(
-                        format!("{dpath}.destination.subset"),
-                        format!(
-                            "subset {subset:?} is not defined by the DestinationRule for {host} (has: {})",
-                            known.iter().cloned().collect::<Vec<_>>().join(", ")
-                        ),
-                    );
-                }
-            }
-        }
         // istiod's GetDestinationCluster: the destination's port, else the service's only
         // port, else the listener's.
         let port = match dest.port.as_ref().and_then(|p| p.number) {
@@ -433,6 +420,29 @@ fn compile_split(
                 continue;
             }
         };
+        if !subset.is_empty() {
+            let spath = format!("{dpath}.destination.subset");
+            match scope.subsets.get(&host) {
+                Some(known) if !known.contains(&subset) => diags.error(
+                    spath,
+                    format!(
+                        "subset {subset:?} is not defined by the DestinationRule for {host} (has: {})",
+                        known.iter().cloned().collect::<Vec<_>>().join(", ")
+                    ),
+                ),
+                Some(_) => {}
+                // Istio accepts it; istioctl analyze reports IST0101 ReferencedResourceNotFound.
+                None => diags.warn(
+                    spath,
+                    format!(
+                        "no DestinationRule for {host} in the configuration defines subset {subset:?}: \
+                         Istio accepts the route, but istiod creates cluster {cluster} only for a \
+                         subset a DestinationRule defines, so requests here get 503 until one is \
+                         applied (a plain Envoy needs that cluster in its config)"
+                    ),
+                ),
+            }
+        }
         let (request_headers, response_headers) =
             header_ops(rd.headers.as_ref(), &format!("{dpath}.headers"), diags);
         destinations.push(WeightedDestination {

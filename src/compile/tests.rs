@@ -651,3 +651,287 @@ fn labels_that_are_not_a_map_of_strings_are_refused() {
         );
     }
 }
+
+// ---- Resources without a namespace, and the warnings of `meshrules check` ----
+
+fn loaded(config: &Value) -> Loaded {
+    match load(config.to_string().as_bytes(), &Anonymous) {
+        Ok(l) => l,
+        Err(e) => panic!("refused: {e:?}"),
+    }
+}
+
+fn warnings_of(config: &Value) -> Vec<String> {
+    loaded(config)
+        .warnings
+        .iter()
+        .map(ToString::to_string)
+        .collect()
+}
+
+fn clusters(l: &Loaded) -> Vec<String> {
+    l.rules
+        .routes
+        .iter()
+        .flat_map(|r| match &r.action {
+            crate::rules::Action::Forward(s) => {
+                s.destinations.iter().map(|d| d.cluster.to_string()).collect()
+            }
+            _ => Vec::new(),
+        })
+        .collect()
+}
+
+/// A VirtualService `reviews` routing to subset v1, and its DestinationRule, both without
+/// `metadata.namespace`, as pasted from a tutorial.
+fn pasted_reviews() -> Vec<Value> {
+    vec![
+        json!({"apiVersion": "networking.istio.io/v1", "kind": "VirtualService",
+               "metadata": {"name": "reviews"},
+               "spec": {"hosts": ["reviews"], "http": [{"route": [
+                   {"destination": {"host": "reviews", "subset": "v1"}}]}]}}),
+        json!({"apiVersion": "networking.istio.io/v1", "kind": "DestinationRule",
+               "metadata": {"name": "reviews"},
+               "spec": {"host": "reviews", "subsets": [{"name": "v1"}]}}),
+    ]
+}
+
+#[test]
+fn a_resource_without_namespace_is_in_default_as_kubectl_apply_puts_it_and_says_so() {
+    let l = loaded(&json!({"resources": pasted_reviews()}));
+    assert_eq!(
+        clusters(&l),
+        ["outbound||v1|reviews.default.svc.cluster.local"]
+    );
+    assert_eq!(l.rules.virtual_services[0].id, "default/reviews");
+    let w: Vec<String> = l.warnings.iter().map(ToString::to_string).collect();
+    assert_eq!(
+        w,
+        ["resources[0]", "resources[1]"].map(|r| format!(
+            "{r}.metadata.namespace: not set: the resource is in namespace \"default\", where \
+             kubectl apply puts it (a short host such as reviews is \
+             reviews.default.svc.cluster.local); set it, or defaultNamespace for every resource \
+             without one"
+        ))
+    );
+}
+
+#[test]
+fn default_namespace_places_subsets_delegates_and_policies_without_a_warning() {
+    let mut resources = pasted_reviews();
+    // The subset check finds the DestinationRule in the same default namespace.
+    resources[0]["spec"]["http"][0]["route"][0]["destination"]["subset"] = json!("v9");
+    let config = json!({"defaultNamespace": "bookinfo", "resources": resources.clone()});
+    assert_eq!(
+        errors_of(config),
+        ["resources[0].spec.http[0].route[0].destination.subset: subset \"v9\" is not defined by the DestinationRule for reviews.bookinfo.svc.cluster.local (has: v1)"]
+    );
+    // A delegate named without a namespace is looked up in the root's, here bookinfo.
+    let root = json!({"apiVersion": "networking.istio.io/v1", "kind": "VirtualService",
+        "metadata": {"name": "root"},
+        "spec": {"hosts": ["reviews"], "http": [{"delegate": {"name": "leaf"}}]}});
+    let leaf = json!({"apiVersion": "networking.istio.io/v1", "kind": "VirtualService",
+        "metadata": {"name": "leaf", "namespace": "bookinfo"},
+        "spec": {"http": [{"route": route_to("reviews")}]}});
+    let policy = json!({"apiVersion": "security.istio.io/v1", "kind": "AuthorizationPolicy",
+        "metadata": {"name": "deny"}, "spec": {"action": "DENY", "rules": [{}]}});
+    let l = loaded(&json!({"defaultNamespace": "bookinfo", "resources": [root, leaf, policy]}));
+    assert_eq!(
+        clusters(&l),
+        ["outbound|||reviews.bookinfo.svc.cluster.local"]
+    );
+    assert_eq!(l.rules.authz.deny[0].id, "bookinfo/deny");
+    assert!(l.warnings.is_empty(), "{:?}", l.warnings);
+}
+
+#[test]
+fn an_empty_default_namespace_keeps_short_hosts_as_written() {
+    let l = loaded(&json!({"defaultNamespace": "", "resources": pasted_reviews()}));
+    assert_eq!(clusters(&l), ["outbound||v1|reviews"]);
+    assert!(l.warnings.is_empty(), "{:?}", l.warnings);
+}
+
+#[test]
+fn a_default_namespace_that_is_no_dns_label_is_refused() {
+    assert_refused(
+        json!({"defaultNamespace": "Book_Info", "resources": []}),
+        "defaultNamespace: \"Book_Info\" is not a DNS-1123 label (lower-case letters, digits and '-', at most 63), nor \"\" for none",
+    );
+}
+
+fn deny_when_header(values: Value) -> Value {
+    json!({"resources": [{"apiVersion": "security.istio.io/v1", "kind": "AuthorizationPolicy",
+        "metadata": {"name": "ua", "namespace": "app"},
+        "spec": {"action": "DENY", "rules": [{
+            "from": [{"source": {"principals": ["cluster.local/ns/*/sa/a*"], "namespaces": ["*-prod*"]}}],
+            "to": [{"operation": {"paths": ["/x/*", "/{*}/a*"], "methods": ["G*T"]}}],
+            "when": [{"key": "request.headers[user-agent]", "values": values},
+                     {"key": "source.ip", "values": ["10.0.0.0/8"]}]}]}}]})
+}
+
+/// istiod's StringMatcherWithPrefix: only a leading or trailing `*` is a wildcard.
+#[test]
+fn an_authz_value_with_an_inner_or_second_star_warns_with_what_istio_matches() {
+    let w = warnings_of(&deny_when_header(json!([
+        "*Mozilla*",
+        "*Mozilla",
+        "curl*",
+        "*"
+    ])));
+    assert_eq!(
+        w,
+        [
+            "resources[0].spec.rules[0].from[0].source.principals[0]: Istio reads `*` only as the whole value or its first or last character: \"cluster.local/ns/*/sa/a*\" matches values starting with \"cluster.local/ns/*/sa/a\", with a literal `*`. AuthorizationPolicy has no contains or glob match: list prefix (x*) or suffix (*x) values",
+            "resources[0].spec.rules[0].to[0].operation.methods[0]: Istio reads `*` only as the whole value or its first or last character: \"G*T\" matches only the value \"G*T\", with a literal `*`. AuthorizationPolicy has no contains or glob match: list prefix (x*) or suffix (*x) values, or match \"G.*T\" as a regex in a VirtualService route",
+            "resources[0].spec.rules[0].when[0].values[0]: Istio reads `*` only as the whole value or its first or last character: \"*Mozilla*\" matches values ending in \"Mozilla*\", with a literal `*`. AuthorizationPolicy has no contains or glob match: list prefix (x*) or suffix (*x) values, or match \".*Mozilla.*\" as a regex in a VirtualService route",
+        ]
+    );
+}
+
+fn vs_routes(http: Value) -> Vec<String> {
+    warnings_of(&json!({"resources": [vs(http)]}))
+}
+
+fn routed(m: Value) -> Value {
+    json!({"match": m, "route": route_to("demoapp")})
+}
+
+/// istiod's analyzeUnreachableHTTPRules: "route without matches defined before" and "all
+/// matches used by prior rules"; a `prefix: "/"` uri is as wide as no match.
+#[test]
+fn a_route_after_a_catch_all_or_a_wider_route_warns_that_it_never_matches() {
+    let catch_all = |first: Value| {
+        vs_routes(json!([
+            first,
+            routed(json!([{"headers": {"x-canary": {"exact": "true"}}}]))
+        ]))
+    };
+    let expected = "resources[0].spec.http[1]: never matches: http[0] before it matches every request (it has no match, or only uri prefix \"/\"); Istio warns \"route without matches defined before\". Put the catch-all route last";
+    assert_eq!(catch_all(json!({"route": route_to("demoapp")})), [expected]);
+    assert_eq!(
+        catch_all(routed(json!([{"uri": {"prefix": "/"}}]))),
+        [expected]
+    );
+    assert_eq!(catch_all(routed(json!([{}]))), [expected]);
+
+    let covered = vs_routes(json!([
+        {"name": "api", "match": [{"uri": {"prefix": "/api"}}], "route": route_to("demoapp")},
+        routed(json!([{"uri": {"exact": "/api"}}, {"uri": {"prefix": "/api/v1"}, "headers": {"x": {"exact": "1"}}}])),
+        routed(json!([{"uri": {"prefix": "/api"}, "method": {"exact": "GET"}}])),
+    ]));
+    assert_eq!(
+        covered,
+        [1, 2].map(|n| format!("resources[0].spec.http[{n}]: never matches: http[0] (\"api\") before it matches every request this route matches (the same or wider match blocks); Istio warns \"all matches used by prior rules\". Put the narrower route first"))
+    );
+}
+
+#[test]
+fn routes_an_earlier_route_may_not_cover_do_not_warn() {
+    for (first, later) in [
+        // narrower first, wider later: the usual order
+        (
+            json!([{"uri": {"prefix": "/api/v1"}}]),
+            json!([{"uri": {"prefix": "/api"}}]),
+        ),
+        (
+            json!([{"headers": {"x": {"exact": "1"}}}]),
+            json!([{"headers": {"x": {"exact": "2"}}}]),
+        ),
+        // one of the later route's blocks is not covered
+        (
+            json!([{"uri": {"prefix": "/a"}}]),
+            json!([{"uri": {"prefix": "/a"}}, {"uri": {"prefix": "/b"}}]),
+        ),
+        // a regex is never reasoned about, only compared
+        (
+            json!([{"uri": {"regex": "/a.*"}}]),
+            json!([{"uri": {"prefix": "/a"}}]),
+        ),
+        // case-insensitive later route matches /API, which the first does not
+        (
+            json!([{"uri": {"prefix": "/a"}}]),
+            json!([{"uri": {"prefix": "/a"}, "ignoreUriCase": true}]),
+        ),
+        (
+            json!([{"withoutHeaders": {"x": {"exact": "1"}}}]),
+            json!([{"withoutHeaders": {"x": {"prefix": "1"}}}]),
+        ),
+        (json!([{"port": 8080}]), json!([{"uri": {"prefix": "/a"}}])),
+    ] {
+        assert_eq!(
+            vs_routes(json!([routed(first.clone()), routed(later.clone())])),
+            Vec::<String>::new(),
+            "{first} then {later}"
+        );
+    }
+}
+
+#[test]
+fn a_delegating_route_does_not_hide_later_routes() {
+    // A request none of the delegate's routes matches goes on to the next root route.
+    let leaf = json!({"apiVersion": "networking.istio.io/v1", "kind": "VirtualService",
+        "metadata": {"name": "leaf", "namespace": "app"},
+        "spec": {"http": [routed(json!([{"uri": {"prefix": "/a"}}]))]}});
+    let root = vs(json!([{"delegate": {"name": "leaf"}}, {"route": route_to("demoapp")}]));
+    assert_eq!(
+        warnings_of(&json!({"resources": [root, leaf]})),
+        Vec::<String>::new()
+    );
+}
+
+#[test]
+fn two_virtual_services_for_one_host_warn_once_naming_both() {
+    let second = json!({"apiVersion": "networking.istio.io/v1", "kind": "VirtualService",
+        "metadata": {"name": "demoapp-v2", "namespace": "app"},
+        "spec": {"hosts": ["demoapp.app.svc.cluster.local"], "http": [{"route": route_to("demoapp")}]}});
+    let first = vs(json!([{"route": route_to("demoapp")}]));
+    assert_eq!(
+        warnings_of(&json!({"resources": [first, second]})),
+        ["resources[1].spec.hosts[0]: VirtualService app/demoapp, listed first, already serves demoapp.app.svc.cluster.local, demoapp, demoapp.app, demoapp.app.svc: requests for it never reach VirtualService app/demoapp-v2 (istiod too uses one VirtualService per host on a sidecar); merge the two"]
+    );
+}
+
+/// Istio accepts it (istioctl analyze: IST0101); the route 503s as istiod makes no cluster.
+#[test]
+fn a_subset_of_a_host_without_destination_rule_loads_with_a_warning() {
+    let config = json!({"resources": [vs(json!([{"route": [{"destination": {"host": "demoapp", "subset": "v1"}}]}]))]});
+    let l = loaded(&config);
+    assert_eq!(clusters(&l), ["outbound||v1|demoapp.app.svc.cluster.local"]);
+    assert_eq!(
+        warnings_of(&config),
+        ["resources[0].spec.http[0].route[0].destination.subset: no DestinationRule for demoapp.app.svc.cluster.local in the configuration defines subset \"v1\": Istio accepts the route, but istiod creates cluster outbound||v1|demoapp.app.svc.cluster.local only for a subset a DestinationRule defines, so requests here get 503 until one is applied (a plain Envoy needs that cluster in its config)"]
+    );
+}
+
+#[test]
+fn fields_the_filter_ignores_warn_naming_their_path() {
+    let dr = json!({"apiVersion": "networking.istio.io/v1", "kind": "DestinationRule",
+        "metadata": {"name": "d", "namespace": "app"},
+        "spec": {"host": "demoapp", "trafficPolicy": {"loadBalancer": {"simple": "LEAST_REQUEST"}},
+                 "subsets": [{"name": "v1", "trafficPolicy": {}}], "exportTo": ["."],
+                 "workloadSelector": {"matchLabels": {"app": "x"}}}});
+    let mut v = vs(
+        json!([{"match": [{"uri": {"prefix": "/a"}, "statPrefix": "a"}],
+        "route": route_to("demoapp"), "retries": {"attempts": 2, "retryIgnorePreviousHosts": true}}]),
+    );
+    v["spec"]["tcp"] = json!([{"route": [{"destination": {"host": "demoapp"}}]}]);
+    v["spec"]["tls"] = json!([{"match": [{"sniHosts": ["demoapp"]}]}]);
+    v["spec"]["exportTo"] = json!(["*"]);
+    let paths: Vec<String> = warnings_of(&json!({"resources": [dr, v]}))
+        .iter()
+        .map(|w| w.split(": ").next().unwrap_or_default().to_string())
+        .collect();
+    assert_eq!(
+        paths,
+        [
+            "resources[0].spec.trafficPolicy",
+            "resources[0].spec.subsets[0].trafficPolicy",
+            "resources[0].spec.workloadSelector",
+            "resources[0].spec.exportTo",
+            "resources[1].spec.tcp",
+            "resources[1].spec.tls",
+            "resources[1].spec.http[0].match[0].statPrefix",
+            "resources[1].spec.http[0].retries.retryIgnorePreviousHosts",
+        ]
+    );
+}

@@ -12,8 +12,8 @@ import re
 import pytest
 
 from conftest import (
-    MESHRULES_WASM, bootstrap, destination_rule, envoy_validate, plugin_config, require_binaries, to,
-    virtual_service,
+    MESHRULES_WASM, bootstrap, destination_rule, envoy_validate, plugin_config, request, require_binaries,
+    to, virtual_service,
 )
 
 
@@ -199,6 +199,27 @@ def test_an_empty_configuration_is_refused_and_names_the_config_with_no_rules(re
 def test_no_resources_loads_with_a_warning_that_every_request_passes(envoy):
     env = envoy(plugin_config())
     assert "config warning: resources: no resources: every request passes untouched" in env.log_text()
+
+
+def test_a_check_warning_is_logged_once_per_load_and_the_rule_acts_as_in_istio(envoy):
+    """`meshrules check`'s warnings come from the filter's compile step: Envoy's log has each once
+    per VM load (Envoy configures a VM on the main thread and one per worker), none per request.
+    `*Mozilla*` is istiod's suffix `Mozilla*` with a literal `*`, so a browser is not denied."""
+    policy = {"apiVersion": "security.istio.io/v1", "kind": "AuthorizationPolicy",
+              "metadata": {"name": "no-browsers", "namespace": "app"},
+              "spec": {"action": "DENY", "rules": [{"when": [
+                  {"key": "request.headers[user-agent]", "values": ["*Mozilla*"]}]}]}}
+    env = envoy(plugin_config(demo_vs(route_v1()), destination_rule("demoapp", "demoapp", ["v1"]), policy))
+    line = ('meshrules: config warning: resources[2].spec.rules[0].when[0].values[0]: Istio reads `*` only '
+            'as the whole value or its first or last character: "*Mozilla*" matches values ending in '
+            '"Mozilla*", with a literal `*`.')
+    loads = len(re.findall(r"config accepted", env.log_text()))
+    assert loads >= 1, env.log_text()[-2000:]
+    assert env.log_text().count(line) == loads, env.log_text()[-3000:]
+    for agent in ("Mozilla/5.0 (X11; Linux x86_64)", "curl/8.0"):
+        assert request(env, headers={"User-Agent": agent}).status == 200
+    assert request(env, headers={"User-Agent": "bot Mozilla*"}).status == 403
+    assert env.log_text().count(line) == loads
 
 
 def test_a_huge_refused_value_is_cut_in_the_log_line(rejected_envoy):

@@ -78,7 +78,7 @@ pub struct HttpMatchRequest {
 }
 
 /// Istio's `StringMatch` oneof; `{}` (none set) is the "present" matcher for headers.
-#[derive(Debug, Default, Clone, Deserialize)]
+#[derive(Debug, Default, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct StringMatch {
     pub exact: Option<String>,

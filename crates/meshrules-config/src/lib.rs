@@ -154,6 +154,9 @@ struct RawPluginConfig {
     routing: Option<Value>,
     #[serde(default)]
     security: Option<Value>,
+    /// The namespace of resources without `metadata.namespace`.
+    #[serde(default, rename = "defaultNamespace")]
+    default_namespace: Option<Value>,
 }
 
 /// meshrules' own settings: how a routing decision is handed to Envoy's router.
@@ -314,6 +317,21 @@ pub struct PluginConfig {
     pub security: Security,
 }
 
+/// Where a resource without `metadata.namespace` is, unless `defaultNamespace` says otherwise:
+/// where `kubectl apply` without `-n` puts it.
+pub const DEFAULT_NAMESPACE: &str = "default";
+
+/// A DNS-1123 label: 1 to 63 letters, digits and `-`, starting and ending with a letter or
+/// digit. Kubernetes wants lower case (namespaces); Istio's host labels take either case.
+pub fn dns1123_label(label: &str, any_case: bool) -> bool {
+    let alnum =
+        |b: u8| b.is_ascii_digit() || b.is_ascii_lowercase() || any_case && b.is_ascii_uppercase();
+    let b = label.as_bytes();
+    matches!((b.first(), b.last()), (Some(&f), Some(&l)) if alnum(f) && alnum(l))
+        && b.len() <= 63
+        && b.iter().all(|&c| c == b'-' || alnum(c))
+}
+
 const NETWORKING_VERSIONS: [&str; 3] = [
     "networking.istio.io/v1",
     "networking.istio.io/v1beta1",
@@ -363,6 +381,18 @@ pub fn parse(json: &[u8], diags: &mut Diagnostics) -> PluginConfig {
         Some(v) => diags.parse::<Security>(v, "security").unwrap_or_default(),
         None => Security::default(),
     };
+    let default_namespace = match raw.default_namespace {
+        None => None,
+        // Read by hand: a serde parse of a String here would cost the module kilobytes.
+        Some(Value::String(ns)) if ns.is_empty() || dns1123_label(&ns, false) => Some(ns),
+        Some(v) => {
+            diags.error(
+                "defaultNamespace",
+                format!("{v} is not a DNS-1123 label (lower-case letters, digits and '-', at most 63), nor \"\" for none"),
+            );
+            None
+        }
+    };
     let resources = raw.resources.unwrap_or_else(|| {
         diags.error("resources", format!("is missing; {NO_RULES}"));
         Vec::new()
@@ -373,7 +403,29 @@ pub fn parse(json: &[u8], diags: &mut Diagnostics) -> PluginConfig {
     let resources = resources
         .into_iter()
         .enumerate()
-        .filter_map(|(i, v)| parse_resource(v, &format!("resources[{i}]"), diags))
+        .filter_map(|(i, v)| {
+            let path = format!("resources[{i}]");
+            let mut res = parse_resource(v, &path, diags)?;
+            if res.metadata.namespace.is_empty() {
+                // As `kubectl apply` fills it in; said when the user did not choose it.
+                match &default_namespace {
+                    Some(ns) => res.metadata.namespace.clone_from(ns),
+                    None => {
+                        diags.warn(
+                            format!("{path}.metadata.namespace"),
+                            format!(
+                                "not set: the resource is in namespace {DEFAULT_NAMESPACE:?}, where kubectl \
+                                 apply puts it (a short host such as reviews is reviews.{DEFAULT_NAMESPACE}.svc.{}); \
+                                 set it, or defaultNamespace for every resource without one",
+                                routing.cluster_domain
+                            ),
+                        );
+                        res.metadata.namespace = DEFAULT_NAMESPACE.to_string();
+                    }
+                }
+            }
+            Some(res)
+        })
         .collect();
     PluginConfig {
         resources,

@@ -180,10 +180,7 @@ fn wasm_plugin(v: &Validated, args: &BundleArgs) -> Result<Value, String> {
 /// The namespace every resource is in, if they agree.
 fn shared_namespace(v: &Validated) -> Option<String> {
     let list = v.inputs.config.get("resources")?.as_array()?;
-    let namespaces: BTreeSet<&str> = list
-        .iter()
-        .filter_map(|r| r.get("metadata")?.get("namespace")?.as_str())
-        .collect();
+    let namespaces: BTreeSet<&str> = list.iter().map(|r| v.inputs.namespace_of(r)).collect();
     match (namespaces.len(), namespaces.first()) {
         (1, Some(ns)) => Some((*ns).to_string()),
         _ => None,

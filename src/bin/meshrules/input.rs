@@ -7,7 +7,7 @@ use std::fmt;
 use std::path::Path;
 
 use meshrules::compile::{self, Anonymous, Loaded};
-use meshrules::config::ConfigError;
+use meshrules::config::{self, ConfigError};
 use serde_json::{Map, Value};
 
 /// Where a piece of the combined pluginConfig was written.
@@ -52,6 +52,8 @@ pub struct Inputs {
     /// Where `routing`, `security` (and any other top-level key) came from.
     settings: Option<Origin>,
     pub files: usize,
+    /// The files in the order given.
+    file_order: Vec<String>,
     pub documents: usize,
     /// Problems found while reading, before the filter's validation runs.
     pub problems: Vec<Problem>,
@@ -71,6 +73,7 @@ impl Inputs {
         let mut inputs = Inputs::default();
         for file in files {
             inputs.files += 1;
+            inputs.file_order.push(file.clone());
             let text = if file == "-" {
                 std::io::read_to_string(std::io::stdin())
             } else {
@@ -151,7 +154,8 @@ impl Inputs {
             Some(_) => self.add_resource(Value::Object(obj), origin("")),
             None if obj.contains_key("resources")
                 || obj.contains_key("routing")
-                || obj.contains_key("security") =>
+                || obj.contains_key("security")
+                || obj.contains_key("defaultNamespace") =>
             {
                 self.add_plugin_config(obj, origin(""))
             }
@@ -265,7 +269,21 @@ impl Inputs {
         problems.append(&mut inputs.problems);
         match result {
             Ok(loaded) if problems.is_empty() => {
-                let warnings = loaded.warnings.iter().map(|w| inputs.locate(w)).collect();
+                // Told apart from problems the way compilers do: `path: warning: message`.
+                let mut warnings: Vec<Problem> = loaded
+                    .warnings
+                    .iter()
+                    .map(|w| {
+                        let mut p = inputs.locate(w);
+                        p.message.insert_str(0, "warning: ");
+                        p
+                    })
+                    .collect();
+                // In reading order; the filter finds them phase by phase.
+                warnings.sort_by_key(|p| {
+                    let file = inputs.file_order.iter().position(|f| *f == p.file);
+                    (file, p.document)
+                });
                 Ok(Validated {
                     inputs,
                     loaded,
@@ -296,11 +314,22 @@ impl Inputs {
     pub fn origin_of(&self, kind: &str, id: &str) -> Option<&Origin> {
         let list = self.config.get("resources")?.as_array()?;
         list.iter().zip(&self.resources).find_map(|(r, o)| {
-            let meta = r.get("metadata")?;
-            let name = meta.get("name")?.as_str()?;
-            let ns = meta.get("namespace").and_then(Value::as_str).unwrap_or("");
+            let name = r.get("metadata")?.get("name")?.as_str()?;
+            let ns = self.namespace_of(r);
             (r.get("kind")?.as_str()? == kind && format!("{ns}/{name}") == id).then_some(o)
         })
+    }
+
+    /// A resource's namespace as the filter reads it: `metadata.namespace`, else
+    /// `defaultNamespace`, else [`config::DEFAULT_NAMESPACE`].
+    pub fn namespace_of<'a>(&'a self, resource: &'a Value) -> &'a str {
+        resource
+            .get("metadata")
+            .and_then(|m| m.get("namespace"))
+            .and_then(Value::as_str)
+            .filter(|ns| !ns.is_empty())
+            .or_else(|| self.config.get("defaultNamespace").and_then(Value::as_str))
+            .unwrap_or(config::DEFAULT_NAMESPACE)
     }
 }
 

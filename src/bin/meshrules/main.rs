@@ -27,9 +27,9 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Validate Istio YAML or pluginConfig JSON exactly as the filter does; every problem is
-    /// printed with file, document and field path.
-    Check(ConfigFiles),
+    /// Validate Istio YAML or pluginConfig JSON exactly as the filter does; every problem and
+    /// warning is printed with file, document and field path.
+    Check(CheckArgs),
     /// Turn Istio YAML into the filter's pluginConfig JSON, a WasmPlugin, or an Envoy bootstrap.
     Bundle(Box<bundle::BundleArgs>),
     /// Show which VirtualService and route a request takes and what the filter does with it.
@@ -43,6 +43,15 @@ pub struct ConfigFiles {
     /// reads standard input.
     #[arg(required = true)]
     pub files: Vec<String>,
+}
+
+#[derive(Args)]
+pub struct CheckArgs {
+    #[command(flatten)]
+    pub config: ConfigFiles,
+    /// Exit with status 1 when there is any warning, as for a problem.
+    #[arg(long)]
+    pub strict: bool,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -62,7 +71,7 @@ const PROBLEMS: u8 = 1;
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
-        Command::Check(c) => check(&c.files),
+        Command::Check(c) => check(&c),
         Command::Bundle(args) => bundle::run(&args),
         Command::Explain(args) => explain::run(&args),
     };
@@ -118,17 +127,31 @@ pub fn plural(n: usize) -> &'static str {
     }
 }
 
-/// Reads and validates `files`; warnings go to standard error.
+/// Reads and validates `files`; warnings go to standard error, which leaves standard output to
+/// what `bundle` and `explain` print.
 pub fn validated(files: &[String]) -> Result<input::Validated, Failure> {
     let v = Inputs::read(files).validate().map_err(Failure::Problems)?;
     for w in &v.warnings {
-        err!("warning: {w}");
+        err!("{w}");
     }
     Ok(v)
 }
 
-fn check(files: &[String]) -> Result<(), Failure> {
-    let v = validated(files)?;
+/// `check` prints warnings where it prints problems, on standard output, then the summary.
+fn check(args: &CheckArgs) -> Result<(), Failure> {
+    let v = Inputs::read(&args.config.files)
+        .validate()
+        .map_err(Failure::Problems)?;
+    for w in &v.warnings {
+        out!("{w}");
+    }
+    if args.strict && !v.warnings.is_empty() {
+        return Err(Failure::Other(format!(
+            "{} warning{} (--strict)",
+            v.warnings.len(),
+            plural(v.warnings.len())
+        )));
+    }
     let kinds: Vec<String> = v
         .inputs
         .kinds()
