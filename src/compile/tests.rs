@@ -674,9 +674,11 @@ fn clusters(l: &Loaded) -> Vec<String> {
         .routes
         .iter()
         .flat_map(|r| match &r.action {
-            crate::rules::Action::Forward(s) => {
-                s.destinations.iter().map(|d| d.cluster.to_string()).collect()
-            }
+            crate::rules::Action::Forward(s) => s
+                .destinations
+                .iter()
+                .map(|d| d.cluster.to_string())
+                .collect(),
             _ => Vec::new(),
         })
         .collect()
