@@ -99,8 +99,9 @@ bench-smoke: build venv tools
 # Fuzzing (fuzz/, cargo-fuzz and libFuzzer on nightly; the filter itself stays on stable).
 # Each target first replays its fuzz/regressions/ inputs (except `open-*`: findings whose fix
 # belongs elsewhere, see fuzz/regressions/README.md), then fuzzes from the committed seeds in
-# fuzz/corpus/ into fuzz/.corpus/ (not committed). Any crash, timeout or OOM fails; the log of
-# each run is in fuzz/target/logs/. Targets with their -max_len:
+# fuzz/corpus/ (with fuzz/dict/) into fuzz/.corpus/ (not committed). Any crash, timeout or OOM
+# fails; each run's log is in fuzz/target/logs/. No sanitizer by default (safe Rust; ASan costs
+# 5-10x the executions): `make fuzz FUZZ_OPTS=` fuzzes with ASan. Targets with their -max_len:
 FUZZ_TARGETS := config_compile:16384 istio_yaml_check:16384 jwt_verify:16384 \
 	path_normalize:4096 request_pipeline:8192
 CARGO_FUZZ   := .tools/bin/cargo-fuzz
@@ -124,7 +125,8 @@ define fuzz_each
 				|| { tail -n 60 $$log; echo "fuzz $$t: a regression input fails again ($$log)"; exit 1; }; \
 		fi; \
 		mkdir -p fuzz/.corpus/$$t; echo "fuzz $$t: $(1)"; \
-		$(FUZZ) run $(FUZZ_OPTS) $$t fuzz/.corpus/$$t fuzz/corpus/$$t -- $$limits $(1) >$$log 2>&1 \
+		$(FUZZ) run $(FUZZ_OPTS) $$t fuzz/.corpus/$$t fuzz/corpus/$$t -- $$limits \
+			-dict=fuzz/dict/$$t.dict $(1) >$$log 2>&1 \
 			|| { tail -n 60 $$log; echo "fuzz $$t: FAILED, input in fuzz/artifacts/$$t/ ($$log)"; exit 1; }; \
 		grep -E '^stat::(number_of_executed_units|average_exec_per_sec|peak_rss_mb)' $$log | tr '\n' ' '; echo; \
 	done

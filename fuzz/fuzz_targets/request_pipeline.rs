@@ -141,6 +141,17 @@ fn pipeline(rules: &RuleSet, headers: &[(String, String)], conn: &Connection, no
             }),
         };
         let eval = authz.evaluate(&facts);
+        // The fixture's DENY on /admin and /admin/* holds for every spelling that normalizes
+        // to them (`/a/../admin`, `//admin`, `/%61dmin`, ...).
+        if n.path == "/admin" || n.path.starts_with("/admin/") {
+            assert!(
+                matches!(eval.verdict, Verdict::DeniedBy("app/deny-admin", 0)),
+                "{:?} -> {:?}: {:?}",
+                req.path,
+                n.path,
+                eval.verdict
+            );
+        }
         if eval.verdict != Verdict::Allow {
             return check_reply(&LocalReply::rbac_denied());
         }
