@@ -11,7 +11,7 @@ WASM        := wasm/meshrules.wasm
 CLI         := target/release/meshrules
 ENVOY_VERSION := 1.40.0
 
-.PHONY: build toolchain venv wrk tools image-tools image push require-registry run test lint unit wasm-test e2e bench bench-smoke fuzz fuzz-smoke fuzz-seeds fuzz-tools clean
+.PHONY: build toolchain venv wrk tools image-tools image push require-registry run test lint unit wasm-test e2e bench bench-smoke fuzz fuzz-smoke fuzz-seeds fuzz-tools fuzz-lint clean
 
 # Tools a fresh machine lacks: the wasm target, wasm-opt (Debian's binaryen; its wasm-as
 # assembles the failure-policy tests' broken module), node for the in-VM unit tests, and Envoy
@@ -138,8 +138,13 @@ fuzz: fuzz-tools
 	$(FUZZ) build $(FUZZ_OPTS)
 	$(call fuzz_each,-runs=$(FUZZ_RUNS))
 
+# The fuzz crate is outside the workspace `make lint` checks: nightly's fmt and clippy.
+fuzz-lint: fuzz-tools
+	cd fuzz && cargo +nightly fmt --check
+	cd fuzz && cargo +nightly clippy --all-targets -- -D warnings
+
 # Every target for a few seconds: keeps the targets building and the regressions fixed.
-fuzz-smoke: fuzz-tools
+fuzz-smoke: fuzz-tools fuzz-lint
 	$(FUZZ) build $(FUZZ_OPTS)
 	$(call fuzz_each,-max_total_time=5)
 

@@ -27,7 +27,11 @@ impl Identity for Sidecar {
 
 const REQUESTS: &[(&str, &str, &str)] = &[
     ("GET", "demoapp", "/"),
-    ("GET", "demoapp.app.svc.cluster.local:8080", "/api/v1/items?x=1&y"),
+    (
+        "GET",
+        "demoapp.app.svc.cluster.local:8080",
+        "/api/v1/items?x=1&y",
+    ),
     ("OPTIONS", "a.example.com", "/a/b/c"),
     ("POST", "demoapp.app", "/%61/../b//c;x?q#f"),
 ];

@@ -67,7 +67,9 @@ fuzz_target!(|data: &[u8]| {
     let verified = Rc::new(verified);
     let mut cache = TokenCache::new(2);
     cache.insert(&token, Rc::clone(&verified), now);
-    if token.len() <= meshrules::jwt::MAX_CACHED_TOKEN_LEN && verified.expires_at.is_none_or(|e| e >= now) {
+    if token.len() <= meshrules::jwt::MAX_CACHED_TOKEN_LEN
+        && verified.expires_at.is_none_or(|e| e >= now)
+    {
         assert_eq!(cache.get(&token, now).as_deref(), Some(&*verified));
     }
     assert!(cache.get(&format!("{token}x"), now).is_none());

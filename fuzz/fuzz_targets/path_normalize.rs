@@ -19,7 +19,10 @@ fuzz_target!(|data: &[u8]| {
             continue;
         };
         let path: &str = &n.path;
-        assert_eq!(n.query, raw_query, "{raw:?} {mode:?}: the query is kept as sent");
+        assert_eq!(
+            n.query, raw_query,
+            "{raw:?} {mode:?}: the query is kept as sent"
+        );
         assert_eq!(
             n.changed(),
             path != raw_path,

@@ -85,9 +85,13 @@ fn pipeline(rules: &RuleSet, headers: &[(String, String)], conn: &Connection, no
     let authn_path;
     if !rules.authn.is_empty() {
         let mut cache = rules.authn.new_cache();
-        let outcome = rules.authn.authenticate(&req, now, &no_remote_keys, &mut cache);
+        let outcome = rules
+            .authn
+            .authenticate(&req, now, &no_remote_keys, &mut cache);
         // A repeated token comes from the cache: it must be judged the same.
-        let again = rules.authn.authenticate(&req, now, &no_remote_keys, &mut cache);
+        let again = rules
+            .authn
+            .authenticate(&req, now, &no_remote_keys, &mut cache);
         assert_eq!(outcome_key(&outcome), outcome_key(&again));
         match outcome {
             authn::Outcome::Missing => {}
