@@ -18,3 +18,32 @@ fn duration_with_a_fraction_past_the_range_is_refused() {
         "{errors:?}"
     );
 }
+
+/// Found while writing the fuzz invariants, not by the fuzzer: a `regex` is compiled inside
+/// `^(?:…)$`, so a pattern that closes the group itself (`/x)|(.*`) is accepted and matches
+/// every path, where Envoy's RE2 refuses it (unbalanced parentheses) and istiod with it.
+#[test]
+#[ignore = "open: fix belongs in src/compile/matching.rs full_match_regex, next to the regex limits being added (reported)"]
+fn a_regex_that_closes_the_anchoring_group_is_refused() {
+    let config = serde_json::json!({"resources": [{
+        "apiVersion": "networking.istio.io/v1", "kind": "VirtualService",
+        "metadata": {"name": "r", "namespace": "app"},
+        "spec": {"hosts": ["d"], "http": [{
+            "match": [{"uri": {"regex": "/x)|(.*"}}],
+            "route": [{"destination": {"host": "d"}}]}]}}]});
+    let result = compile::load(config.to_string().as_bytes(), &Anonymous);
+    assert!(result.is_err(), "accepted: {:?}", result.map(|l| l.rules.routes.len()));
+}
+
+/// The same in AuthorizationPolicy `namespaces` (istiod's `.*/ns/<ns>/.*`): `a)|(.*` allows
+/// every mTLS peer, in any namespace; Envoy's RBAC filter would refuse the regex.
+#[test]
+#[ignore = "open: fix belongs in src/compile/authz.rs anchored(), next to the regex limits being added (reported)"]
+fn a_namespace_that_closes_the_anchoring_group_is_refused() {
+    let config = serde_json::json!({"resources": [{
+        "apiVersion": "security.istio.io/v1", "kind": "AuthorizationPolicy",
+        "metadata": {"name": "allow", "namespace": "app"},
+        "spec": {"action": "ALLOW", "rules": [{"from": [{"source": {"namespaces": ["a)|(.*"]}}]}]}}]});
+    let result = compile::load(config.to_string().as_bytes(), &Anonymous);
+    assert!(result.is_err(), "accepted");
+}
