@@ -32,7 +32,11 @@ fn a_regex_that_closes_the_anchoring_group_is_refused() {
             "match": [{"uri": {"regex": "/x)|(.*"}}],
             "route": [{"destination": {"host": "d"}}]}]}}]});
     let result = compile::load(config.to_string().as_bytes(), &Anonymous);
-    assert!(result.is_err(), "accepted: {:?}", result.map(|l| l.rules.routes.len()));
+    assert!(
+        result.is_err(),
+        "accepted: {:?}",
+        result.map(|l| l.rules.routes.len())
+    );
 }
 
 /// The same in AuthorizationPolicy `namespaces` (istiod's `.*/ns/<ns>/.*`): `a)|(.*` allows
