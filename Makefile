@@ -111,8 +111,10 @@ FUZZ         := RUSTUP_TOOLCHAIN=nightly $(CARGO_FUZZ) fuzz
 FUZZ_RUNS    ?= 10000000
 FUZZ_LIMITS  := -timeout=10 -rss_limit_mb=2048 -print_final_stats=1
 
+# libfuzzer-sys compiles libFuzzer (C++) in its build script.
 fuzz-tools:
 	@rustup toolchain list | grep -q '^nightly' || rustup toolchain install nightly --profile minimal
+	@command -v c++ >/dev/null || { apt-get update -qq && apt-get install -y -qq g++ >/dev/null; }
 	@test -x $(CARGO_FUZZ) || cargo install --locked --root .tools cargo-fuzz@0.13.2
 
 # $(1): how long each target fuzzes (libFuzzer options).
@@ -140,7 +142,7 @@ fuzz: fuzz-tools
 
 # The fuzz crate is outside the workspace `make lint` checks; it lints on stable too (only
 # cargo-fuzz's sanitizer flags need nightly).
-fuzz-lint:
+fuzz-lint: fuzz-tools
 	cd fuzz && cargo fmt --check
 	cd fuzz && cargo clippy --all-targets -- -D warnings
 
