@@ -5,7 +5,7 @@ coverage (libFuzzer -merge) in fuzz/corpus/<target>/, which is committed.
 
 Sources: the project's Istio YAML and test data, the request_pipeline fixture, the path rows of
 src/authz/path.rs's tests, and ../shared/peer (jwt-vectors.json, path-normalization.json,
-istio-authz-golden; see its README) when it is there.
+istio-authz-golden; see its README) when it is there. Needs PyYAML.
 """
 import glob
 import hashlib
