@@ -11,7 +11,7 @@ WASM        := wasm/meshrules.wasm
 CLI         := target/release/meshrules
 ENVOY_VERSION := 1.40.0
 
-.PHONY: build toolchain venv wrk tools image-tools image push require-registry run test lint unit wasm-test e2e bench bench-smoke clean
+.PHONY: build toolchain venv wrk tools image-tools image push require-registry run test lint unit wasm-test e2e bench bench-smoke fuzz fuzz-smoke fuzz-seeds fuzz-tools fuzz-lint clean
 
 # Tools a fresh machine lacks: the wasm target, wasm-opt (Debian's binaryen; its wasm-as
 # assembles the failure-policy tests' broken module), node for the in-VM unit tests, and Envoy
@@ -96,7 +96,71 @@ bench: build venv tools
 bench-smoke: build venv tools
 	$(PYTHON) bench/run.py --smoke --out $$(mktemp)
 
-test: lint unit wasm-test e2e bench-smoke
+# Fuzzing (fuzz/, cargo-fuzz and libFuzzer on nightly; the filter itself stays on stable).
+# Each target first replays its fuzz/regressions/ inputs (except `open-*`: findings whose fix
+# belongs elsewhere, see fuzz/regressions/README.md), then fuzzes from the committed seeds in
+# fuzz/corpus/ (with fuzz/dict/) into fuzz/.corpus/ (not committed). Any crash, timeout or OOM
+# fails; each run's log is in fuzz/target/logs/. No sanitizer by default (safe Rust; ASan costs
+# 5-10x the executions): `make fuzz FUZZ_OPTS=` fuzzes with ASan. Targets (fastest first) with
+# their -max_len; `make fuzz FUZZ_TARGETS=jwt_verify:16384` runs one:
+FUZZ_TARGETS := path_normalize:4096 request_pipeline:8192 jwt_verify:16384 \
+	config_compile:16384 istio_yaml_check:16384
+CARGO_FUZZ   := .tools/bin/cargo-fuzz
+FUZZ_OPTS    ?= --sanitizer none
+FUZZ         := RUSTUP_TOOLCHAIN=nightly $(CARGO_FUZZ) fuzz
+FUZZ_RUNS    ?= 10000000
+FUZZ_LIMITS  := -timeout=10 -rss_limit_mb=2048 -print_final_stats=1
+
+# libfuzzer-sys compiles libFuzzer (C++) in its build script.
+fuzz-tools:
+	@rustup toolchain list | grep -q '^nightly' || rustup toolchain install nightly --profile minimal
+	@command -v c++ >/dev/null || { apt-get update -qq && apt-get install -y -qq g++ >/dev/null; }
+	@test -x $(CARGO_FUZZ) || cargo install --locked --root .tools cargo-fuzz@0.13.2
+
+# $(1): how long each target fuzzes (libFuzzer options).
+define fuzz_each
+	@set -e; mkdir -p fuzz/target/logs; for tl in $(FUZZ_TARGETS); do \
+		t=$${tl%%:*}; limits="$(FUZZ_LIMITS) -max_len=$${tl##*:}"; log=fuzz/target/logs/$$t.log; \
+		regressions=$$(find fuzz/regressions/$$t -type f ! -name 'open-*' 2>/dev/null | sort); \
+		if [ -n "$$regressions" ]; then \
+			echo "fuzz $$t: replaying $$(echo $$regressions | wc -w) regression input(s)"; \
+			$(FUZZ) run $(FUZZ_OPTS) $$t $$regressions -- $$limits >$$log 2>&1 \
+				|| { tail -n 60 $$log; echo "fuzz $$t: a regression input fails again ($$log)"; exit 1; }; \
+		fi; \
+		mkdir -p fuzz/.corpus/$$t; echo "fuzz $$t: $(1)"; \
+		$(FUZZ) run $(FUZZ_OPTS) $$t fuzz/.corpus/$$t fuzz/corpus/$$t -- $$limits \
+			-dict=fuzz/dict/$$t.dict $(1) >$$log 2>&1 \
+			|| { tail -n 60 $$log; echo "fuzz $$t: FAILED, input in fuzz/artifacts/$$t/ ($$log)"; exit 1; }; \
+		grep -E '^stat::(number_of_executed_units|average_exec_per_sec|peak_rss_mb)' $$log | tr '\n' ' '; echo; \
+	done
+endef
+
+# Every target for 10M executions (FUZZ_RUNS): long; not part of `make test`.
+fuzz: fuzz-tools
+	$(FUZZ) build $(FUZZ_OPTS)
+	$(call fuzz_each,-runs=$(FUZZ_RUNS))
+
+# The fuzz crate is outside the workspace `make lint` checks; it lints on stable too (only
+# cargo-fuzz's sanitizer flags need nightly).
+fuzz-lint: fuzz-tools
+	cd fuzz && cargo fmt --check
+	cd fuzz && cargo clippy --all-targets -- -D warnings
+
+# Every target for a few seconds: keeps the targets building and the regressions fixed.
+fuzz-smoke: fuzz-tools fuzz-lint
+	$(FUZZ) build $(FUZZ_OPTS)
+	$(call fuzz_each,-max_total_time=5)
+
+# Rebuilds fuzz/corpus/ from fuzz/seeds.py's candidates, keeping those that add coverage.
+fuzz-seeds: fuzz-tools
+	$(FUZZ) build $(FUZZ_OPTS)
+	@set -e; tmp=$$(mktemp -d); python3 fuzz/seeds.py $$tmp; for tl in $(FUZZ_TARGETS); do \
+		t=$${tl%%:*}; rm -rf fuzz/corpus/$$t; mkdir -p fuzz/corpus/$$t; \
+		$(FUZZ) run $(FUZZ_OPTS) $$t fuzz/corpus/$$t $$tmp/$$t -- -merge=1 $(FUZZ_LIMITS) \
+			-max_len=$${tl##*:} 2>&1 | grep 'MERGE-OUTER: .* new files'; \
+	done; rm -rf $$tmp
+
+test: lint unit wasm-test e2e bench-smoke fuzz-smoke
 
 clean:
 	cargo clean

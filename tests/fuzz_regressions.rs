@@ -11,7 +11,7 @@ use meshrules::compile::{self, Anonymous};
 /// 340282366920938463463374607431.9s` becomes 131 ms instead of being refused as out of range.
 #[test]
 fn duration_with_a_fraction_past_the_range_is_refused() {
-    let config = include_bytes!("../fuzz/regressions/config_compile/open-duration-overflow.json");
+    let config = include_bytes!("../fuzz/regressions/config_compile/duration-overflow.json");
     let errors = compile::load(config, &Anonymous).expect_err("accepted");
     assert!(
         errors.iter().any(|e| e.message.contains("out of range")),
