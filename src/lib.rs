@@ -13,6 +13,7 @@ pub use meshrules_config as config;
 pub mod engine;
 pub mod jwt;
 pub mod rules;
+pub mod x509;
 
 // Test builds for wasm run in a plain WASI VM, which has no proxy-wasm host to link.
 #[cfg(all(target_arch = "wasm32", not(test)))]

@@ -5,30 +5,19 @@
 //! (`connection.peer_certificate`, URL-encoded PEM).
 
 use percent_encoding::percent_decode_str;
-use x509_cert::der::DecodePem;
-use x509_cert::ext::pkix::name::GeneralName;
-use x509_cert::ext::pkix::SubjectAltName;
-use x509_cert::Certificate;
+
+use crate::x509::{pem_certificate, Certificate};
 
 /// The names in Envoy's order; `None` when the text is not a certificate.
 pub fn peer_names(url_encoded_pem: &str) -> Option<Vec<String>> {
     let pem = percent_decode_str(url_encoded_pem).decode_utf8().ok()?;
-    let cert = Certificate::from_pem(pem.as_bytes()).ok()?;
-    let tbs = cert.tbs_certificate();
-    let (mut names, mut dns) = (Vec::new(), Vec::new());
-    // A certificate with two SAN extensions is refused by the TLS stack before this runs.
-    if let Ok(Some((_, san))) = tbs.get_extension::<SubjectAltName>() {
-        for name in san.0 {
-            match name {
-                GeneralName::UniformResourceIdentifier(uri) => names.push(uri.to_string()),
-                GeneralName::DnsName(d) => dns.push(d.to_string()),
-                _ => {}
-            }
-        }
-    }
-    names.append(&mut dns);
-    // RFC 4514 (x509-cert's Display), the RFC 2253 form Envoy prints, most specific first.
-    names.push(tbs.subject().to_string());
+    let der = pem_certificate(&pem)?;
+    let cert = Certificate::from_der(&der)?;
+    // Envoy reads a subjectAltName it cannot parse as no names (`X509_get_ext_d2i`).
+    let alt = cert.alt_names().unwrap_or_default();
+    let mut names = alt.uris;
+    names.extend(alt.dns);
+    names.push(cert.subject()?);
     Some(names)
 }
 

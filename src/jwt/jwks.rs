@@ -6,15 +6,14 @@
 
 use std::fmt;
 
-use base64::engine::{DecodePaddingMode, GeneralPurpose, GeneralPurposeConfig};
-use base64::Engine;
-use der::asn1::{AnyRef, BitStringRef, ObjectIdentifier, UintRef};
-use der::{Decode, Reader, SliceReader, Tag, TagNumber, Tagged};
+use der::asn1::{ObjectIdentifier, UintRef};
+use der::{Decode, Reader, SliceReader};
 use rsa::{BoxedUint, RsaPublicKey};
 use serde_json::{Map, Value};
 
 use super::json::protobuf_json;
 use super::token::b64url;
+use crate::x509;
 
 /// Why a key set cannot be used.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -176,7 +175,6 @@ fn syntax_reason(e: &serde_json::Error) -> String {
 
 const X509_PREFIX: &str = "-----BEGIN CERTIFICATE-----\n";
 const X509_SUFFIX: &str = "\n-----END CERTIFICATE-----\n";
-const X509_END: &str = "-----END CERTIFICATE-----";
 
 /// Envoy's `shouldCheckX509`: a non-empty object whose every member has a non-empty name and a
 /// string value that starts and ends like one PEM certificate.
@@ -214,77 +212,13 @@ const RSA_ENCRYPTION: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.2.840.1
 /// then `X509_get_pubkey`).
 fn x509_rsa_key(pem: &str) -> Result<RsaPublicKey, JwksError> {
     let parse_error = JwksError::Unusable(X509_PARSE_ERROR);
-    let body = pem.strip_prefix(X509_PREFIX).ok_or(parse_error.clone())?;
-    let body = body
-        .get(..body.find(X509_END).unwrap_or(0))
-        .unwrap_or_default();
-    // PEM's base64 is wrapped in lines; padding is optional here, as for BoringSSL's decoder.
-    let b64: Vec<u8> = body.bytes().filter(|b| !b.is_ascii_whitespace()).collect();
-    const PEM_B64: GeneralPurpose = GeneralPurpose::new(
-        &base64::alphabet::STANDARD,
-        GeneralPurposeConfig::new().with_decode_padding_mode(DecodePaddingMode::Indifferent),
-    );
-    let der = PEM_B64.decode(&b64).map_err(|_| parse_error.clone())?;
-    let (oid, key) = certificate_spki(&der).map_err(|_| parse_error)?;
+    let der = x509::pem_certificate(pem).ok_or(parse_error.clone())?;
+    let cert = x509::Certificate::from_der(&der).ok_or(parse_error)?;
+    let (oid, key) = cert.public_key();
     if oid != RSA_ENCRYPTION {
         return Err(JwksError::Unusable(X509_PUBKEY_ERROR));
     }
     rsa_public_key_der(key).ok_or(JwksError::Unusable(X509_PUBKEY_ERROR))
-}
-
-/// The subject public key (algorithm and key bits) of a DER certificate (RFC 5280 4.1),
-/// checking the certificate's outline: `Certificate ::= SEQUENCE { tbsCertificate, signature
-/// algorithm SEQUENCE, signature BIT STRING }`, `tbsCertificate ::= SEQUENCE { [0] version
-/// OPTIONAL, serialNumber INTEGER, signature SEQUENCE, issuer SEQUENCE, validity SEQUENCE,
-/// subject SEQUENCE, subjectPublicKeyInfo SEQUENCE, [1] [2] [3] ... }`. The names, times and
-/// extensions are not read: only the key is used, as Envoy uses it.
-fn certificate_spki(der: &[u8]) -> der::Result<(ObjectIdentifier, &[u8])> {
-    fn skip<'a>(r: &mut SliceReader<'a>, tag: Tag) -> der::Result<()> {
-        AnyRef::decode(r)?.tag().assert_eq(tag).map(|_| ())
-    }
-    let mut reader = SliceReader::new(der)?;
-    let spki = reader.sequence(|cert| {
-        let spki = cert.sequence(|tbs| {
-            if Tag::peek(tbs)?
-                == (Tag::ContextSpecific {
-                    constructed: true,
-                    number: TagNumber(0),
-                })
-            {
-                AnyRef::decode(tbs)?;
-            }
-            skip(tbs, Tag::Integer)?;
-            for _ in 0..4 {
-                skip(tbs, Tag::Sequence)?;
-            }
-            let spki = tbs.sequence(|spki| {
-                let oid = spki.sequence(|alg| {
-                    let oid = ObjectIdentifier::decode(alg)?;
-                    // The parameters (NULL for RSA) are not needed.
-                    while !alg.is_finished() {
-                        AnyRef::decode(alg)?;
-                    }
-                    Ok::<_, der::Error>(oid)
-                })?;
-                let key = BitStringRef::decode(spki)?;
-                Ok::<_, der::Error>((oid, key))
-            })?;
-            // issuerUniqueID, subjectUniqueID, extensions.
-            while !tbs.is_finished() {
-                AnyRef::decode(tbs)?;
-            }
-            Ok::<_, der::Error>(spki)
-        })?;
-        skip(cert, Tag::Sequence)?;
-        BitStringRef::decode(cert)?;
-        Ok::<_, der::Error>(spki)
-    })?;
-    reader.finish()?;
-    let (oid, key) = spki;
-    Ok((
-        oid,
-        key.as_bytes().ok_or_else(|| Tag::BitString.value_error())?,
-    ))
 }
 
 /// PKCS #1 `RSAPublicKey ::= SEQUENCE { modulus INTEGER, publicExponent INTEGER }`.
