@@ -13,6 +13,7 @@ meshrules forwards; meshrules may be stricter (400 where the reference forwards)
 from __future__ import annotations
 
 import json
+from collections import Counter
 
 import pytest
 
@@ -73,7 +74,9 @@ def test_no_path_spelling_bypasses_a_deny_envoy_enforces(envoys):
     outcomes = {p: (status(native, p), status(meshrules, p)) for p in PATHS}
     bypasses = {p: o for p, o in outcomes.items() if o[0] in (400, 403) and o[1] == 200}
     agree = sum(1 for n, m in outcomes.values() if n == m)
-    print(f"\npath parity: {len(PATHS)} paths, {agree} same status, {len(bypasses)} bypasses")
+    differ = Counter(f"native {n} / meshrules {m}" for n, m in outcomes.values() if n != m)
+    print(f"\npath parity: {len(PATHS)} paths, {agree} same status, {len(bypasses)} bypasses, "
+          f"differing: {dict(differ)}")
     assert not bypasses, bypasses
     # The reference itself: it denies the table's own /admin spellings.
     assert outcomes["/app/../admin"][0] == 403
