@@ -236,6 +236,12 @@ def main(argv: list[str] | None = None) -> int:
     if len(set(names)) != len(names):
         ap.error("listener names must be unique")
 
+    # SIGTERM / SIGINT are taken with sigwait, never by a handler: a handler that sets an Event
+    # can deadlock on the Event's own lock if the signal lands while the main thread holds it
+    # (seen in test_demo's teardown: the upstream outlived its SIGTERM and held the demo ports). Blocked
+    # before any thread starts, so every thread inherits the mask.
+    stop_signals = {signal.SIGTERM, signal.SIGINT}
+    signal.pthread_sigmask(signal.SIG_BLOCK, stop_signals)
     servers = [make_server(name, port, args.verbose) for name, port in args.listen]
     threads = []
     for s in servers:
@@ -246,10 +252,7 @@ def main(argv: list[str] | None = None) -> int:
     sys.stdout.write(json.dumps({name: s.server_address[1] for (name, _), s in zip(args.listen, servers)}) + "\n")
     sys.stdout.flush()
 
-    stop = threading.Event()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(sig, lambda *_: stop.set())
-    stop.wait()
+    signal.sigwait(stop_signals)
     # Shut the listeners down together: each shutdown waits for its poll interval.
     # Daemon threads: a shutdown that never returns must not keep the process alive at exit.
     closers = [threading.Thread(target=s.shutdown, daemon=True) for s in servers]
