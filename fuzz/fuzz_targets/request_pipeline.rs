@@ -127,22 +127,20 @@ fn pipeline(rules: &RuleSet, headers: &[(String, String)], conn: &Connection, no
             Ok(n) => n,
             Err(why) => return check_reply(&LocalReply::bad_path(why.detail())),
         };
-        let (source_ip, _) = address(conn.source.as_deref());
+        let (source_ip, remote_ip) = authz.peers(conn.source.as_deref(), &req);
         let (destination_ip, destination_port) = address(conn.destination.as_deref());
+        // The peer as the certificate's names (here one, as the fuzz input gives it).
+        let peer_names: Vec<String> = conn.peer.iter().cloned().collect();
         let facts = Facts {
             req: &req,
             path: &n.path,
             source_ip,
-            remote_ip: authz.remote_ip(&req, source_ip),
+            remote_ip,
             destination_ip,
             destination_port,
             sni: conn.sni.as_deref(),
-            peer_principal: conn.peer.as_deref(),
-            jwt: jwt.as_deref().map(|v| JwtFacts {
-                issuer: &v.issuer,
-                subject: &v.subject,
-                claims: &v.claims,
-            }),
+            peer_names: &peer_names,
+            jwt: jwt.as_deref().map(JwtFacts::of),
         };
         let eval = authz.evaluate(&facts);
         // The fixture's DENY on /admin and /admin/* holds for every spelling that normalizes
