@@ -8,7 +8,8 @@
 mod native {
     use criterion::{black_box, criterion_group, BenchmarkId, Criterion};
     use meshrules::compile::{load, Anonymous};
-    use meshrules::engine::{Decision, Request};
+    use meshrules::engine::Decision;
+    use meshrules::http::Request;
     use meshrules::rules::RuleSet;
     use serde_json::json;
 

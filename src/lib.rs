@@ -1,7 +1,8 @@
 //! meshrules: Istio traffic rules (VirtualService, DestinationRule) decided in a proxy-wasm
 //! filter, enforced by Envoy's router.
 //!
-//! The core (`config`, `compile`, `rules`, `engine`) makes no host calls and is tested
+//! The core (`config`, `compile`, `rules`, `http`, `authn`, `authz`, `engine`, `pipeline`)
+//! makes no host calls and is tested
 //! natively and inside a Wasm VM; `host` is the thin proxy-wasm shell.
 
 #![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used, clippy::panic))]
@@ -11,7 +12,9 @@ pub mod authz;
 pub mod compile;
 pub use meshrules_config as config;
 pub mod engine;
+pub mod http;
 pub mod jwt;
+pub mod pipeline;
 pub mod rules;
 pub mod x509;
 

@@ -579,7 +579,7 @@ fn explain_verifies_a_token_with_inline_keys_and_names_the_allow_policy() {
     let out = explain(config.path(), "GET http://demoapp/", &[&auth]);
     assert!(has_line(&out, "jwt: token verified by RequestAuthentication app/jwt (issuer \"https://issuer.example\", subject \"alice\")"), "{out}");
     assert!(
-        has_line(&out, "jwt: request header remove authorization"),
+        has_line(&out, "request header: remove authorization"),
         "{out}"
     );
     assert!(

@@ -5,7 +5,8 @@
 
 use libfuzzer_sys::fuzz_target;
 use meshrules::compile::{self, Anonymous, Identity, ProxyKind};
-use meshrules::engine::{Decision, Outcome, Request};
+use meshrules::engine::{Decision, Outcome};
+use meshrules::http::Request;
 
 /// A sidecar in namespace `app` labelled `app=demoapp` (node metadata the host would read).
 struct Sidecar;

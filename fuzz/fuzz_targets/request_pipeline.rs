@@ -1,5 +1,5 @@
-//! Arbitrary request headers through the whole per-request decision, in the order
-//! `src/host/http.rs::process` runs it, over one rule set compiled once
+//! Arbitrary request headers through the whole per-request decision (`pipeline::run`, what
+//! the filter and `explain` run), over one rule set compiled once
 //! (`fixtures/request_pipeline.json`: VirtualService matches, rewrites, faults, splits, CORS,
 //! redirects, AuthorizationPolicies and a RequestAuthentication with inline JWKS).
 //!
@@ -9,15 +9,12 @@
 //! `@source` and `@destination` (`ip:port` or `ip`), `@sni`, `@peer`.
 #![no_main]
 
-use std::net::{IpAddr, SocketAddr};
-use std::rc::Rc;
-
 use libfuzzer_sys::fuzz_target;
-use meshrules::authn::{self, KeyState};
-use meshrules::authz::{path, Facts, JwtFacts, Verdict};
+use meshrules::authn::KeyState;
+use meshrules::authz::path;
 use meshrules::compile::{self, Anonymous};
-use meshrules::engine::{Decision, Edit, LocalReply, Outcome, Request};
-use meshrules::jwt::Verified;
+use meshrules::http::{Edit, Request};
+use meshrules::pipeline::{self, Address, Connection, Env, Event, Outcome, PeerCertificate};
 use meshrules::rules::RuleSet;
 
 const FIXTURE: &str = include_str!("../fixtures/request_pipeline.json");
@@ -38,22 +35,27 @@ thread_local! {
         .collect();
 }
 
+/// The connection facts the input gives, as the host reads them from Envoy's attributes.
 #[derive(Default)]
-struct Connection {
+struct Attributes {
     source: Option<String>,
     destination: Option<String>,
     sni: Option<String>,
     peer: Option<String>,
 }
 
-/// `ip:port` or a bare IP, as the host reads Envoy's address attributes.
-fn address(text: Option<&str>) -> (Option<IpAddr>, Option<u16>) {
-    let Some(text) = text else {
-        return (None, None);
-    };
-    match text.parse::<SocketAddr>() {
-        Ok(sa) => (Some(sa.ip()), Some(sa.port())),
-        Err(_) => (text.parse().ok(), None),
+impl Connection for Attributes {
+    fn source_address(&self) -> Option<String> {
+        self.source.clone()
+    }
+    fn destination_address(&self) -> Option<Address> {
+        self.destination.as_deref().map(Address::parse)
+    }
+    fn requested_server_name(&self) -> Option<String> {
+        self.sni.clone()
+    }
+    fn peer_certificate(&self) -> Option<PeerCertificate> {
+        self.peer.clone().map(PeerCertificate::UrlEncodedPem)
     }
 }
 
@@ -62,128 +64,87 @@ fn no_remote_keys(_: usize) -> KeyState<'static> {
     panic!("asked for a remote JWKS")
 }
 
-/// How an authentication outcome compares across two runs (the second one from the cache).
-fn outcome_key(o: &authn::Outcome) -> String {
-    match o {
-        authn::Outcome::Verified {
-            token,
-            provider,
-            location,
-        } => format!("verified {provider} {location} {token:?}"),
-        other => format!("{other:?}"),
-    }
+fn run<'r>(
+    rules: &'r RuleSet,
+    headers: &[(String, String)],
+    conn: &Attributes,
+    cache: &mut meshrules::jwt::TokenCache,
+    now: u64,
+    seed: u64,
+) -> pipeline::Plan<'r> {
+    pipeline::run(
+        rules,
+        headers.to_vec(),
+        Env {
+            connection: conn,
+            now,
+            keys: &no_remote_keys,
+            token_cache: cache,
+            rng: &mut fastrand::Rng::with_seed(seed),
+        },
+    )
 }
 
-fn check_reply(r: &LocalReply) {
-    assert!((200..600).contains(&r.status), "{r:?}");
-}
-
-fn pipeline(rules: &RuleSet, headers: &[(String, String)], conn: &Connection, now: u64, seed: u64) {
-    let mut req = Request::from_headers(headers);
-
-    let mut jwt: Option<Rc<Verified>> = None;
-    let authn_path;
-    if !rules.authn.is_empty() {
-        let mut cache = rules.authn.new_cache();
-        let outcome = rules
-            .authn
-            .authenticate(&req, now, &no_remote_keys, &mut cache);
-        // A repeated token comes from the cache: it must be judged the same.
-        let again = rules
-            .authn
-            .authenticate(&req, now, &no_remote_keys, &mut cache);
-        assert_eq!(outcome_key(&outcome), outcome_key(&again));
-        match outcome {
-            authn::Outcome::Missing => {}
-            authn::Outcome::Verified {
-                token,
-                provider,
-                location,
-            } => {
-                let edits = rules.authn.apply_edits(
-                    &req,
-                    &token,
-                    provider,
-                    location,
-                    &mut |_: Edit<'_>| Ok::<(), ()>(()),
-                );
-                if let Ok(Some(p)) = edits {
-                    authn_path = p;
-                    req.path = &authn_path;
-                }
-                jwt = Some(token);
-            }
-            authn::Outcome::Rejected(error) => {
-                return check_reply(&authn::rejection(&req, &error));
-            }
-            authn::Outcome::NeedKeys(i) => panic!("keys {i} are inline"),
-        }
-    }
-
-    let normalized_path;
-    if !rules.authz.is_empty() {
-        let authz = &rules.authz;
-        let n = match path::normalize(req.path, authz.escaped_slashes) {
-            Ok(n) => n,
-            Err(why) => return check_reply(&LocalReply::bad_path(why.detail())),
-        };
-        let (source_ip, remote_ip) = authz.peers(conn.source.as_deref(), &req);
-        let (destination_ip, destination_port) = address(conn.destination.as_deref());
-        // The peer as the certificate's names (here one, as the fuzz input gives it).
-        let peer_names: Vec<String> = conn.peer.iter().cloned().collect();
-        let facts = Facts {
-            req: &req,
-            path: &n.path,
-            source_ip,
-            remote_ip,
-            destination_ip,
-            destination_port,
-            sni: conn.sni.as_deref(),
-            peer_names: &peer_names,
-            jwt: jwt.as_deref().map(JwtFacts::of),
-        };
-        let eval = authz.evaluate(&facts);
-        // The fixture's DENY on /admin and /admin/* holds for every spelling that normalizes
-        // to them (`/a/../admin`, `//admin`, `/%61dmin`, ...).
-        if n.path == "/admin" || n.path.starts_with("/admin/") {
+fn check(rules: &RuleSet, headers: &[(String, String)], conn: &Attributes, now: u64, seed: u64) {
+    let mut cache = rules.authn.new_cache();
+    let plan = run(rules, headers, conn, &mut cache, now, seed);
+    // A repeated token comes from the cache: it must be judged the same.
+    let again = run(rules, headers, conn, &mut cache, now, seed);
+    assert_eq!(
+        format!("{:?}", plan.outcome),
+        format!("{:?}", again.outcome)
+    );
+    for event in &plan.events {
+        assert!(!plan.describe(event).is_empty());
+        if let Event::Routed { route, .. } = event {
+            // Authorization saw, and routing gets, the normalized path: what reaches the
+            // router is already normal.
+            let req = plan.request();
+            let n = path::normalize(req.path, rules.authz.escaped_slashes).unwrap();
             assert!(
-                matches!(eval.verdict, Verdict::DeniedBy("app/deny-admin", 0)),
-                "{:?} -> {:?}: {:?}",
-                req.path,
-                n.path,
-                eval.verdict
+                !n.changed(),
+                "{:?} routed unnormalized ({route:?})",
+                req.path
             );
         }
-        if eval.verdict != Verdict::Allow {
-            return check_reply(&LocalReply::rbac_denied());
-        }
-        if n.changed() {
-            normalized_path = format!("{}{}", n.path, n.query);
-            req.path = &normalized_path;
+    }
+    // The fixture's DENY on /admin and /admin/* holds for every spelling that normalizes to
+    // them (`/a/../admin`, `//admin`, `/%61dmin`, ...).
+    let raw = Request::from_headers(headers);
+    if let Ok(n) = path::normalize(raw.path, rules.authz.escaped_slashes) {
+        let admin = n.path == "/admin" || n.path.starts_with("/admin/");
+        let denied = plan
+            .events
+            .iter()
+            .any(|e| matches!(e, Event::DeniedBy("app/deny-admin", 0)));
+        let refused_earlier = plan
+            .events
+            .iter()
+            .any(|e| matches!(e, Event::JwtRejected(_)));
+        if admin && !refused_earlier {
+            assert!(denied, "{:?} -> {:?}: {:?}", raw.path, n.path, plan.events);
         }
     }
-
-    let mut rng = fastrand::Rng::with_seed(seed);
-    let Decision::Act(verdict) = rules.decide(&req, &mut rng) else {
-        return;
-    };
-    match verdict.outcome {
-        Outcome::Reply(r) => check_reply(&r),
-        Outcome::Forward(f) => {
+    match &plan.outcome {
+        Outcome::Reply { reply, .. } => assert!((200..600).contains(&reply.status), "{reply:?}"),
+        Outcome::Forward { forward, .. } => {
             let mut last = None;
-            rules
-                .request_edits(&f, req.path, |e| {
-                    last = Some(e);
-                    Ok::<(), ()>(())
-                })
-                .unwrap();
+            plan.request_edits(|e| {
+                last = Some(e.to_string());
+                Ok::<(), ()>(())
+            })
+            .unwrap();
             // The cluster header is set last, so no edit overrides the filter's choice.
-            match last {
-                Some(Edit::Set(name, _)) => assert_eq!(name, rules.cluster_header),
-                other => panic!("last request edit {other:?}"),
-            }
-            rules.response_edits(&f, |_| Ok::<(), ()>(())).unwrap();
+            let cluster = Edit::Set(&rules.cluster_header, "").to_string();
+            assert!(
+                last.is_some_and(|l| l.starts_with(&cluster)),
+                "{:?}",
+                plan.events
+            );
+            rules.response_edits(forward, |_| Ok::<(), ()>(())).unwrap();
         }
+        Outcome::Pass => {}
+        Outcome::WaitForKeys(i) => panic!("keys {i} are inline"),
     }
 }
 
@@ -192,7 +153,7 @@ fuzz_target!(|data: &[u8]| {
         return;
     };
     let mut headers = Vec::new();
-    let mut conn = Connection::default();
+    let mut conn = Attributes::default();
     let mut fields = rest.split(|&b| b == 0);
     while let (Some(name), Some(value)) = (fields.next(), fields.next()) {
         let name = String::from_utf8_lossy(name).into_owned();
@@ -209,6 +170,6 @@ fuzz_target!(|data: &[u8]| {
     let seed = u64::from(*clock) << 8 | u64::from(*mode);
     RULES.with(|rules| {
         let rules = &rules[usize::from(*mode) % rules.len()];
-        pipeline(rules, &headers, &conn, now, seed);
+        check(rules, &headers, &conn, now, seed);
     });
 });

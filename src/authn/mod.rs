@@ -8,7 +8,7 @@
 use std::rc::Rc;
 use std::time::Duration;
 
-use crate::engine::{Edit, LocalReply, Request};
+use crate::http::{Edit, LocalReply, Request};
 use crate::jwt::{self, Expectation, Jwks, JwtError, TokenCache, Verified};
 
 #[derive(Debug, Default)]

@@ -12,7 +12,7 @@ use std::net::IpAddr;
 use ipnet::IpNet;
 use regex::Regex;
 
-use crate::engine::Request;
+use crate::http::Request;
 
 pub use path::EscapedSlashes;
 
@@ -258,6 +258,8 @@ pub enum Verdict<'p> {
 #[derive(Debug, PartialEq, Eq)]
 pub struct Evaluation<'p> {
     pub verdict: Verdict<'p>,
+    /// The ALLOW policy and rule that allowed the request, when one did.
+    pub allowed_by: Option<(&'p str, usize)>,
     /// The dry-run policies would have denied the request.
     pub dry_run_would_deny: bool,
     /// The AUDIT policy and rule that matched, if one did.
@@ -276,13 +278,14 @@ impl Authz {
     /// Istio's order: a matching DENY denies; otherwise with no ALLOW policy the request is
     /// allowed; otherwise a matching ALLOW allows and anything else is denied.
     pub fn evaluate(&self, f: &Facts<'_>) -> Evaluation<'_> {
-        let verdict = match first_match(&self.deny, f, FAIL_CLOSED_DENY) {
+        let denied = first_match(&self.deny, f, FAIL_CLOSED_DENY);
+        let allowed_by = match denied {
+            Some(_) => None,
+            None => first_match(&self.allow, f, FAIL_CLOSED_ALLOW),
+        };
+        let verdict = match denied {
             Some((id, rule)) => Verdict::DeniedBy(id, rule),
-            None if self.allow.is_empty()
-                || first_match(&self.allow, f, FAIL_CLOSED_ALLOW).is_some() =>
-            {
-                Verdict::Allow
-            }
+            None if self.allow.is_empty() || allowed_by.is_some() => Verdict::Allow,
             None => Verdict::NoAllowMatched,
         };
         // Istio's shadow rules: dry-run DENY and dry-run ALLOW policies each decide alone.
@@ -291,6 +294,7 @@ impl Authz {
                 && first_match(&self.dry_run_allow, f, FAIL_CLOSED_ALLOW).is_none());
         Evaluation {
             verdict,
+            allowed_by,
             dry_run_would_deny,
             audited: first_match(&self.audit, f, FAIL_CLOSED_ALLOW),
         }
@@ -319,13 +323,6 @@ impl Authz {
             Some(ip) => (Peer::Known(ip), Some(addr.ip())),
             None => (Peer::Hidden, Some(addr.ip())),
         }
-    }
-
-    /// The first ALLOW policy and rule matching the request: what allowed it, for reviews
-    /// (`meshrules explain`); `evaluate` decides.
-    #[cfg(not(target_arch = "wasm32"))]
-    pub fn allowed_by(&self, f: &Facts<'_>) -> Option<(&str, usize)> {
-        first_match(&self.allow, f, FAIL_CLOSED_ALLOW)
     }
 
     /// `remote.ip` as Envoy computes it with `use_remote_address: true` and

@@ -201,7 +201,7 @@ fn remote(uri: &str, path: &str, sec: &Security, diags: &mut Diagnostics) -> Opt
         Some(i) => (&rest[..i], &rest[i..]),
         None => (rest, "/"),
     };
-    let (host, port) = crate::engine::split_host_port(authority);
+    let (host, port) = crate::http::split_host_port(authority);
     let port = match port.map(str::parse::<u16>) {
         None => default_port,
         Some(Ok(p)) => p,

@@ -1,16 +1,9 @@
 //! Header edits the host applies, in the order Envoy would apply the same route config.
 
+use crate::http::Edit;
 use crate::rules::{Action, ClusterName, Cors, HeaderOps, Route, RuleSet};
 
 use super::Forward;
-
-/// One header edit. `Set` replaces every value, `Add` appends one.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Edit<'a> {
-    Remove(&'a str),
-    Set(&'a str, &'a str),
-    Add(&'a str, &'a str),
-}
 
 pub fn apply_ops<'a, E>(
     o: &'a HeaderOps,

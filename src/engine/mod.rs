@@ -2,21 +2,16 @@
 //! to it. Pure: no host calls; randomness comes from the caller's generator.
 
 mod edits;
-pub mod header_map;
 mod reply;
-mod request;
 
 use std::time::Duration;
 
 use xxhash_rust::xxh3::xxh3_64_with_seed;
 
+use crate::http::{LocalReply, Request};
 use crate::rules::{
     Abort, Action, MatchBlock, PathRewrite, RouteId, RuleSet, StickyKey, StrMatcher,
 };
-
-pub use edits::Edit;
-pub use reply::{LocalReply, ReplyKind};
-pub use request::{split_host_port, Request};
 
 /// Parts per million: the denominator istiod gives Envoy's fault percentages.
 const MILLION: u32 = 1_000_000;

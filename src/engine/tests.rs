@@ -6,6 +6,7 @@ use serde_json::{json, Value};
 
 use super::*;
 use crate::compile::{load, Anonymous, Identity, ProxyKind};
+use crate::http::{Edit, LocalReply, ReplyKind, Request};
 use crate::rules::Route;
 
 fn rules_with(resources: Value, routing: Value, identity: &dyn Identity) -> RuleSet {

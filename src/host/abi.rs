@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use proxy_wasm::types::{BufferType, MapType, MetricType, Status};
 
-use crate::engine::{header_map, LocalReply};
+use crate::http::{header_map, LocalReply};
 
 #[link(wasm_import_module = "env")]
 extern "C" {

@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use crate::engine::LocalReply;
+use crate::http::LocalReply;
 
 /// What to do with a held request when its delay is over.
 pub enum AfterDelay {

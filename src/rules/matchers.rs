@@ -3,7 +3,7 @@
 
 use regex::Regex;
 
-use crate::engine::Request;
+use crate::http::Request;
 
 #[derive(Debug, Clone)]
 pub enum StrMatcher {

@@ -7,7 +7,7 @@ use std::net::IpAddr;
 
 use meshrules::compile;
 use meshrules::config::{self, Diagnostics, Spec};
-use meshrules::engine::split_host_port;
+use meshrules::http::split_host_port;
 use meshrules::rules::{Action, ClusterName};
 use serde_json::{json, Value};
 

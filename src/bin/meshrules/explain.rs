@@ -1,19 +1,21 @@
-//! `meshrules explain`: one request through the filter's steps on the host, in the filter's
-//! order (JWT, path normalization and authorization, then routing), with the same pure
-//! functions the filter calls. Faults are shown with their percentages instead of sampled,
-//! and a weighted split with its weights instead of one pick.
+//! `meshrules explain`: one request through the filter's own pipeline (`meshrules::pipeline`),
+//! with the connection, proxy and key facts given as flags, and its events, edits and outcome
+//! printed. Faults are shown with their percentages instead of sampled, and a weighted split
+//! with its weights instead of one pick.
 
-use std::net::IpAddr;
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::collections::BTreeMap;
+use std::net::{IpAddr, SocketAddr};
 
-use clap::Args;
-use meshrules::authn::{self, KeyState, Keys};
-use meshrules::authz::{path, Facts, JwtFacts, Peer, Verdict};
-use meshrules::engine::{Decision, Edit, Forward, LocalReply, Outcome, ReplyKind, Request};
+use clap::{Args, ValueEnum};
+use meshrules::authn::KeyState;
+use meshrules::compile::{Identity, ProxyKind};
+use meshrules::engine::Forward;
+use meshrules::http::{Edit, LocalReply, ReplyKind, Request};
+use meshrules::jwt::{Jwks, TokenCache};
+use meshrules::pipeline::{self, Address, Connection, Env, Event, Outcome, PeerCertificate};
 use meshrules::rules::{Abort, Action, Fault, RuleSet, StickyKey};
-use serde_json::{Map, Value};
 
-use crate::{validated, Failure};
+use crate::{validated_as, Failure};
 
 #[derive(Args)]
 pub struct ExplainArgs {
@@ -29,14 +31,140 @@ pub struct ExplainArgs {
     /// The connection's peer address (`source.ip` in AuthorizationPolicies).
     #[arg(long)]
     pub source_ip: Option<IpAddr>,
-    /// A name of the peer certificate for an mTLS connection (repeatable, in Envoy's order:
-    /// URI SANs, DNS SANs, subject), e.g. spiffe://cluster.local/ns/app/sa/client.
+    /// The connection's local address, `IP:PORT` (`destination.ip`, `destination.port`, and
+    /// on a sidecar the service port of port-less destinations); without it, only the port,
+    /// the URL's.
+    #[arg(long, value_name = "IP:PORT")]
+    pub destination: Option<SocketAddr>,
+    /// The TLS server name the client sent (`connection.sni`).
+    #[arg(long)]
+    pub sni: Option<String>,
+    /// The peer certificate of an mTLS connection, a PEM file.
+    #[arg(long, value_name = "FILE", conflicts_with = "peer_principal")]
+    pub peer_cert: Option<String>,
+    /// A name of the peer certificate instead of the file (repeatable, in Envoy's order: URI
+    /// SANs, DNS SANs, subject), e.g. spiffe://cluster.local/ns/app/sa/client.
     #[arg(long)]
     pub peer_principal: Vec<String>,
+    /// The keys a `jwksUri` serves, `URI=FILE` (repeatable); without them the filter would
+    /// wait for its fetch, and explain stops there.
+    #[arg(long, value_name = "URI=FILE")]
+    pub jwks: Vec<String>,
+    /// The proxy the filter runs in (Istio node metadata): for `gateways`, `sourceLabels`,
+    /// `sourceNamespace`, workload selectors and port-less destinations.
+    #[arg(long, value_enum, default_value = "none")]
+    pub proxy: Proxy,
+    /// The proxy's namespace (its node metadata `NAMESPACE`).
+    #[arg(long)]
+    pub proxy_namespace: Option<String>,
+    /// A label of the proxy's workload, `KEY=VALUE` (repeatable).
+    #[arg(long, value_name = "KEY=VALUE")]
+    pub proxy_label: Vec<String>,
+}
+
+/// What node metadata the filter finds: none in a plain Envoy.
+#[derive(Clone, Copy, ValueEnum)]
+pub enum Proxy {
+    /// A plain Envoy (no Istio node metadata).
+    None,
+    /// An Istio sidecar (`sidecar~...` node id).
+    Sidecar,
+    /// An Istio gateway (`router~...` node id).
+    Gateway,
+}
+
+/// The proxy as the flags describe it (the filter reads it from node metadata).
+struct Node {
+    kind: Proxy,
+    namespace: Option<String>,
+    labels: BTreeMap<String, String>,
+}
+
+impl Identity for Node {
+    fn known(&self) -> bool {
+        self.namespace.is_some()
+    }
+    fn namespace(&self) -> Option<String> {
+        self.namespace.clone()
+    }
+    fn label(&self, key: &str) -> Option<String> {
+        self.labels.get(key).cloned()
+    }
+    fn kind(&self) -> ProxyKind {
+        match self.kind {
+            Proxy::None => ProxyKind::Unknown,
+            Proxy::Sidecar => ProxyKind::Sidecar,
+            Proxy::Gateway => ProxyKind::Gateway,
+        }
+    }
+}
+
+/// The connection as the flags describe it, with what Envoy's connection manager derives from
+/// it before filters run (`source.address` from X-Forwarded-For with trusted hops).
+struct Flags {
+    source_address: Option<String>,
+    destination: Address,
+    sni: Option<String>,
+    peer: Option<PeerCertificate>,
+}
+
+impl Connection for Flags {
+    fn source_address(&self) -> Option<String> {
+        self.source_address.clone()
+    }
+    fn destination_address(&self) -> Option<Address> {
+        Some(self.destination)
+    }
+    fn requested_server_name(&self) -> Option<String> {
+        self.sni.clone()
+    }
+    fn peer_certificate(&self) -> Option<PeerCertificate> {
+        self.peer.clone()
+    }
+}
+
+fn split_pair<'a>(text: &'a str, flag: &str, what: &str) -> Result<(&'a str, &'a str), Failure> {
+    text.split_once('=')
+        .filter(|(k, _)| !k.is_empty())
+        .ok_or_else(|| Failure::from(format!("{flag} {text:?} is not `{what}`")))
+}
+
+fn read(file: &str) -> Result<String, Failure> {
+    std::fs::read_to_string(file).map_err(|e| Failure::from(format!("cannot read {file}: {e}")))
+}
+
+fn node(args: &ExplainArgs) -> Result<Node, Failure> {
+    let mut labels = BTreeMap::new();
+    for l in &args.proxy_label {
+        let (k, v) = split_pair(l, "--proxy-label", "KEY=VALUE")?;
+        labels.insert(k.to_string(), v.to_string());
+    }
+    Ok(Node {
+        kind: args.proxy,
+        namespace: args.proxy_namespace.clone(),
+        labels,
+    })
+}
+
+/// `--jwks` key sets, by index into `authn.remote`.
+fn key_sets(rules: &RuleSet, args: &ExplainArgs) -> Result<Vec<Option<Jwks>>, Failure> {
+    let mut sets: Vec<Option<Jwks>> = rules.authn.remote.iter().map(|_| None).collect();
+    for given in &args.jwks {
+        let (uri, file) = split_pair(given, "--jwks", "URI=FILE")?;
+        let Some(i) = rules.authn.remote.iter().position(|r| r.uri == uri) else {
+            return Err(
+                format!("--jwks {uri}: no RequestAuthentication names this jwksUri").into(),
+            );
+        };
+        // Read as the filter reads a fetched set.
+        let jwks = Jwks::parse(&read(file)?, false).map_err(|e| format!("--jwks {file}: {e}"))?;
+        sets[i] = Some(jwks);
+    }
+    Ok(sets)
 }
 
 pub fn run(args: &ExplainArgs) -> Result<(), Failure> {
-    let mut v = validated(&args.config)?;
+    let mut v = validated_as(&args.config, &node(args)?)?;
     // Faults are reported as configured rather than sampled: take them out of the rules
     // before deciding.
     let faults: Vec<Option<Fault>> = v
@@ -46,194 +174,134 @@ pub fn run(args: &ExplainArgs) -> Result<(), Failure> {
         .iter_mut()
         .map(|r| r.fault.take())
         .collect();
-    let headers = request_headers(args)?;
     let rules = &v.loaded.rules;
-    let mut req = Request::from_headers(&headers);
-    out!(
-        "request: {} {}://{}{}",
-        req.method,
-        req.scheme,
-        req.authority,
-        req.path
-    );
-    if headers.iter().any(|(k, _)| k == &rules.cluster_header) {
-        out!(
-            "cluster header: the client's {} is removed: only the filter picks clusters",
-            rules.cluster_header
-        );
-    }
-
-    // JWT (RequestAuthentication), as the filter checks it first.
-    let jwt_path;
-    let assumed_claims: Map<String, Value>;
-    let verified;
-    let mut jwt: Option<JwtFacts<'_>> = None;
-    if rules.authn.is_empty() {
-        out!("jwt: no RequestAuthentication: tokens are not checked");
-    } else {
-        let now = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map_or(0, |d| d.as_secs());
-        let remote_not_fetched = |_: usize| KeyState::Pending;
-        let outcome =
-            rules
-                .authn
-                .authenticate(&req, now, &remote_not_fetched, &mut rules.authn.new_cache());
-        match outcome {
-            authn::Outcome::Missing => {
-                out!("jwt: no token: the request goes on without a request principal")
-            }
-            authn::Outcome::Verified {
-                token,
-                provider,
-                location,
-            } => {
-                out!(
-                    "jwt: token verified by RequestAuthentication {} (issuer {:?}, subject {:?})",
-                    rules.authn.providers[provider].id,
-                    token.issuer,
-                    token.subject
-                );
-                let mut edits = Vec::new();
-                let new_path =
-                    rules
-                        .authn
-                        .apply_edits(&req, &token, provider, location, &mut |e| {
-                            edits.push(describe(e));
-                            Ok::<(), ()>(())
-                        });
-                for e in edits {
-                    out!("jwt: request header {e}");
-                }
-                if let Ok(Some(p)) = new_path {
-                    out!("jwt: token removed from the query: :path {p}");
-                    jwt_path = p;
-                    req.path = &jwt_path;
-                }
-                verified = token;
-                jwt = Some(JwtFacts::of(&verified));
-            }
-            authn::Outcome::Rejected(error) => {
-                out!("jwt: token refused: {}", error.message());
-                return answer(&authn::rejection(&req, &error));
-            }
-            authn::Outcome::NeedKeys(i) => {
-                // The filter fetches jwksUri keys at run time; explain does not fetch.
-                let token = rules.authn.first_token(&req);
-                let decoded = token.map(meshrules::jwt::decode);
-                let uri = rules.authn.remote.get(i).map_or("", |r| r.uri.as_str());
-                match decoded {
-                    Some(Ok(d)) => {
-                        out!(
-                            "jwt: token present (issuer {:?}); its keys come from {uri} at run time, \
-                             which explain does not fetch: the checks below assume it verifies",
-                            d.issuer().unwrap_or_default()
-                        );
-                        assumed_claims = d.claims().clone();
-                        jwt = Some(JwtFacts::from_claims(
-                            claim(&assumed_claims, "iss"),
-                            &assumed_claims,
-                        ));
-                    }
-                    Some(Err(e)) => {
-                        out!("jwt: token refused: {}", e.message());
-                        return answer(&authn::rejection(&req, &e));
-                    }
-                    None => out!("jwt: token present; keys from {uri} are not fetched"),
-                }
-            }
-        }
-        let inline = rules
-            .authn
-            .providers
-            .iter()
-            .filter(|p| matches!(p.keys, Keys::Inline(_)))
-            .count();
-        if inline < rules.authn.providers.len() {
-            out!("jwt: providers with jwksUri keys are fetched by the filter; explain verifies only inline keys");
-        }
-    }
-
-    // AuthorizationPolicy, on the normalized path.
-    let normalized_path;
-    if rules.authz.is_empty() {
-        out!("authz: no AuthorizationPolicy: allowed");
-    } else {
-        let authz = &rules.authz;
-        let n = match path::normalize(req.path, authz.escaped_slashes) {
-            Ok(n) => n,
-            Err(why) => {
-                out!("authz: the path could be read two ways: {}", why.detail());
-                return answer(&LocalReply::bad_path(why.detail()));
-            }
-        };
-        let facts = Facts {
-            req: &req,
-            path: &n.path,
-            source_ip: args.source_ip.map_or(Peer::None, Peer::Known),
-            remote_ip: authz.remote_ip(&req, args.source_ip),
-            destination_ip: None,
-            // A plain Envoy's listener port is the port the client called.
-            destination_port: req.port(),
-            sni: None,
-            peer_names: &args.peer_principal,
-            jwt,
-        };
-        let eval = authz.evaluate(&facts);
-        if eval.dry_run_would_deny {
-            out!("authz: dry-run policies would deny this request (not enforced)");
-        }
-        if let Some((policy, rule)) = eval.audited {
-            out!("authz: AUDIT policy {policy} rules[{rule}] matches (logged, decides nothing)");
-        }
-        match eval.verdict {
-            Verdict::Allow => match authz.allowed_by(&facts) {
-                Some((policy, rule)) => {
-                    out!("authz: allowed by ALLOW policy {policy} rules[{rule}]")
-                }
-                None => {
-                    out!("authz: allowed: no DENY policy matches and there is no ALLOW policy")
-                }
-            },
-            Verdict::DeniedBy(policy, rule) => {
-                out!("authz: denied by DENY policy {policy} rules[{rule}]");
-                return answer(&LocalReply::rbac_denied());
-            }
-            Verdict::NoAllowMatched => {
-                out!("authz: denied: no ALLOW policy matches");
-                return answer(&LocalReply::rbac_denied());
-            }
-        }
-        if n.changed() {
-            normalized_path = format!("{}{}", n.path, n.query);
-            out!("authz: the upstream gets the normalized path {normalized_path}");
-            req.path = &normalized_path;
-        }
-    }
-
-    route(rules, &faults, &req, &v.inputs)
-}
-
-/// A string claim of an unverified token ("" when absent).
-fn claim<'c>(claims: &'c Map<String, Value>, name: &str) -> &'c str {
-    claims.get(name).and_then(Value::as_str).unwrap_or_default()
-}
-
-fn route(
-    rules: &RuleSet,
-    faults: &[Option<Fault>],
-    req: &Request<'_>,
-    inputs: &crate::input::Inputs,
-) -> Result<(), Failure> {
-    let mut rng = fastrand::Rng::with_seed(0);
-    let Decision::Act(verdict) = rules.decide(req, &mut rng) else {
-        out!(
-            "virtual service: none for host {:?}: the filter leaves the request to Envoy's other routes",
-            req.host()
-        );
-        return Ok(());
+    let mut headers = request_headers(args)?;
+    let connection = connection(args, rules, &mut headers)?;
+    let sets = key_sets(rules, args)?;
+    let keys = |i: usize| match sets.get(i) {
+        Some(Some(jwks)) => KeyState::Ready(jwks),
+        _ => KeyState::Pending,
     };
-    let vs = &rules.virtual_services[verdict.virtual_service];
+    {
+        let req = Request::from_headers(&headers);
+        out!(
+            "request: {} {}://{}{}",
+            req.method,
+            req.scheme,
+            req.authority,
+            req.path
+        );
+    }
+    let plan = pipeline::run(
+        rules,
+        headers,
+        Env {
+            connection: &connection,
+            now: std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_secs()),
+            keys: &keys,
+            token_cache: &mut TokenCache::new(0),
+            rng: &mut fastrand::Rng::with_seed(0),
+        },
+    );
+    let mut routed = None;
+    for event in &plan.events {
+        match event {
+            Event::Routed {
+                virtual_service,
+                route,
+            } => {
+                routed = *route;
+                routing(rules, *virtual_service, *route, &v.inputs);
+            }
+            other => out!("{}", plan.describe(other)),
+        }
+    }
+    let req = plan.request();
+    match &plan.outcome {
+        Outcome::Pass => {
+            for e in plan.edits_before_routing() {
+                out!("request header: {e}");
+            }
+            Ok(())
+        }
+        Outcome::WaitForKeys(i) => {
+            let uri = rules.authn.remote.get(*i).map_or("", |r| r.uri.as_str());
+            out!("outcome: the filter holds the request until {uri} is fetched; give its keys with --jwks {uri}=FILE to see the rest");
+            Ok(())
+        }
+        Outcome::Reply { reply, .. } => {
+            let preflight = reply.kind == ReplyKind::Preflight;
+            if !faults_answer(routed.and_then(|r| faults[r].as_ref()), preflight)? {
+                answer(reply)?;
+            }
+            Ok(())
+        }
+        Outcome::Forward { forward, .. } => {
+            if !faults_answer(faults[forward.route].as_ref(), false)? {
+                let before: Vec<String> =
+                    plan.edits_before_routing().map(|e| e.to_string()).collect();
+                print_forward(rules, forward, &req, &before);
+            }
+            Ok(())
+        }
+    }
+}
+
+/// The connection facts the flags give, and what Envoy would have done to the headers with
+/// them: with `use_remote_address` it appends the peer to X-Forwarded-For, and with trusted
+/// hops `source.address` is an X-Forwarded-For entry (port 0).
+fn connection(
+    args: &ExplainArgs,
+    rules: &RuleSet,
+    headers: &mut Vec<(String, String)>,
+) -> Result<Flags, Failure> {
+    let authz = &rules.authz;
+    let remote = {
+        let req = Request::from_headers(headers);
+        authz.remote_ip(&req, args.source_ip)
+    };
+    let source_address = args.source_ip.map(|peer| match remote {
+        Some(ip) if ip != peer => SocketAddr::new(ip, 0).to_string(),
+        _ => SocketAddr::new(peer, 1).to_string(),
+    });
+    if let (Some(peer), true) = (args.source_ip, authz.use_remote_address) {
+        Edit::Add("x-forwarded-for", &peer.to_string()).apply_to(headers);
+    }
+    let destination = match args.destination {
+        Some(sa) => Address::parse(&sa.to_string()),
+        // A plain Envoy's listener port is the port the client called.
+        None => Address {
+            ip: None,
+            port: Request::from_headers(headers).port(),
+        },
+    };
+    let peer = match (&args.peer_cert, args.peer_principal.is_empty()) {
+        (Some(file), _) => {
+            let pem = read(file)?;
+            let encoded =
+                percent_encoding::utf8_percent_encode(&pem, percent_encoding::NON_ALPHANUMERIC);
+            Some(PeerCertificate::UrlEncodedPem(encoded.to_string()))
+        }
+        (None, false) => Some(PeerCertificate::Names(args.peer_principal.clone())),
+        (None, true) => None,
+    };
+    Ok(Flags {
+        source_address,
+        destination,
+        sni: args.sni.clone(),
+        peer,
+    })
+}
+
+fn routing(
+    rules: &RuleSet,
+    virtual_service: usize,
+    route: Option<usize>,
+    inputs: &crate::input::Inputs,
+) {
+    let vs = &rules.virtual_services[virtual_service];
     match inputs.origin_of("VirtualService", &vs.id) {
         Some(o) => out!(
             "virtual service: {} ({}, document {})",
@@ -243,70 +311,57 @@ fn route(
         ),
         None => out!("virtual service: {}", vs.id),
     }
-    let Some(route_id) = verdict.route else {
-        out!("route: none matches");
-        return match verdict.outcome {
-            Outcome::Reply(r) => answer(&r),
-            Outcome::Forward(_) => Ok(()),
-        };
-    };
-    let route = &rules.routes[route_id];
-    if route.virtual_service == verdict.virtual_service {
-        out!("route: {}", route.name);
-    } else {
-        out!(
+    match route.map(|r| &rules.routes[r]) {
+        None => out!("route: none matches"),
+        Some(r) if r.virtual_service == virtual_service => out!("route: {}", r.name),
+        Some(r) => out!(
             "route: {} (delegated to {})",
-            route.name,
-            rules.virtual_services[route.virtual_service].id
+            r.name,
+            rules.virtual_services[r.virtual_service].id
+        ),
+    }
+}
+
+/// Prints the route's faults as configured; true when an abort answers every request (then
+/// that is the outcome). A CORS preflight is answered before faults apply.
+fn faults_answer(fault: Option<&Fault>, preflight: bool) -> Result<bool, Failure> {
+    let Some(fault) = fault.filter(|_| !preflight) else {
+        return Ok(false);
+    };
+    if let Some((d, ppm)) = fault.delay {
+        out!(
+            "fault: delay {} ms for {} of requests",
+            d.as_millis(),
+            percent(ppm)
         );
     }
-    let preflight = matches!(&verdict.outcome, Outcome::Reply(r) if r.kind == ReplyKind::Preflight);
-    if let (Some(fault), false) = (faults.get(route_id).and_then(Option::as_ref), preflight) {
-        if let Some((d, ppm)) = fault.delay {
-            out!(
-                "fault: delay {} ms for {} of requests",
-                d.as_millis(),
-                percent(ppm)
-            );
+    if let Some((a, ppm)) = fault.abort {
+        let (reply, what) = match a {
+            Abort::Http(status) => (LocalReply::abort(status), format!("HTTP {status}")),
+            Abort::Grpc(code) => (LocalReply::grpc_abort(code), format!("grpc-status {code}")),
+        };
+        out!("fault: abort with {what} for {} of requests", percent(ppm));
+        if ppm >= 1_000_000 {
+            answer(&reply)?;
+            return Ok(true);
         }
-        if let Some((a, ppm)) = fault.abort {
-            let reply = match a {
-                Abort::Http(status) => LocalReply::abort(status),
-                Abort::Grpc(code) => LocalReply::grpc_abort(code),
-            };
-            let what = match a {
-                Abort::Http(status) => format!("HTTP {status}"),
-                Abort::Grpc(code) => format!("grpc-status {code}"),
-            };
-            out!("fault: abort with {what} for {} of requests", percent(ppm));
-            if ppm >= 1_000_000 {
-                return answer(&reply);
-            }
-            out!("fault: the other requests go on:");
-        }
+        out!("fault: the other requests go on:");
     }
-    match verdict.outcome {
-        Outcome::Reply(r) => answer(&r),
-        Outcome::Forward(f) => forward(rules, route_id, &f, req),
-    }
+    Ok(false)
 }
 
 fn percent(ppm: u32) -> String {
     format!("{}%", f64::from(ppm) / 10_000.0)
 }
 
-fn forward(
-    rules: &RuleSet,
-    route_id: usize,
-    f: &Forward,
-    req: &Request<'_>,
-) -> Result<(), Failure> {
-    let route = &rules.routes[route_id];
+/// The destinations (all of a split, with their weights), the route's policies and every
+/// header edit: those made before routing, then the route's for each destination.
+fn print_forward(rules: &RuleSet, f: &Forward, req: &Request<'_>, before_routing: &[String]) {
+    let route = &rules.routes[f.route];
     let Action::Forward(split) = &route.action else {
-        return Ok(());
+        return;
     };
-    // A plain Envoy's listener port is the port the client called.
-    let port = req.port();
+    let port = req.listener_port.or_else(|| req.port());
     if let [one] = split.destinations.as_slice() {
         out!("destination: {}", one.cluster.render(port));
     } else {
@@ -375,14 +430,14 @@ fn forward(
                 cors_origin: f.cors_origin.clone(),
                 cluster: split.destinations[i].cluster.per_request(port),
             };
-            let mut request = Vec::new();
+            let mut request = before_routing.to_vec();
             let _ = rules.request_edits(&each, req.path, |e| {
-                request.push(describe(e));
+                request.push(e.to_string());
                 Ok::<(), ()>(())
             });
             let mut response = Vec::new();
             let _ = rules.response_edits(&each, |e| {
-                response.push(describe(e));
+                response.push(e.to_string());
                 Ok::<(), ()>(())
             });
             (request, response)
@@ -401,7 +456,6 @@ fn forward(
         [one] => out!("outcome: forward to {}", one.cluster.render(port)),
         many => out!("outcome: forward to one of {} clusters", many.len()),
     }
-    Ok(())
 }
 
 /// Edits every destination makes once, then each destination's own, named by its cluster.
@@ -419,14 +473,6 @@ fn print_edits(kind: &str, per_destination: &[Vec<String>], clusters: &[&str]) {
         for e in list.iter().filter(|e| !common.contains(e)) {
             out!("{kind} header ({cluster}): {e}");
         }
-    }
-}
-
-fn describe(e: Edit<'_>) -> String {
-    match e {
-        Edit::Remove(name) => format!("remove {name}"),
-        Edit::Set(name, value) => format!("set {name}: {value}"),
-        Edit::Add(name, value) => format!("add {name}: {value}"),
     }
 }
 

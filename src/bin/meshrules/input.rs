@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use std::fmt;
 use std::path::Path;
 
-use meshrules::compile::{self, Anonymous, Loaded};
+use meshrules::compile::{self, Anonymous, Identity, Loaded};
 use meshrules::config::{self, ConfigError};
 use serde_json::{Map, Value};
 
@@ -261,10 +261,16 @@ impl Inputs {
         }
     }
 
-    /// Runs the filter's validation and compilation. `Err` holds every problem, located.
+    /// Runs the filter's validation and compilation for a plain Envoy. `Err` holds every
+    /// problem, located.
     pub fn validate(self) -> Result<Validated, Vec<Problem>> {
+        self.validate_as(&Anonymous)
+    }
+
+    /// As [`Inputs::validate`], for the proxy `identity` describes.
+    pub fn validate_as(self, identity: &dyn Identity) -> Result<Validated, Vec<Problem>> {
         let mut problems = Vec::new();
-        let result = compile::load(self.config_json().as_bytes(), &Anonymous);
+        let result = compile::load(self.config_json().as_bytes(), identity);
         let mut inputs = self;
         problems.append(&mut inputs.problems);
         match result {

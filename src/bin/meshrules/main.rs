@@ -33,7 +33,7 @@ enum Command {
     /// Turn Istio YAML into the filter's pluginConfig JSON, a WasmPlugin, or an Envoy bootstrap.
     Bundle(Box<bundle::BundleArgs>),
     /// Show which VirtualService and route a request takes and what the filter does with it.
-    Explain(explain::ExplainArgs),
+    Explain(Box<explain::ExplainArgs>),
 }
 
 /// The files `check` and `bundle` read: together they form one configuration.
@@ -130,7 +130,17 @@ pub fn plural(n: usize) -> &'static str {
 /// Reads and validates `files`; warnings go to standard error, which leaves standard output to
 /// what `bundle` and `explain` print.
 pub fn validated(files: &[String]) -> Result<input::Validated, Failure> {
-    let v = Inputs::read(files).validate().map_err(Failure::Problems)?;
+    validated_as(files, &meshrules::compile::Anonymous)
+}
+
+/// As [`validated`], compiled for the proxy `identity` describes (`explain --proxy ...`).
+pub fn validated_as(
+    files: &[String],
+    identity: &dyn meshrules::compile::Identity,
+) -> Result<input::Validated, Failure> {
+    let v = Inputs::read(files)
+        .validate_as(identity)
+        .map_err(Failure::Problems)?;
     for w in &v.warnings {
         err!("{w}");
     }
