@@ -692,8 +692,8 @@ def test_deny_and_audit_log_lines_name_the_policy_and_rule_that_decided(deny_env
     deadline = time.monotonic() + 5
     while time.monotonic() < deadline:
         log = deny_envoy.log_text()
-        if "DENY policy app/deny-combined rules[0] matched" in log and \
-                "AUDIT GET /: policy app/audit-it rules[0] matched" in log:
+        if "DELETE /: authz: denied by DENY policy app/deny-combined rules[0]" in log and \
+                "GET /: authz: AUDIT policy app/audit-it rules[0] matches" in log:
             return
         time.sleep(0.1)
     pytest.fail("no log line names the deciding policies:\n" + log[-3000:])
