@@ -29,7 +29,7 @@ import jwt as pyjwt
 import pytest
 from cryptography.hazmat.primitives import serialization
 
-from conftest import PASSTHROUGH, Client, EnvoyLauncher, plugin_config, request
+from conftest import PASSTHROUGH, V1, V2, Client, EnvoyLauncher, plugin_config, request, to, virtual_service
 from security import (RBAC_DENIED, STAT_AUTHZ_ALLOWED, STAT_AUTHZ_DENIED, STAT_JWKS_FETCH_FAILED,
                       STAT_JWKS_FETCH_OK, STAT_JWT_INVALID, STAT_JWT_MISSING, STAT_JWT_VALID,
                       JwksServer, as_workload, authorization_policy, b64url, b64url_decode,
@@ -804,3 +804,51 @@ def test_google_x509_certificate_map_from_a_jwks_uri_verifies_like_envoy(impl, l
     env = start_with(impl, launcher, upstreams, own_jwks, keys)
     r = request(env, "GET", PATH, HOST, bearer(alice(keys, "ec256")))
     assert (r.status, r.body) == (401, b"Jwks remote fetch is failed"), r
+
+
+# --------------------------------------------------------------------------------------------
+# Later steps see what authentication did (src/pipeline): as jwt_authn runs before RBAC and the
+# router in Istio's filter chain, policies and routes read the verified claim headers and never
+# the client's forgeries of them.
+# --------------------------------------------------------------------------------------------
+
+
+CLAIM_ROUTES = virtual_service("by-team", [HOST], [
+    {"name": "payments-team", "match": [{"headers": {"x-jwt-team": {"exact": "payments"}}}],
+     "route": [to(subset="v2")]},
+    {"name": "everyone", "route": [to(subset="v1")]},
+])
+
+CLAIM_POLICY = authorization_policy("team-header", [
+    {"to": [{"operation": {"notPaths": ["/team/*"]}}]},
+    {"to": [{"operation": {"paths": ["/team/*"]}}],
+     "when": when("request.headers[x-jwt-team]", ["payments"])},
+])
+
+
+@pytest.fixture(scope="module")
+def claims_env(module_envoy_launcher, upstreams, jwks_server, keys):
+    return module_envoy_launcher.start(
+        security_config(request_authentication("jwt", *rules(keys)), CLAIM_POLICY, CLAIM_ROUTES),
+        clusters=clusters_with(upstreams, jwks_server.port))
+
+
+def test_a_route_matches_the_claim_header_the_verified_token_set(claims_env, keys):
+    r = request(claims_env, "GET", "/", HOST, bearer(alice(keys, team="payments")))
+    assert (r.status, r.served_by) == (200, V2), r
+    r = request(claims_env, "GET", "/", HOST, bearer(alice(keys, team="search")))
+    assert (r.status, r.served_by) == (200, V1), r
+
+
+def test_a_forged_claim_header_neither_routes_nor_passes_a_policy(claims_env, keys):
+    forged = {"x-jwt-team": "payments"}
+    r = request(claims_env, "GET", "/", HOST, forged)
+    assert (r.status, r.served_by) == (200, V1), r
+    assert "x-jwt-team" not in r.upstream_headers(), r
+    r = request(claims_env, "GET", "/team/ledger", HOST, forged)
+    assert (r.status, r.body) == (403, RBAC_DENIED), r
+    # A token of another team does not carry the forgery through either.
+    r = request(claims_env, "GET", "/team/ledger", HOST, {**forged, **bearer(alice(keys, team="search"))})
+    assert (r.status, r.body) == (403, RBAC_DENIED), r
+    r = request(claims_env, "GET", "/team/ledger", HOST, bearer(alice(keys, team="payments")))
+    assert (r.status, r.served_by) == (200, V2), r
