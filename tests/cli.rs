@@ -635,6 +635,174 @@ fn explain_shows_a_refused_token_as_the_filter_answers_it() {
     );
 }
 
+/// An ES256 token signed with the committed test key `ec256` (its public half is in
+/// src/jwt/testdata/jwks.json, the set a jwksUri would serve).
+fn es256(claims: &Value) -> String {
+    use p256::ecdsa::signature::Signer;
+    use p256::pkcs8::DecodePrivateKey;
+    let key =
+        p256::ecdsa::SigningKey::from_pkcs8_pem(include_str!("../src/jwt/testdata/ec256.pem"))
+            .unwrap();
+    let head = URL_SAFE_NO_PAD.encode(br#"{"alg":"ES256","typ":"JWT","kid":"ec256"}"#);
+    let body = URL_SAFE_NO_PAD.encode(claims.to_string());
+    let sig: p256::ecdsa::Signature = key.sign(format!("{head}.{body}").as_bytes());
+    format!("{head}.{body}.{}", URL_SAFE_NO_PAD.encode(sig.to_bytes()))
+}
+
+const REMOTE_JWT: &str = r#"
+apiVersion: security.istio.io/v1
+kind: RequestAuthentication
+metadata: { name: jwt, namespace: app }
+spec:
+  jwtRules: [{ issuer: "https://issuer.example", jwksUri: "https://keys.example/jwks.json" }]
+---
+apiVersion: security.istio.io/v1
+kind: AuthorizationPolicy
+metadata: { name: require-jwt, namespace: app }
+spec:
+  action: ALLOW
+  rules: [{ from: [{ source: { requestPrincipals: ["https://issuer.example/alice"] } }] }]
+"#;
+
+#[test]
+fn explain_verifies_a_jwks_uri_token_with_the_keys_given_as_a_file_and_stops_without_them() {
+    let config = TempFile::new("remote-jwt.yaml", REMOTE_JWT);
+    let token =
+        es256(&json!({ "iss": "https://issuer.example", "sub": "alice", "exp": 4_000_000_000u64 }));
+    let auth = format!("authorization: Bearer {token}");
+    let (code, out, err) = meshrules(&[
+        "explain",
+        "--config",
+        config.path(),
+        "GET http://demoapp/",
+        "-H",
+        &auth,
+    ]);
+    assert_eq!(code, 0, "{err}");
+    assert!(has_line(&out, "outcome: the filter holds the request until https://keys.example/jwks.json is fetched; give its keys with --jwks https://keys.example/jwks.json=FILE to see the rest"), "{out}");
+    assert!(!out.contains("authz:"), "{out}");
+
+    let keys = "https://keys.example/jwks.json=src/jwt/testdata/jwks.json";
+    let (code, out, err) = meshrules(&[
+        "explain",
+        "--config",
+        config.path(),
+        "GET http://demoapp/",
+        "-H",
+        &auth,
+        "--jwks",
+        keys,
+    ]);
+    assert_eq!(code, 0, "{err}");
+    assert!(has_line(&out, "jwt: token verified by RequestAuthentication app/jwt (issuer \"https://issuer.example\", subject \"alice\")"), "{out}");
+    assert!(
+        has_line(
+            &out,
+            "authz: allowed by ALLOW policy app/require-jwt rules[0]"
+        ),
+        "{out}"
+    );
+
+    let (code, _, err) = meshrules(&[
+        "explain",
+        "--config",
+        config.path(),
+        "GET http://demoapp/",
+        "--jwks",
+        "https://other.example/k=src/jwt/testdata/jwks.json",
+    ]);
+    assert_eq!(code, 1);
+    assert!(
+        err.contains("no RequestAuthentication names this jwksUri"),
+        "{err}"
+    );
+}
+
+#[test]
+fn explain_reads_the_principals_of_a_peer_certificate_file_and_the_sni() {
+    let config = TempFile::new(
+        "mtls.yaml",
+        r#"
+apiVersion: security.istio.io/v1
+kind: AuthorizationPolicy
+metadata: { name: web-only, namespace: app }
+spec:
+  action: ALLOW
+  rules:
+    - from: [{ source: { principals: ["cluster.local/ns/app/sa/web"] } }]
+      when: [{ key: connection.sni, values: ["demoapp.app.svc.cluster.local"] }]
+"#,
+    );
+    let run = |extra: &[&str]| {
+        let mut args = vec!["explain", "--config", config.path(), "GET http://demoapp/"];
+        args.extend(extra);
+        let (code, out, err) = meshrules(&args);
+        assert_eq!(code, 0, "{err}");
+        out
+    };
+    let sni = ["--sni", "demoapp.app.svc.cluster.local"];
+    // tests/fixtures/peer-sans.pem: URI SANs spiffe://td, spiffe://cluster.local/ns/app/sa/web.
+    let cert = ["--peer-cert", "tests/fixtures/peer-sans.pem"];
+    let allowed = "authz: allowed by ALLOW policy app/web-only rules[0]";
+    assert!(has_line(&run(&[&cert[..], &sni[..]].concat()), allowed));
+    assert!(has_line(
+        &run(&cert),
+        "authz: denied: no ALLOW policy matches"
+    ));
+    assert!(has_line(
+        &run(&sni),
+        "authz: denied: no ALLOW policy matches"
+    ));
+    let named = ["--peer-principal", "spiffe://cluster.local/ns/app/sa/web"];
+    assert!(has_line(&run(&[&named[..], &sni[..]].concat()), allowed));
+}
+
+#[test]
+fn explain_as_a_sidecar_names_a_portless_cluster_with_the_destination_port() {
+    let config = TempFile::new(
+        "sidecar.yaml",
+        r#"
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: { name: reviews, namespace: app }
+spec:
+  hosts: [reviews]
+  http: [{ route: [{ destination: { host: reviews } }] }]
+"#,
+    );
+    let (code, out, err) = meshrules(&[
+        "explain",
+        "--config",
+        config.path(),
+        "--proxy",
+        "sidecar",
+        "--proxy-namespace",
+        "app",
+        "--proxy-label",
+        "app=productpage",
+        "--destination",
+        "10.0.0.9:9080",
+        "GET http://reviews/",
+    ]);
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        has_line(
+            &out,
+            "outcome: forward to outbound|9080||reviews.app.svc.cluster.local"
+        ),
+        "{out}"
+    );
+    // A plain Envoy has no listener port to take: the cluster keeps an empty one.
+    let out = explain(config.path(), "GET http://reviews/", &[]);
+    assert!(
+        has_line(
+            &out,
+            "outcome: forward to outbound|||reviews.app.svc.cluster.local"
+        ),
+        "{out}"
+    );
+}
+
 #[test]
 fn explain_refuses_a_request_line_it_cannot_read() {
     let (code, _, err) = meshrules(&["explain", "--config", DEMO, "GET demoapp/"]);
