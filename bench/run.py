@@ -37,7 +37,7 @@ import envoy_configs as cfg  # noqa: E402
 REPO = Path(__file__).resolve().parents[1]
 ENVOY = Path(os.environ.get("ENVOY_BIN", REPO / ".venv" / "bin" / "envoy"))
 OHA = Path(os.environ.get("OHA_BIN", REPO / ".tools" / "bin" / "oha"))
-WASM = REPO / "wasm" / "meshrules.wasm"
+WASM = Path(os.environ.get("MESHRULES_WASM", REPO / "wasm" / "meshrules.wasm"))
 RAW_WASM = REPO / "target" / "wasm32-wasip1" / "release" / "meshrules.wasm"
 HOST = "demoapp"
 CONNECTIONS = 16
