@@ -254,11 +254,11 @@ pub(crate) fn whole_number(
     diags: &mut Diagnostics,
 ) -> Option<i64> {
     if !v.is_finite() || v.fract() != 0.0 {
-        diags.error(path, format!("{v} is not a whole number"));
+        diags.error(path, format!("{} is not a whole number", config::number(v)));
         return None;
     }
     if v < lo as f64 || v > hi as f64 {
-        diags.error(path, format!("{v} is not in {lo}..={hi}"));
+        diags.error(path, format!("{} is not in {lo}..={hi}", config::number(v)));
         return None;
     }
     Some(v as i64)

@@ -479,7 +479,7 @@ fn percent(value: Option<f64>, path: &str, diags: &mut Diagnostics) -> u32 {
         None => 0,
         Some(v) if (0.0..=100.0).contains(&v) => (v * 10_000.0) as u32,
         Some(v) => {
-            diags.error(path, format!("{v} is not in 0..=100"));
+            diags.error(path, format!("{} is not in 0..=100", config::number(v)));
             0
         }
     }
