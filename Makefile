@@ -9,7 +9,7 @@ WASM_TARGET := wasm32-wasip1
 RAW_WASM    := target/$(WASM_TARGET)/release/meshrules.wasm
 WASM        := wasm/meshrules.wasm
 # wasm-opt's optimization flags (bench/size_levers.md has what each alternative measured).
-WASM_OPT    := -O3
+WASM_OPT    := -Oz -ocimfs 100
 # The same module with its name section, for `make size` (bench/size.py).
 NAMED_WASM  := target/$(WASM_TARGET)/release/meshrules.named.wasm
 CLI         := target/release/meshrules
