@@ -174,7 +174,10 @@ ESCAPES = {"SP": "@", "BP": "*", "RF": "&", "LT": "<", "GT": ">", "LP": "(", "RP
 def demangle(symbol: str) -> str:
     """Rust's legacy (`_ZN...17h<hash>E`, without the hash) and v0 (`_R...`, the standard
     library's) manglings; other names as they are."""
-    symbol = re.sub(r"\.llvm\.\d+$", "", symbol)
+    merged = re.match(r"byn\$mgfn-shared\$(.*)", symbol)
+    if merged:  # wasm-opt's merge-similar-functions: the shared body of several
+        return demangle(merged.group(1)) + " (shared by similar functions)"
+    symbol = re.sub(r"(\.llvm\.\d+|\.\d+)$", "", symbol)
     if symbol.startswith("_R"):
         try:
             return V0(symbol[2:]).symbol()
@@ -395,6 +398,7 @@ class V0:
 def crate_of(name: str, symbol: str = "") -> str:
     """The crate a demangled function name belongs to (see the module's docstring); for a v0
     symbol, the crate of the impl or module that defines it (its first crate root)."""
+    symbol = symbol.removeprefix("byn$mgfn-shared$")
     if symbol.startswith("_R"):
         v0 = V0(symbol[2:])
         try:
