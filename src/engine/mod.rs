@@ -232,7 +232,11 @@ fn rewrite_path(
     path: &str,
     matched: Option<MatchedPath>,
 ) -> Option<String> {
-    let end = path.find(['?', '#']).unwrap_or(path.len());
+    // Bytes: see `Request::path_only`.
+    let end = path
+        .bytes()
+        .position(|b| b == b'?' || b == b'#')
+        .unwrap_or(path.len());
     match rewrite? {
         PathRewrite::Prefix(uri) => {
             let cut = match matched {

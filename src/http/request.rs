@@ -55,7 +55,13 @@ impl<'a> Request<'a> {
 
     /// The path without query string or fragment, as Envoy's route path matchers see it.
     pub fn path_only(&self) -> &'a str {
-        let end = self.path.find(['?', '#']).unwrap_or(self.path.len());
+        // Bytes, not chars: both are ASCII, and at opt-level "z" a char-set `find` decoded
+        // every character and made route matching 3x slower (it runs once per route).
+        let end = self
+            .path
+            .bytes()
+            .position(|b| b == b'?' || b == b'#')
+            .unwrap_or(self.path.len());
         &self.path[..end]
     }
 
