@@ -6,6 +6,7 @@ mod authz;
 mod delegate;
 mod lint;
 mod matching;
+mod ratelimit;
 mod route;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
@@ -584,6 +585,7 @@ fn compile(config: PluginConfig, identity: &dyn Identity, diags: &mut Diagnostic
             .any(|d| matches!(d.cluster, ClusterName::ListenerPort { .. })),
         _ => false,
     });
+    rules.rate_limits = ratelimit::compile(&config.rate_limits, &rules, diags);
     rules
 }
 

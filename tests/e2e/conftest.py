@@ -519,7 +519,7 @@ class EnvoyLauncher:
 
     def _spawn(self, plugin: dict | str, clusters: dict[str, int] | None, extra: dict | None = None,
                transform=None, wasm_path: Path = MESHRULES_WASM, failure_policy: str | None = None,
-               ecds: ExtensionConfigFile | None = None) -> Envoy:
+               ecds: ExtensionConfigFile | None = None, concurrency: int = 1) -> Envoy:
         require_binaries()
         clusters = dict(self.upstreams.ports if clusters is None else clusters)
         clusters.setdefault(PASSTHROUGH, self.upstreams.port(PASSTHROUGH))
@@ -530,9 +530,10 @@ class EnvoyLauncher:
         cfg = bootstrap(plugin, clusters, 0, 0, wasm_path, extra, failure_policy, ecds)
         if transform is not None:
             cfg = transform(cfg)
-        return self._run(cfg)
+        return self._run(cfg, concurrency=concurrency)
 
-    def _run(self, cfg: dict, cwd: Path | None = None, listener: str = "ingress") -> Envoy:
+    def _run(self, cfg: dict, cwd: Path | None = None, listener: str = "ingress",
+             concurrency: int = 1) -> Envoy:
         self._n += 1
         config_path = self.workdir / f"envoy-{self._n}.json"
         config_path.write_text(json.dumps(cfg, indent=2))
@@ -541,7 +542,7 @@ class EnvoyLauncher:
         admin_address_path.unlink(missing_ok=True)
         log_file = open(log_path, "wb")
         proc = subprocess.Popen(
-            [str(ENVOY_BIN), "-c", str(config_path), "--concurrency", "1",
+            [str(ENVOY_BIN), "-c", str(config_path), "--concurrency", str(concurrency),
              "--base-id", str(next(_base_ids)), "--log-level", "info",
              "--disable-hot-restart", "--admin-address-path", str(admin_address_path)],
             stdout=log_file, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
@@ -568,7 +569,8 @@ class EnvoyLauncher:
         ``extra`` adds top-level bootstrap fields; ``transform(bootstrap) -> bootstrap`` may
         rewrite the generated bootstrap (e.g. a reference Envoy without the filter).
         ``filter_options``: ``wasm_path`` (another module), ``failure_policy``, ``ecds`` (an
-        :class:`ExtensionConfigFile` the filter's configuration is discovered from)."""
+        :class:`ExtensionConfigFile` the filter's configuration is discovered from),
+        ``concurrency`` (Envoy's worker threads, each with its own Wasm VM; default 1)."""
         return self._ready(self._spawn(plugin, clusters, extra, transform, **filter_options))
 
     def start_on_port(self, options_for_port) -> Envoy:

@@ -6,6 +6,7 @@ pub mod duration;
 pub mod istio;
 pub mod json;
 mod path_de;
+pub mod ratelimit;
 pub mod security;
 
 use std::collections::BTreeMap;
@@ -157,6 +158,8 @@ struct RawPluginConfig {
     /// The namespace of resources without `metadata.namespace`.
     #[serde(default, rename = "defaultNamespace")]
     default_namespace: Option<Value>,
+    #[serde(default, rename = "rateLimits")]
+    rate_limits: Option<Vec<Value>>,
 }
 
 /// meshrules' own settings: how a routing decision is handed to Envoy's router.
@@ -315,6 +318,7 @@ pub struct PluginConfig {
     pub resources: Vec<Resource>,
     pub routing: Routing,
     pub security: Security,
+    pub rate_limits: Vec<ratelimit::RateLimitSpec>,
 }
 
 /// Where a resource without `metadata.namespace` is, unless `defaultNamespace` says otherwise:
@@ -427,10 +431,18 @@ pub fn parse(json: &[u8], diags: &mut Diagnostics) -> PluginConfig {
             Some(res)
         })
         .collect();
+    let rate_limits = raw
+        .rate_limits
+        .unwrap_or_default()
+        .into_iter()
+        .enumerate()
+        .filter_map(|(i, v)| diags.parse(v, &format!("rateLimits[{i}]")))
+        .collect();
     PluginConfig {
         resources,
         routing,
         security,
+        rate_limits,
     }
 }
 
