@@ -202,3 +202,15 @@ def test_counters_count_allowed_limited_and_shadow_limited_per_limit(envoy):
     assert env.wait_for_stat(STAT.format("shadow_limited", "shadowed"), 2) == 2
     assert env.stat(STAT.format("limited", "shadowed")) == 0
 
+
+
+def test_prometheus_shows_each_limits_counters_with_a_limit_label(envoy):
+    from test_metrics import STATS_TAGS
+    from conftest import prometheus_value
+    local = {"token_bucket": {"max_tokens": 1, "tokens_per_fill": 1, "fill_interval": HOUR},
+             "filter_enabled": ON, "filter_enforced": ON}
+    env = envoy(with_limit(local, name="per-route"), extra={"stats_config": {"stats_tags": STATS_TAGS}})
+    assert [request(env, "GET", "/", HOST).status for _ in range(3)] == [200, 429, 429]
+    text = env.stats_prometheus()
+    assert prometheus_value(text, "meshrules_ratelimit_allowed", limit="per-route") == 1, text
+    assert prometheus_value(text, "meshrules_ratelimit_limited", limit="per-route") == 2, text

@@ -199,7 +199,7 @@ fn cluster(name: &str, address: &str, sni: Option<&str>) -> Result<Value, String
     Ok(c)
 }
 
-/// The label segments of the filter's per-route counters as Prometheus labels (the same tags
+/// The label segments of the filter's per-route and per-limit counters as Prometheus labels (the same tags
 /// as envoy/envoy.yaml).
 fn stats_tags() -> Value {
     let prefix = r"^wasmcustom\.meshrules_";
@@ -210,5 +210,7 @@ fn stats_tags() -> Value {
           "regex": format!(r"{prefix}(?:route|unrouted)_requests(?:\.namespace\.[^.]*)?(\.virtual_service\.([^.]*))") },
         { "tag_name": "route",
           "regex": format!(r"{prefix}route_requests(?:\.namespace\.[^.]*)?(?:\.virtual_service\.[^.]*)?(\.route\.([^.]*))") },
+        { "tag_name": "limit",
+          "regex": format!(r"{prefix}ratelimit_[a-z_]+(\.limit\.([^.]*))") },
     ])
 }

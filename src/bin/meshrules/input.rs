@@ -155,7 +155,8 @@ impl Inputs {
             None if obj.contains_key("resources")
                 || obj.contains_key("routing")
                 || obj.contains_key("security")
-                || obj.contains_key("defaultNamespace") =>
+                || obj.contains_key("defaultNamespace")
+                || obj.contains_key("rateLimits") =>
             {
                 self.add_plugin_config(obj, origin(""))
             }
