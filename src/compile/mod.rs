@@ -366,6 +366,8 @@ fn compile(config: PluginConfig, identity: &dyn Identity, diags: &mut Diagnostic
         }
     }
 
+    rules.authz.index();
+
     let mut subsets: HashMap<String, BTreeSet<String>> = HashMap::new();
     for res in &config.resources {
         if let Spec::DestinationRule(dr) = &res.spec {
