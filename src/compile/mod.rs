@@ -8,6 +8,7 @@ mod lint;
 mod matching;
 mod ratelimit;
 mod route;
+mod traffic_policy;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
@@ -75,6 +76,33 @@ pub fn load(json: &[u8], identity: &dyn Identity) -> Result<Loaded, Vec<ConfigEr
     } else {
         Err(diags.errors)
     }
+}
+
+/// The DestinationRule traffic policies of a configuration, checked as Istio checks them on
+/// `kubectl apply` (see `traffic_policy`): `meshrules check` and `bundle` refuse what Istio
+/// refuses. Not part of [`load`]: the filter applies no traffic policy (Envoy's clusters do),
+/// and checking them would add 120 KB to the module for settings it never reads. Problems of
+/// the configuration itself are `load`'s to report.
+pub fn check_traffic_policies(json: &[u8]) -> Diagnostics {
+    let config = config::parse(json, &mut Diagnostics::default());
+    let mut diags = Diagnostics::default();
+    for res in &config.resources {
+        let Spec::DestinationRule(dr) = &res.spec else {
+            continue;
+        };
+        let path = format!("{}.spec", res.path);
+        let namespace = &res.metadata.namespace;
+        if let Some(tp) = &dr.traffic_policy {
+            traffic_policy::check(tp, namespace, &format!("{path}.trafficPolicy"), &mut diags);
+        }
+        for (i, s) in dr.subsets.iter().enumerate() {
+            if let Some(tp) = &s.traffic_policy {
+                let tpath = format!("{path}.subsets[{i}].trafficPolicy");
+                traffic_policy::check(tp, namespace, &tpath, &mut diags);
+            }
+        }
+    }
+    diags
 }
 
 /// What compiling one VirtualService's routes needs to know.
