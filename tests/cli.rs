@@ -1022,3 +1022,123 @@ fn a_default_namespace_in_the_plugin_config_places_pasted_yaml_and_the_wasmplugi
         "{out}"
     );
 }
+
+// ------------------------------------------------------------------------------------------
+// DestinationRule traffic policies: check
+// ------------------------------------------------------------------------------------------
+
+/// Istio's own DestinationRule CRD cases (tests/fixtures/istio/testdata, from
+/// pkg/config/validation/testdata/crds upstream): `check` accepts every valid one and refuses
+/// every invalid one at the field the API server names in the case's `_err`.
+#[test]
+fn check_accepts_and_refuses_istios_destination_rule_crd_cases_as_istio_does() {
+    let dir = repo().join("tests/fixtures/istio/testdata");
+    let mut seen = (0, 0);
+    for (file, valid) in [
+        ("destinationrule-valid.yaml", true),
+        ("destinationrule-invalid.yaml", false),
+    ] {
+        let text = std::fs::read_to_string(dir.join(file)).unwrap();
+        for (i, mut doc) in serde_saphyr::from_multiple::<Value>(&text)
+            .unwrap()
+            .into_iter()
+            .enumerate()
+        {
+            let err = doc.as_object_mut().unwrap().remove("_err");
+            let case = TempFile::new("case.json", &doc.to_string());
+            let (code, out, _) = meshrules(&["check", case.path()]);
+            if valid {
+                seen.0 += 1;
+                assert_eq!(code, 0, "{file} document {}: {out}", i + 1);
+            } else {
+                seen.1 += 1;
+                let err = err.unwrap();
+                let field = err.as_str().unwrap().split(": ").next().unwrap();
+                assert_eq!(code, 1, "{file} document {}: {out}", i + 1);
+                assert!(
+                    out.contains(&format!("{}: document 1: {field}: ", case.path())),
+                    "{file} document {}: expected a problem at {field}: {out}",
+                    i + 1
+                );
+            }
+        }
+    }
+    assert_eq!(seen, (4, 3));
+}
+
+/// The DestinationRule of the README's tutorial, with the two mistakes people make.
+const TUTORIAL_DR: &str = "\
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {name: reviews, namespace: bookinfo}
+spec:
+  host: reviews
+  trafficPolicy:
+    connectionPool:
+      http:
+        maxConnections: 100
+        maxPendingRequests: 10
+    outlierDetection:
+      consecutive5xxErrors: 5
+      interval: 30s
+      baseEjectionTime: 30s
+  subsets:
+  - name: v1
+    labels: {version: v1}
+";
+
+#[test]
+fn check_names_each_misspelt_policy_field_with_the_field_meant() {
+    let file = TempFile::new("dr.yaml", TUTORIAL_DR);
+    let f = file.path();
+    let (code, out, err) = meshrules(&["check", f]);
+    assert_eq!(code, 1, "{out}{err}");
+    assert_eq!(
+        out.lines().collect::<Vec<_>>(),
+        [
+            format!("{f}: document 1: spec.trafficPolicy.connectionPool.http.maxConnections: unknown field `maxConnections`: did you mean `connectionPool.tcp.maxConnections`?"),
+            format!("{f}: document 1: spec.trafficPolicy.connectionPool.http.maxPendingRequests: unknown field `maxPendingRequests`: did you mean `connectionPool.http.http1MaxPendingRequests`?"),
+        ]
+    );
+    assert_eq!(err, "meshrules: 2 problems in 1 file\n");
+}
+
+#[test]
+fn check_checks_subset_and_port_level_policies_and_keeps_the_subsets() {
+    let file = TempFile::new(
+        "dr.yaml",
+        "\
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {name: reviews, namespace: bookinfo}
+spec:
+  host: reviews
+  trafficPolicy:
+    portLevelSettings:
+    - port: {number: 9080}
+      loadBalancer: {simple: LEAST_CONNECTION}
+  subsets:
+  - name: v1
+    trafficPolicy:
+      tls: {mode: MUTUAL, clientCertificate: /c.pem}
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: reviews, namespace: bookinfo}
+spec:
+  hosts: [reviews]
+  http: [{route: [{destination: {host: reviews, subset: v1}}]}]
+",
+    );
+    let f = file.path();
+    let (code, out, _) = meshrules(&["check", f]);
+    assert_eq!(code, 1);
+    // The subsets still count: the route to v1 is not reported.
+    assert_eq!(
+        out.lines().collect::<Vec<_>>(),
+        [
+            format!("{f}: document 1: spec.trafficPolicy.portLevelSettings[0].loadBalancer.simple: \"LEAST_CONNECTION\" is not one of UNSPECIFIED, LEAST_CONN, RANDOM, PASSTHROUGH, ROUND_ROBIN, LEAST_REQUEST"),
+            format!("{f}: document 1: spec.subsets[0].trafficPolicy.tls.privateKey: private key required for mutual tls (istiod)"),
+        ]
+    );
+}
