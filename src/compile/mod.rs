@@ -159,8 +159,9 @@ fn portless(routing: &Routing, identity: &dyn Identity, diags: &mut Diagnostics)
     }
 }
 
-/// `routing.servicePorts` reduced to what istiod uses: a service's port when it has one.
-fn only_ports(routing: &Routing, diags: &mut Diagnostics) -> HashMap<String, u16> {
+/// `routing.servicePorts` reduced to what istiod uses: a service's port when it has one. The
+/// CLI uses it too, to find the port of a cluster named with it.
+pub fn only_ports(routing: &Routing, diags: &mut Diagnostics) -> HashMap<String, u16> {
     let mut only = HashMap::new();
     for (host, ports) in &routing.service_ports {
         let path = format!("routing.servicePorts.{host}");
