@@ -389,3 +389,74 @@ def test_a_bootstrap_with_every_translated_setting_passes_envoys_validation(tmp_
     clusters = {c["name"]: c for c in yaml.safe_load(out.stdout)["static_resources"]["clusters"]}
     assert clusters[CLUSTER]["transport_socket"]["name"] == "envoy.transport_sockets.upstream_proxy_protocol"
     assert clusters[HASHED_BY_COOKIE]["lb_policy"] == "MAGLEV"
+
+
+# --------------------------------------------------------------------------------------------
+# The README says what the CLI does
+# --------------------------------------------------------------------------------------------
+
+
+def _readme_section() -> str:
+    text = (REPO / "README.md").read_text()
+    start = text.index("### DestinationRule traffic policies")
+    return text[start:text.index("\n### ", start + 1)]
+
+
+def _blocks(section: str) -> list[tuple[str, str]]:
+    return re.findall(r"```(\w*)\n(.*?)```", section, re.S)
+
+
+def _crd_traffic_policy_fields() -> set[str]:
+    from crd_schema import CRD_FILE
+
+    crds = [d for d in yaml.safe_load_all(CRD_FILE.read_text()) if d and d["spec"]["names"]["kind"] == "DestinationRule"]
+    schema = crds[0]["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"]["properties"]
+    fields: set[str] = set()
+
+    def walk(node: dict, path: str) -> None:
+        if node.get("type") == "array" and "properties" in node.get("items", {}):
+            node = node["items"]
+        props = node.get("properties")
+        if not props:
+            fields.add(path)
+            return
+        for name, child in props.items():
+            # A port entry's four settings are the top level's.
+            if path == "portLevelSettings" and name != "port":
+                continue
+            walk(child, f"{path}.{name}" if path else name)
+
+    walk(schema["trafficPolicy"], "")
+    return fields
+
+
+def test_the_readme_table_lists_every_traffic_policy_field_of_istios_crd():
+    """Each row names its fields in the first column; `.x` continues the first field's parent."""
+    listed: set[str] = set()
+    for row in re.findall(r"^\| (`[^|]*) \|", _readme_section(), re.M):
+        names = re.findall(r"`([^`]+)`", row)
+        parent = names[0].rsplit(".", 1)[0]
+        for name in names:
+            listed.add((parent + name if name.startswith(".") else name).replace("[]", ""))
+    assert listed == _crd_traffic_policy_fields()
+
+
+def test_the_readme_tutorial_outputs_are_the_clis(tmp_path):
+    """The tutorial's `check` output, the corrected policy (examples/reviews-circuit-breaker.yaml)
+    and the cluster `bundle --output envoy` writes for it, as the README shows them."""
+    blocks = _blocks(_readme_section())
+    tutorial, shown_check, corrected, cluster = blocks[0][1], blocks[1][1], blocks[2][1], blocks[3][1]
+    (tmp_path / "tutorial.yaml").write_text(tutorial)
+    out = meshrules("check", str(tmp_path / "tutorial.yaml"))
+    assert out.returncode == 1
+    lines = shown_check.strip().splitlines()
+    assert lines[0] == "$ meshrules check tutorial.yaml"
+    assert (out.stdout + out.stderr).replace(str(tmp_path) + "/", "").splitlines() == lines[1:]
+
+    example = REPO / "examples" / "reviews-circuit-breaker.yaml"
+    dr = yaml.safe_load_all(example.read_text())
+    policy = [d for d in dr if d["kind"] == "DestinationRule"][0]["spec"]["trafficPolicy"]
+    assert yaml.safe_load(corrected)["trafficPolicy"] == policy
+    out = meshrules("bundle", "--output", "envoy", str(example))
+    assert out.returncode == 0, out.stderr
+    assert yaml.safe_load(out.stdout)["static_resources"]["clusters"] == yaml.safe_load(cluster)
