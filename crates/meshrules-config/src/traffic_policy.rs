@@ -65,23 +65,32 @@ fn unknown_field(e: &path_de::PathError) -> Option<(String, Option<String>)> {
         })
         .collect();
     let (key, parents) = keys.split_last()?;
-    // Where the policy is: a port's settings are the same structs one level down.
-    let mut prefix = String::new();
-    let mut within: Vec<&str> = parents.to_vec();
-    if within.len() > 1 && within[0] == "portLevelSettings" && within[1] != "port" {
+    // A port's entry, written `portLevelSettings[i]` in suggestions.
+    let port_entry = (parents.first() == Some(&"portLevelSettings")).then(|| {
         let index = e.segments().find_map(|s| match s {
             Segment::Index(i) => Some(*i),
             Segment::Key(_) => None,
         });
-        prefix = format!("portLevelSettings[{}].", index.unwrap_or_default());
+        format!("portLevelSettings[{}]", index.unwrap_or_default())
+    });
+    // A port's four settings are the top level's structs, one level down.
+    let mut within: Vec<&str> = parents.to_vec();
+    let in_port_settings = within.len() > 1 && port_entry.is_some() && within[1] != "port";
+    if in_port_settings {
         within.remove(0);
     }
     let meant = did_you_mean(&within.join("."), key)
         .iter()
-        .map(|p| {
+        .map(|p| match &port_entry {
             // Top-level-only settings are meant at the top, whatever the port.
-            let port_level = !prefix.is_empty() && PORT_LEVEL.iter().any(|s| p.starts_with(s));
-            format!("`{}{p}`", if port_level { prefix.as_str() } else { "" })
+            Some(entry) if in_port_settings && PORT_LEVEL.iter().any(|s| p.starts_with(s)) => {
+                format!("`{entry}.{p}`")
+            }
+            Some(entry) => match p.strip_prefix("portLevelSettings") {
+                Some(rest) => format!("`{entry}{rest}`"),
+                None => format!("`{p}`"),
+            },
+            None => format!("`{p}`"),
         })
         .collect::<Vec<_>>();
     let meant = (!meant.is_empty()).then(|| meant.join(" or "));
@@ -315,6 +324,16 @@ mod tests {
         assert_eq!(
             p,
             ["spec.trafficPolicy.portLevelSettings[0].tunnel: unknown field `tunnel`: did you mean `tunnel`?"]
+        );
+        // The entry's own fields keep its index.
+        let p = problems(json!({"portLevelSettings": [{"port": {"number": 80}},
+            {"port": {"nummber": 81}, "loadbalancer": {}}]}));
+        assert_eq!(
+            p,
+            [
+                "spec.trafficPolicy.portLevelSettings[1].loadbalancer: unknown field `loadbalancer`: did you mean `portLevelSettings[1].loadBalancer`?",
+                "spec.trafficPolicy.portLevelSettings[1].port.nummber: unknown field `nummber`: did you mean `portLevelSettings[1].port.number`?",
+            ]
         );
     }
 
