@@ -5,6 +5,7 @@ Paths come from the environment:
 
 - ``ENVOY_BIN``: the Envoy binary (default ``<repo>/.venv/bin/envoy``, from ``make venv``).
 - ``MESHRULES_WASM``: the filter (default ``<repo>/wasm/meshrules.wasm``, from ``make build``).
+- ``MESHRULES_CLI``: the CLI (default ``<repo>/target/release/meshrules``, from ``make build``).
 
 Everything listens on 127.0.0.1 only; every wait is bounded in time.
 """
@@ -35,6 +36,7 @@ UPSTREAM_SCRIPT = REPO / "tests" / "upstream.py"
 
 ENVOY_BIN = Path(os.environ.get("ENVOY_BIN", str(REPO / ".venv" / "bin" / "envoy")))
 MESHRULES_WASM = Path(os.environ.get("MESHRULES_WASM", str(REPO / "wasm" / "meshrules.wasm")))
+MESHRULES_CLI = Path(os.environ.get("MESHRULES_CLI", str(REPO / "target" / "release" / "meshrules")))
 
 # How long Envoy gets to come up (V8 compiles the module at start).
 ENVOY_START_TIMEOUT = 30.0
@@ -656,6 +658,15 @@ def tail(text: str, lines: int = 40) -> str:
     picked = [line for line in text.splitlines()
               if re.search(r"\]\[(warning|error|critical)\]", line) or not line.startswith("[")]
     return "\n".join(picked[-lines:])
+
+
+def meshrules(*args: str) -> subprocess.CompletedProcess:
+    """Runs the meshrules CLI in the repository (relative paths as in the README)."""
+    if not MESHRULES_CLI.exists():
+        pytest.fail(f"meshrules CLI not found at {MESHRULES_CLI}: run `make build` or set MESHRULES_CLI",
+                    pytrace=False)
+    return subprocess.run([str(MESHRULES_CLI), *args], cwd=REPO, capture_output=True, text=True, timeout=60,
+                          stdin=subprocess.DEVNULL)
 
 
 def require_binaries() -> None:

@@ -8,6 +8,7 @@ pub mod json;
 mod path_de;
 pub mod ratelimit;
 pub mod security;
+mod traffic_policy;
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -129,20 +130,23 @@ impl Diagnostics {
         match path_de::from_value::<T>(value) {
             Ok(v) => Some(v),
             Err(e) => {
-                let inner = e.path();
-                let full = if inner == "." {
-                    path.to_string()
-                } else if path.is_empty() {
-                    inner
-                } else if inner.starts_with('[') {
-                    format!("{path}{inner}")
-                } else {
-                    format!("{path}.{inner}")
-                };
-                self.error(full, e.message());
+                self.error(join_path(path, &e.path()), e.message());
                 None
             }
         }
+    }
+}
+
+/// `inner` (a path in serde_path_to_error's notation, `.` for the value itself) inside `path`.
+fn join_path(path: &str, inner: &str) -> String {
+    if inner == "." {
+        path.to_string()
+    } else if path.is_empty() {
+        inner.to_string()
+    } else if inner.starts_with('[') {
+        format!("{path}{inner}")
+    } else {
+        format!("{path}.{inner}")
     }
 }
 
