@@ -8,10 +8,14 @@ PYTHON      := $(VENV)/bin/python
 WASM_TARGET := wasm32-wasip1
 RAW_WASM    := target/$(WASM_TARGET)/release/meshrules.wasm
 WASM        := wasm/meshrules.wasm
+# wasm-opt's optimization flags (bench/size_levers.md has what each alternative measured).
+WASM_OPT    := -Oz -ocimfs 100
+# The same module with its name section, for `make size` (bench/size.py).
+NAMED_WASM  := target/$(WASM_TARGET)/release/meshrules.named.wasm
 CLI         := target/release/meshrules
 ENVOY_VERSION := 1.40.0
 
-.PHONY: build toolchain venv wrk tools image-tools image push require-registry run test lint unit wasm-test e2e bench bench-smoke fuzz fuzz-smoke fuzz-seeds fuzz-tools fuzz-lint clean
+.PHONY: build toolchain venv wrk tools image-tools image push require-registry run test lint unit wasm-test e2e bench bench-smoke size fuzz fuzz-smoke fuzz-seeds fuzz-tools fuzz-lint clean
 
 # Tools a fresh machine lacks: the wasm target, wasm-opt (Debian's binaryen; its wasm-as
 # assembles the failure-policy tests' broken module), node for the in-VM unit tests, and Envoy
@@ -40,10 +44,14 @@ tools: toolchain wrk $(OHA)
 	@command -v taskset >/dev/null || { apt-get update -qq && apt-get install -y -qq util-linux >/dev/null; }
 
 # The filter (wasm) and the host CLI (`meshrules check|bundle|explain`, the `cli` feature).
+# wasm-opt optimizes once keeping the names (-g), for bench/size.py; stripping that copy gives
+# the same module byte for byte as optimizing with --strip-debug.
 build: toolchain
 	cargo build --release --target $(WASM_TARGET)
 	@mkdir -p wasm
-	wasm-opt -O3 --strip-debug --strip-producers $(RAW_WASM) -o $(WASM)
+	wasm-opt $(WASM_OPT) -g --strip-producers $(RAW_WASM) -o $(NAMED_WASM)
+	@echo '$(WASM_OPT)' > $(NAMED_WASM).flags
+	wasm-opt --strip-debug $(NAMED_WASM) -o $(WASM)
 	@ls -l $(WASM) | awk '{print "built $(WASM): " $$5 " bytes"}'
 	cargo build --release --features cli --bin meshrules
 	@echo "built $(CLI)"
@@ -91,6 +99,11 @@ e2e: build venv wrk image-tools
 # What the filter costs against Envoy's native filters; regenerates BENCHMARKS.md.
 bench: build venv tools
 	$(PYTHON) bench/run.py
+
+# The module's size, its largest functions and its size per crate (bench/size.py), into
+# BENCHMARKS.md's "Module size" section without running the rest of the benchmark.
+size: build
+	python3 bench/size.py --update BENCHMARKS.md
 
 # Every step of the benchmark for a second or so: keeps `make bench` working.
 bench-smoke: build venv tools

@@ -33,6 +33,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import envoy_configs as cfg  # noqa: E402
+import size  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 ENVOY = Path(os.environ.get("ENVOY_BIN", REPO / ".venv" / "bin" / "envoy"))
@@ -294,6 +295,13 @@ def machine() -> str:
 def report(args, rounds, fixed, rate, decisions, memory, mem_before, mem_after) -> str:
     v = versions()
     raw, opt = RAW_WASM.stat().st_size, WASM.stat().st_size
+    try:
+        size_section, sizes = size.report(shipped=WASM, raw=RAW_WASM)
+        biggest = sizes["largest"][0]
+        largest = (f"{biggest['bytes'] / 1024:.1f} KiB, `{size.md(biggest['name'])}` "
+                   f"({sizes['functions_over_10KiB']})")
+    except (size.StaleNames, OSError) as e:  # MESHRULES_WASM: another module than `make build`'s
+        size_section, largest = f"{size.HEADING}\n\nNot measured: {e}\n", "n/a"
     cb = [r["c"]["rps"] / r["b"]["rps"] for r in rounds]
     cf = [r["c"]["rps"] / r["f"]["rps"] for r in rounds]
     cpu_cf = [r["c"]["cpu_us"] / r["f"]["cpu_us"] for r in rounds]
@@ -348,6 +356,7 @@ def report(args, rounds, fixed, rate, decisions, memory, mem_before, mem_after) 
         f"| rate limit check (route bucket in shared data), Envoy CPU per request (g − e) "
         f"| {median(rate_limit):+.1f} µs | |",
         f"| wasm module after wasm-opt (raw) | {opt / 1024:.0f} KiB ({raw / 1024:.0f} KiB) | <= 400 KB |",
+        f"| largest function in the module (functions above 10 KiB) | {largest} | <= ~10 KB (0) |",
         f"| VM linear memory after {args.warm_requests} → +{args.memory_requests} requests | "
         f"{mem_before / 2**20:.2f} MiB → {mem_after / 2**20:.2f} MiB | flat |",
         "",
@@ -410,8 +419,9 @@ def report(args, rounds, fixed, rate, decisions, memory, mem_before, mem_after) 
         f"Filter VM linear memory (`meshrules_vm_memory_bytes`): {mem_before} bytes after warm-up, "
         f"{mem_after} bytes after {args.memory_requests} more requests.",
         "",
-        f"Wasm module: {raw} bytes raw (cargo release, wasm32-wasip1), {opt} bytes after `wasm-opt -O3`.",
+        f"Wasm module: {raw} bytes raw (cargo release, wasm32-wasip1), {opt} bytes after wasm-opt.",
         "",
+        size_section,
     ]
     return "\n".join(lines)
 

@@ -17,6 +17,7 @@ fn duration(text: &str, path: &str, diags: &mut Diagnostics) -> Duration {
     })
 }
 
+#[inline(never)] // run once per load: kept out of its caller (see compile/mod.rs)
 pub(super) fn settings(sec: &Security, diags: &mut Diagnostics) -> Authn {
     let size = super::whole_number(
         sec.token_cache_size,
@@ -32,6 +33,7 @@ pub(super) fn settings(sec: &Security, diags: &mut Diagnostics) -> Authn {
     }
 }
 
+#[inline(never)] // run once per load: kept out of its caller (see compile/mod.rs)
 pub(super) fn compile_request_authentication(
     spec: &RequestAuthenticationSpec,
     meta: &ObjectMeta,

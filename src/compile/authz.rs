@@ -19,6 +19,7 @@ const DRY_RUN: &str = "istio.io/dry-run";
 /// Whether a security policy written in `meta.namespace` applies to this proxy: policies in
 /// the root namespace apply to every workload, others to their own namespace; a selector or
 /// target must also match. A proxy without Istio metadata takes every policy.
+#[inline(never)] // run once per load: kept out of its caller (see compile/mod.rs)
 pub(super) fn policy_applies(
     meta: &ObjectMeta,
     selector: Option<&WorkloadSelector>,
@@ -52,6 +53,7 @@ pub(super) fn policy_applies(
 }
 
 /// Compiles the plugin's `security` settings shared by every policy.
+#[inline(never)] // run once per load: kept out of its caller (see compile/mod.rs)
 pub(super) fn settings(sec: &Security, identity: &dyn Identity, diags: &mut Diagnostics) -> Authz {
     let escaped_slashes = match sec.escaped_slashes.to_ascii_uppercase().as_str() {
         "REJECT" => EscapedSlashes::Reject,
@@ -94,6 +96,7 @@ pub(super) fn settings(sec: &Security, identity: &dyn Identity, diags: &mut Diag
 }
 
 /// Adds one AuthorizationPolicy to `authz`; problems are reported at `path` (`resources[i]`).
+#[inline(never)] // run once per load: kept out of its caller (see compile/mod.rs)
 pub(super) fn compile_policy(
     spec: &AuthorizationPolicySpec,
     meta: &ObjectMeta,

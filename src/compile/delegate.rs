@@ -6,6 +6,7 @@ use crate::config::{HttpMatchRequest, HttpRoute, StringMatch};
 
 /// The delegate route `leaf` as it runs under `root`, or `None` when one of its matches
 /// conflicts with every root match (istiod drops such a route).
+#[inline(never)] // run once per load: kept out of its caller (see compile/mod.rs)
 pub fn merge(root: &HttpRoute, leaf: &HttpRoute) -> Option<HttpRoute> {
     Some(HttpRoute {
         name: leaf.name.clone(),

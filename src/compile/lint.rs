@@ -20,6 +20,7 @@ fn export_to(list: &[String], path: &str, diags: &mut Diagnostics) {
 
 /// A DestinationRule's fields other than `host` and the subset names are Envoy cluster
 /// settings, which istiod writes into clusters and the filter cannot apply.
+#[inline(never)] // run once per load: kept out of its caller (see compile/mod.rs)
 pub(super) fn destination_rule(
     dr: &crate::config::DestinationRuleSpec,
     path: &str,
@@ -48,6 +49,7 @@ pub(super) fn destination_rule(
 }
 
 /// A VirtualService's non-HTTP routes and `exportTo`.
+#[inline(never)] // run once per load: kept out of its caller (see compile/mod.rs)
 pub(super) fn virtual_service(
     vs: &crate::config::VirtualServiceSpec,
     path: &str,
@@ -65,6 +67,7 @@ pub(super) fn virtual_service(
 }
 
 /// One `http` route's fields that have no effect in the filter.
+#[inline(never)] // run once per load: kept out of its caller (see compile/mod.rs)
 pub(super) fn http_route(http: &HttpRoute, path: &str, diags: &mut Diagnostics) {
     for (i, m) in http.matches.iter().enumerate() {
         if m.stat_prefix.is_some() {
@@ -91,6 +94,7 @@ pub(super) fn http_route(http: &HttpRoute, path: &str, diags: &mut Diagnostics) 
 /// `uri: {prefix: "/"}` block as matching everything and an exact or prefix string as covered
 /// by a shorter prefix; only what is certain warns. A delegating route does not cover later
 /// ones: a request none of the delegate's routes matches goes on to them.
+#[inline(never)] // run once per load: kept out of its caller (see compile/mod.rs)
 pub(super) fn unreachable_routes(routes: &[(usize, String, HttpRoute)], diags: &mut Diagnostics) {
     let any = [HttpMatchRequest::default()];
     fn blocks<'a>(h: &'a HttpRoute, any: &'a [HttpMatchRequest]) -> &'a [HttpMatchRequest] {
@@ -248,6 +252,7 @@ fn literal_star(v: &str, routable: bool) -> Option<String> {
 /// Values of an AuthorizationPolicy matched by Istio's string rules, each with its field path:
 /// not namespaces (istiod turns every `*` there into `.*`), service accounts and
 /// request principals (their own forms), IP blocks, ports, or `{*}` path templates.
+#[inline(never)] // run once per load: kept out of its caller (see compile/mod.rs)
 pub(super) fn authorization_policy(
     spec: &AuthorizationPolicySpec,
     path: &str,

@@ -231,6 +231,7 @@ fn request_field(
 
 /// Compiles one match block. Returns `None` when it has errors, or when a condition on the
 /// proxy itself (`sourceLabels`, `sourceNamespace`, `gateways`) rules it out for this proxy.
+#[inline(never)] // run once per load: kept out of its caller (see compile/mod.rs)
 pub fn match_block(
     m: &HttpMatchRequest,
     path: &str,

@@ -1,5 +1,8 @@
 //! Turns the parsed configuration into [`RuleSet`] tables, checking every field on the way.
 //! All problems are collected, each with its JSON path; any problem refuses the whole config.
+//! It runs once per load, so its bigger steps are `#[inline(never)]`: inlined into their one
+//! caller they made `compile` a 60 KB function, and V8 compiles each function whole
+//! (bench/size.py lists the largest).
 
 mod authn;
 mod authz;
@@ -256,6 +259,7 @@ pub(crate) fn wildcard_domain(domain: &str) -> Result<(), String> {
 /// Kubernetes' `metadata` rules: a name is a DNS-1123 subdomain (at most 253 bytes of
 /// lower-case labels joined by dots, `IsDNS1123Subdomain`), a namespace a DNS-1123 label.
 /// Either may be left out here, for a plain Envoy.
+#[inline(never)] // run once per load: kept out of its caller (see compile/mod.rs)
 fn check_metadata(meta: &config::ObjectMeta, path: &str, diags: &mut Diagnostics) {
     let name = &meta.name;
     if !name.is_empty() && (name.len() > 253 || !name.split('.').all(|l| dns1123_label(l, false))) {
@@ -284,11 +288,11 @@ pub(crate) fn whole_number(
     diags: &mut Diagnostics,
 ) -> Option<i64> {
     if !v.is_finite() || v.fract() != 0.0 {
-        diags.error(path, format!("{v} is not a whole number"));
+        diags.error(path, format!("{} is not a whole number", config::number(v)));
         return None;
     }
     if v < lo as f64 || v > hi as f64 {
-        diags.error(path, format!("{v} is not in {lo}..={hi}"));
+        diags.error(path, format!("{} is not in {lo}..={hi}", config::number(v)));
         return None;
     }
     Some(v as i64)
@@ -303,6 +307,7 @@ pub const MAX_ROUTES: usize = 16000;
 pub const MAX_POLICIES: usize = 4000;
 
 /// Refuses a configuration over the limits before anything is compiled.
+#[inline(never)] // run once per load: kept out of its caller (see compile/mod.rs)
 fn within_limits(config: &PluginConfig, diags: &mut Diagnostics) -> bool {
     let (mut vss, mut routes, mut policies) = (0, 0, 0);
     for res in &config.resources {
@@ -632,6 +637,7 @@ struct ParsedVs<'c> {
 /// (`generateAltVirtualHostsForKubernetesService`): a Kubernetes service is also reachable as
 /// `name.ns` and `name.ns.svc`, and as `name` from its own namespace. Gateways get the host as
 /// written. Without node metadata (plain Envoy) the short name is kept too.
+#[inline(never)] // run once per load: kept out of its caller (see compile/mod.rs)
 fn domains(
     host: &str,
     namespace: &str,

@@ -234,6 +234,7 @@ pub(crate) fn compile_route(
     })
 }
 
+#[inline(never)] // run once per load: kept out of its caller (see compile/mod.rs)
 fn compile_action(
     http: &HttpRoute,
     path: &str,
@@ -340,6 +341,7 @@ fn compile_action(
     Some(Action::Respond(DirectResponse { status, body }))
 }
 
+#[inline(never)] // run once per load: kept out of its caller (see compile/mod.rs)
 fn compile_split(
     http: &HttpRoute,
     path: &str,
@@ -479,12 +481,13 @@ fn percent(value: Option<f64>, path: &str, diags: &mut Diagnostics) -> u32 {
         None => 0,
         Some(v) if (0.0..=100.0).contains(&v) => (v * 10_000.0) as u32,
         Some(v) => {
-            diags.error(path, format!("{v} is not in 0..=100"));
+            diags.error(path, format!("{} is not in 0..=100", config::number(v)));
             0
         }
     }
 }
 
+#[inline(never)] // run once per load: kept out of its caller (see compile/mod.rs)
 fn compile_fault(f: &HttpFaultInjection, path: &str, diags: &mut Diagnostics) -> Option<Fault> {
     let delay = f.delay.as_ref().and_then(|d| {
         let dpath = format!("{path}.delay");
@@ -573,6 +576,7 @@ fn millis(text: &str, path: &str, diags: &mut Diagnostics) -> Option<String> {
 /// means Istio's default policy; `attempts: 0` disables retries; numbers in `retryOn` are
 /// retriable status codes. gRPC conditions go to `x-envoy-retry-grpc-on`, the only header
 /// Envoy reads them from.
+#[inline(never)] // run once per load: kept out of its caller (see compile/mod.rs)
 fn retry_headers(
     r: Option<&HttpRetry>,
     path: &str,
@@ -680,6 +684,7 @@ fn push_retry_on(spec: &str, path: &str, out: &mut Vec<(String, String)>, diags:
     }
 }
 
+#[inline(never)] // run once per load: kept out of its caller (see compile/mod.rs)
 fn compile_cors(c: &config::CorsPolicy, path: &str, diags: &mut Diagnostics) -> Option<Cors> {
     // istiod reads the deprecated `allowOrigin` only when `allowOrigins` is empty.
     let mut origins = Vec::new();

@@ -389,12 +389,30 @@ fn ec_key(jwk: &Map<String, Value>, alg: &str) -> Result<Key, &'static str> {
         let end = at + size;
         point[end - c.len()..end].copy_from_slice(c);
     }
+    // What `from_sec1_bytes` does with an uncompressed point (the point must be on the curve,
+    // and not the identity), without linking in its decompression of compressed points: a
+    // square root per curve that no JWK needs (34 KB of the module).
+    let (x, y) = point[1..].split_at(size);
+    macro_rules! from_coordinates {
+        ($curve:ident, $variant:ident) => {{
+            use $curve::elliptic_curve::point::AffineCoordinates;
+            let (Ok(x), Ok(y)) = (
+                $curve::FieldBytes::try_from(x),
+                $curve::FieldBytes::try_from(y),
+            ) else {
+                return Err(PARSE_ERROR);
+            };
+            Option::from($curve::AffinePoint::from_coordinates(&x, &y))
+                .and_then(|p| $curve::ecdsa::VerifyingKey::from_affine(p).ok())
+                .map(EcKey::$variant)
+        }};
+    }
     let key = match curve {
-        Curve::P256 => p256::ecdsa::VerifyingKey::from_sec1_bytes(&point).map(EcKey::P256),
-        Curve::P384 => p384::ecdsa::VerifyingKey::from_sec1_bytes(&point).map(EcKey::P384),
-        Curve::P521 => p521::ecdsa::VerifyingKey::from_sec1_bytes(&point).map(EcKey::P521),
+        Curve::P256 => from_coordinates!(p256, P256),
+        Curve::P384 => from_coordinates!(p384, P384),
+        Curve::P521 => from_coordinates!(p521, P521),
     };
-    key.map(Key::Ec).map_err(|_| PARSE_ERROR)
+    key.map(Key::Ec).ok_or(PARSE_ERROR)
 }
 
 fn hmac_key(jwk: &Map<String, Value>, alg: &str) -> Result<Key, &'static str> {

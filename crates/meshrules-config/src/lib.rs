@@ -329,6 +329,33 @@ pub struct PluginConfig {
 /// where `kubectl apply` without `-n` puts it.
 pub const DEFAULT_NAMESPACE: &str = "default";
 
+/// A configuration number in a message, as Rust prints an `f64` (`90`, `90.5`, `-0`), except
+/// where JSON prints it with an exponent (`1e-7`, `1e+300`) and Rust with every digit.
+/// Formatting with `{v}` links core's float printing, 20 KB of the module, for a few error
+/// messages; JSON's is linked anyway.
+pub fn number(v: f64) -> String {
+    if v.fract() == 0.0 && v.abs() < 9_007_199_254_740_992.0 {
+        // Exact: a whole f64 below 2^53 is an i64, and Rust prints it so.
+        let sign = if v == 0.0 && v.is_sign_negative() {
+            "-"
+        } else {
+            ""
+        };
+        return format!("{sign}{}", v as i64);
+    }
+    match serde_json::Number::from_f64(v) {
+        // Shortest digits, as Rust's; JSON marks a whole number with `.0`, Rust does not.
+        Some(n) => {
+            let text = n.to_string();
+            match text.strip_suffix(".0") {
+                Some(whole) => whole.to_string(),
+                None => text,
+            }
+        }
+        None => "NaN".to_string(),
+    }
+}
+
 /// A DNS-1123 label: 1 to 63 letters, digits and `-`, starting and ending with a letter or
 /// digit. Kubernetes wants lower case (namespaces); Istio's host labels take either case.
 pub fn dns1123_label(label: &str, any_case: bool) -> bool {
@@ -535,6 +562,29 @@ mod tests {
         assert!(e
             .message
             .starts_with(&format!("\"{}\"…(200 bytes)", "é".repeat(50))));
+    }
+
+    #[test]
+    fn numbers_print_as_rust_prints_them_without_an_exponent() {
+        let values = [
+            0.0, -0.0, 1.0, -10.0, 90.5, 700.0, 0.1, 1e-5, 123.456, 65535.0,
+        ];
+        let more = [
+            9_007_199_254_740_993.0,
+            1e15 + 0.5,
+            9.999e15,
+            9.5e15,
+            1.0 / 3.0,
+            -2.5e-3,
+        ];
+        for v in values.into_iter().chain(more) {
+            assert_eq!(number(v), format!("{v}"), "{v:e}");
+        }
+        assert_eq!(number(1e16 + 2.0), "1.0000000000000002e+16");
+        assert_eq!(number(1e300), "1e+300");
+        assert_eq!(number(-1.5e37), "-1.5e+37");
+        assert_eq!(number(1e-7), "1e-7");
+        assert_eq!(number(f64::NAN), "NaN");
     }
 
     #[test]

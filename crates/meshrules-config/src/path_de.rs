@@ -121,6 +121,56 @@ impl de::Error for PathError {
             message: msg.to_string(),
         }
     }
+
+    // serde's texts, but `Unexpected` printed by `unexpected_text`.
+    fn invalid_type(unexp: de::Unexpected, exp: &dyn de::Expected) -> Self {
+        Self::custom(format_args!(
+            "invalid type: {}, expected {exp}",
+            unexpected_text(&unexp)
+        ))
+    }
+
+    fn invalid_value(unexp: de::Unexpected, exp: &dyn de::Expected) -> Self {
+        Self::custom(format_args!(
+            "invalid value: {}, expected {exp}",
+            unexpected_text(&unexp)
+        ))
+    }
+}
+
+/// serde's `Display` of `Unexpected`, with a float printed by [`crate::number`]: serde's
+/// prints it with core's float formatting, which is 20 KB of the module.
+fn unexpected_text(unexp: &de::Unexpected) -> String {
+    use de::Unexpected::*;
+    match *unexp {
+        Bool(b) => format!("boolean `{b}`"),
+        Unsigned(i) => format!("integer `{i}`"),
+        Signed(i) => format!("integer `{i}`"),
+        Float(f) => {
+            let text = crate::number(f);
+            // serde marks a float that printed without a decimal point (`70000.0`).
+            let point = if f.is_finite() && !text.contains(['.', 'e']) {
+                ".0"
+            } else {
+                ""
+            };
+            format!("floating point `{text}{point}`")
+        }
+        Char(c) => format!("character `{c}`"),
+        Str(s) => format!("string {s:?}"),
+        Other(other) => other.to_string(),
+        Bytes(_) => "byte array".to_string(),
+        Unit => "unit value".to_string(),
+        Option => "Option value".to_string(),
+        NewtypeStruct => "newtype struct".to_string(),
+        Seq => "sequence".to_string(),
+        Map => "map".to_string(),
+        Enum => "enum".to_string(),
+        UnitVariant => "unit variant".to_string(),
+        NewtypeVariant => "newtype variant".to_string(),
+        TupleVariant => "tuple variant".to_string(),
+        StructVariant => "struct variant".to_string(),
+    }
 }
 
 /// Deserializes `T` from `value`, naming the failing field's path in the error.
@@ -439,6 +489,35 @@ mod tests {
         assert!(error(json!({})).starts_with(".: missing field `name`"));
         let e = error(json!({"name": "x", "items": [{}]}));
         assert!(e.starts_with("items[0]: missing field `port`"), "{e}");
+    }
+
+    #[test]
+    fn unexpected_values_are_described_as_serde_describes_them() {
+        use de::Unexpected::*;
+        for u in [
+            Bool(true),
+            Unsigned(70000),
+            Signed(-1),
+            Float(1.5),
+            Float(70000.0),
+            Float(-0.0),
+            Char('x'),
+            Str("a\"b"),
+            Bytes(b"x"),
+            Unit,
+            Option,
+            NewtypeStruct,
+            Seq,
+            Map,
+            Enum,
+            UnitVariant,
+            NewtypeVariant,
+            TupleVariant,
+            StructVariant,
+            Other("number"),
+        ] {
+            assert_eq!(unexpected_text(&u), u.to_string());
+        }
     }
 
     #[test]
