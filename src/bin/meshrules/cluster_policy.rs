@@ -14,8 +14,8 @@ use std::time::Duration;
 use meshrules::compile::expand_host;
 use meshrules::config::{
     self, ClientTlsSettings, ConfigError, ConnectionPoolSettings, ConsistentHash, Diagnostics,
-    HttpSettings, LoadBalancerSettings, OutlierDetection, PluginConfig, ProxyProtocol, RetryBudget,
-    Spec, TrafficPolicy,
+    HttpSettings, LoadBalancerSettings, OutlierDetection, PluginConfig, PortTrafficPolicy,
+    ProxyProtocol, RetryBudget, Spec, TrafficPolicy,
 };
 use serde_json::{json, Map, Value};
 
@@ -41,71 +41,50 @@ struct Rule {
     subsets: Vec<(String, Option<TrafficPolicy>)>,
 }
 
-/// A setting and the path it was written at.
-struct At<'a, T> {
-    value: &'a T,
-    path: String,
-}
-
-impl<T> Clone for At<'_, T> {
-    fn clone(&self) -> Self {
-        At {
-            value: self.value,
-            path: self.path.clone(),
-        }
-    }
-}
-
-fn at<'a, T>(value: &'a Option<T>, path: &str, field: &str) -> Option<At<'a, T>> {
-    value.as_ref().map(|value| At {
-        value,
-        path: format!("{path}.{field}"),
-    })
-}
-
 /// The policy a cluster gets once destination, port and subset levels are merged.
-#[derive(Clone, Default)]
+#[derive(Clone, Copy, Default)]
 struct Effective<'a> {
-    load_balancer: Option<At<'a, LoadBalancerSettings>>,
-    connection_pool: Option<At<'a, ConnectionPoolSettings>>,
-    outlier_detection: Option<At<'a, OutlierDetection>>,
-    tls: Option<At<'a, ClientTlsSettings>>,
-    proxy_protocol: Option<At<'a, ProxyProtocol>>,
-    retry_budget: Option<At<'a, RetryBudget>>,
+    load_balancer: Option<&'a LoadBalancerSettings>,
+    connection_pool: Option<&'a ConnectionPoolSettings>,
+    outlier_detection: Option<&'a OutlierDetection>,
+    tls: Option<&'a ClientTlsSettings>,
+    proxy_protocol: Option<&'a ProxyProtocol>,
+    retry_budget: Option<&'a RetryBudget>,
+}
+
+/// The entry of `policy`'s `portLevelSettings` for `port`, if any.
+fn port_entry(policy: &TrafficPolicy, port: Option<u16>) -> Option<&PortTrafficPolicy> {
+    let port = f64::from(port?);
+    policy
+        .port_level_settings
+        .iter()
+        .find(|p| p.port.as_ref().and_then(|s| s.number) == Some(port))
 }
 
 /// istiod's `GetPortLevelTrafficPolicy`: the policy's entry for `port` replaces the four
 /// settings a port has (unset ones are defaults, not inherited) and, as its
 /// `shadowCopyPortTrafficPolicy` does, leaves out proxyProtocol and retryBudget; `true` when
 /// there was such an entry.
-fn for_port<'a>(policy: &'a TrafficPolicy, path: &str, port: Option<u16>) -> (Effective<'a>, bool) {
-    let entry = port.and_then(|port| {
-        policy
-            .port_level_settings
-            .iter()
-            .enumerate()
-            .find(|(_, p)| p.port.as_ref().and_then(|s| s.number) == Some(f64::from(port)))
-    });
-    match entry {
-        Some((i, p)) => {
-            let path = format!("{path}.portLevelSettings[{i}]");
-            let effective = Effective {
-                load_balancer: at(&p.load_balancer, &path, "loadBalancer"),
-                connection_pool: at(&p.connection_pool, &path, "connectionPool"),
-                outlier_detection: at(&p.outlier_detection, &path, "outlierDetection"),
-                tls: at(&p.tls, &path, "tls"),
+fn for_port(policy: &TrafficPolicy, port: Option<u16>) -> (Effective<'_>, bool) {
+    match port_entry(policy, port) {
+        Some(p) => (
+            Effective {
+                load_balancer: p.load_balancer.as_ref(),
+                connection_pool: p.connection_pool.as_ref(),
+                outlier_detection: p.outlier_detection.as_ref(),
+                tls: p.tls.as_ref(),
                 ..Effective::default()
-            };
-            (effective, true)
-        }
+            },
+            true,
+        ),
         None => (
             Effective {
-                load_balancer: at(&policy.load_balancer, path, "loadBalancer"),
-                connection_pool: at(&policy.connection_pool, path, "connectionPool"),
-                outlier_detection: at(&policy.outlier_detection, path, "outlierDetection"),
-                tls: at(&policy.tls, path, "tls"),
-                proxy_protocol: at(&policy.proxy_protocol, path, "proxyProtocol"),
-                retry_budget: at(&policy.retry_budget, path, "retryBudget"),
+                load_balancer: policy.load_balancer.as_ref(),
+                connection_pool: policy.connection_pool.as_ref(),
+                outlier_detection: policy.outlier_detection.as_ref(),
+                tls: policy.tls.as_ref(),
+                proxy_protocol: policy.proxy_protocol.as_ref(),
+                retry_budget: policy.retry_budget.as_ref(),
             },
             false,
         ),
@@ -196,21 +175,15 @@ impl Policies {
     /// circuit breaker thresholds, LEAST_REQUEST), DestinationRule or not.
     pub fn apply(&self, cluster: &mut Map<String, Value>, dest: &Destination) -> Option<Value> {
         let rules = self.rules_for(&dest.host);
-        let top = rules.iter().find_map(|r| {
-            r.policy
-                .as_ref()
-                .map(|p| (p, format!("{}.trafficPolicy", r.path)))
-        });
+        let top = rules.iter().find_map(|r| r.policy.as_ref());
         let subset = rules.iter().find_map(|r| {
-            r.subsets.iter().enumerate().find_map(|(i, (name, p))| {
-                let p = p
-                    .as_ref()
-                    .filter(|_| *name == dest.subset && !name.is_empty())?;
-                Some((p, format!("{}.subsets[{i}].trafficPolicy", r.path)))
-            })
+            r.subsets
+                .iter()
+                .find(|(name, _)| *name == dest.subset && !name.is_empty())
+                .and_then(|(_, p)| p.as_ref())
         });
-        write_cluster(cluster, &merge(top.as_ref(), subset.as_ref(), dest.port));
-        hash_policy(top.as_ref(), subset.as_ref(), dest.port).and_then(route_hash_policy)
+        write_cluster(cluster, merge(top, subset, dest.port));
+        hash_policy(top, subset, dest.port).and_then(route_hash_policy)
     }
 }
 
@@ -218,15 +191,15 @@ impl Policies {
 /// each setting the subset (or the subset's port entry) sets put over it; a subset port entry
 /// replaces all four port settings.
 fn merge<'a>(
-    top: Option<&(&'a TrafficPolicy, String)>,
-    subset: Option<&(&'a TrafficPolicy, String)>,
+    top: Option<&'a TrafficPolicy>,
+    subset: Option<&'a TrafficPolicy>,
     port: Option<u16>,
 ) -> Effective<'a> {
-    let original = top.map(|(p, path)| for_port(p, path, port).0);
-    let Some((subset, path)) = subset else {
+    let original = top.map(|p| for_port(p, port).0);
+    let Some(subset) = subset else {
         return original.unwrap_or_default();
     };
-    let (sub, port_level) = for_port(subset, path, port);
+    let (sub, port_level) = for_port(subset, port);
     let Some(mut merged) = original else {
         return sub;
     };
@@ -254,23 +227,18 @@ fn merge<'a>(
 /// istiod's `hashForHTTPDestination`: the subset's port entry, the subset, the destination
 /// level's port entry, the destination level, first one with a consistent hash.
 fn hash_policy<'a>(
-    top: Option<&(&'a TrafficPolicy, String)>,
-    subset: Option<&(&'a TrafficPolicy, String)>,
+    top: Option<&'a TrafficPolicy>,
+    subset: Option<&'a TrafficPolicy>,
     port: Option<u16>,
 ) -> Option<&'a ConsistentHash> {
     let port_hash = |p: &'a TrafficPolicy| {
-        let port = f64::from(port?);
-        p.port_level_settings
-            .iter()
-            .find(|s| s.port.as_ref().and_then(|s| s.number) == Some(port))?
+        port_entry(p, port)?
             .load_balancer
             .as_ref()?
             .consistent_hash
             .as_ref()
     };
     let own_hash = |p: &'a TrafficPolicy| p.load_balancer.as_ref()?.consistent_hash.as_ref();
-    let subset = subset.map(|(p, _)| *p);
-    let top = top.map(|(p, _)| *p);
     subset
         .and_then(port_hash)
         .or_else(|| subset.and_then(own_hash))
@@ -325,25 +293,22 @@ struct HttpOptions {
 }
 
 /// istiod's `applyTrafficPolicy` for an outbound cluster, in its order.
-fn write_cluster(c: &mut Map<String, Value>, p: &Effective) {
-    let http_settings = p
-        .connection_pool
-        .as_ref()
-        .and_then(|cp| cp.value.http.as_ref());
+fn write_cluster(c: &mut Map<String, Value>, p: Effective) {
+    let http_settings = p.connection_pool.and_then(|cp| cp.http.as_ref());
     let client_protocol = http_settings.is_some_and(|h| h.use_client_protocol == Some(true));
     let h2 = http_settings.is_some_and(upgrades_to_h2);
     let mut http = HttpOptions::default();
     connection_pool(c, p, h2, &mut http);
-    if let Some(od) = &p.outlier_detection {
-        outlier_detection(c, od.value);
+    if let Some(od) = p.outlier_detection {
+        outlier_detection(c, od);
     }
-    load_balancer(c, p.load_balancer.as_ref().map(|lb| lb.value));
-    if let Some(tls) = &p.tls {
-        if let Some(socket) = tls_socket(tls.value, h2, &mut http) {
+    load_balancer(c, p.load_balancer);
+    if let Some(tls) = p.tls {
+        if let Some(socket) = tls_socket(tls, h2, &mut http) {
             c.insert("transport_socket".into(), socket);
         }
     }
-    if let Some(pp) = &p.proxy_protocol {
+    if let Some(pp) = p.proxy_protocol {
         // applyUpstreamProxyProtocol: around the TLS socket, or a raw one.
         let inner = c.remove("transport_socket").unwrap_or_else(|| {
             json!({
@@ -357,7 +322,7 @@ fn write_cluster(c: &mut Map<String, Value>, p: &Effective) {
                 "name": "envoy.transport_sockets.upstream_proxy_protocol",
                 "typed_config": {
                     "@type": "type.googleapis.com/envoy.extensions.transport_sockets.proxy_protocol.v3.ProxyProtocolUpstreamTransport",
-                    "config": { "version": pp.value.version.as_deref().unwrap_or("V1") },
+                    "config": { "version": pp.version.as_deref().unwrap_or("V1") },
                     "transport_socket": inner,
                 },
             }),
@@ -437,7 +402,7 @@ fn proto_duration(d: Duration) -> String {
 
 /// `applyConnectionPool` (applied to every cluster, with empty settings when there are none)
 /// and `applyRetryBudget`.
-fn connection_pool(c: &mut Map<String, Value>, p: &Effective, h2: bool, http: &mut HttpOptions) {
+fn connection_pool(c: &mut Map<String, Value>, p: Effective, h2: bool, http: &mut HttpOptions) {
     // getDefaultCircuitBreakerThresholds: Envoy's own defaults (1024, 3 retries) made 503s
     // during pod churn, istiod says; it lifts them all.
     let mut threshold = json!({
@@ -447,7 +412,7 @@ fn connection_pool(c: &mut Map<String, Value>, p: &Effective, h2: bool, http: &m
         "max_retries": u32::MAX,
         "track_remaining": true,
     });
-    let cp = p.connection_pool.as_ref().map(|cp| cp.value);
+    let cp = p.connection_pool;
     let mut idle_timeout = None;
     if let Some(h) = cp.and_then(|cp| cp.http.as_ref()) {
         for (field, v) in [
@@ -524,14 +489,14 @@ fn connection_pool(c: &mut Map<String, Value>, p: &Effective, h2: bool, http: &m
     if let Some(d) = idle_timeout.as_deref().and_then(duration) {
         http.common.insert("idle_timeout".into(), json!(d));
     }
-    if let Some(rb) = &p.retry_budget {
+    if let Some(rb) = p.retry_budget {
         // Without a percent istiod writes 0.2 (meaning 0.2%) against its API's documented
         // 20%; leaving it out gives Envoy's default, the documented 20%.
         let mut budget = Map::new();
-        if let Some(percent) = rb.value.percent {
+        if let Some(percent) = rb.percent {
             budget.insert("budget_percent".into(), json!({ "value": percent }));
         }
-        let min = match uint(rb.value.min_retry_concurrency) {
+        let min = match uint(rb.min_retry_concurrency) {
             0 => 3,
             n => n,
         };
