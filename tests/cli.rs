@@ -1644,3 +1644,49 @@ spec:
         "{out}"
     );
 }
+
+#[test]
+fn bundle_envoy_applies_a_wildcard_hosts_policy_to_the_hosts_it_covers_without_their_own() {
+    let yaml = "\
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: reviews, namespace: bookinfo}
+spec:
+  hosts: [reviews]
+  http:
+  - match: [{headers: {x-to: {exact: ratings}}}]
+    route: [{destination: {host: ratings, port: {number: 9080}}}]
+  - route: [{destination: {host: reviews, port: {number: 9080}}}]
+---
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {name: all, namespace: bookinfo}
+spec:
+  host: '*.bookinfo.svc.cluster.local'
+  trafficPolicy: {loadBalancer: {simple: RANDOM}}
+---
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {name: ratings, namespace: bookinfo}
+spec:
+  host: ratings
+  trafficPolicy: {loadBalancer: {simple: ROUND_ROBIN}}
+";
+    let b = bundle_envoy(yaml).unwrap();
+    let lb = |host: &str| {
+        let name = format!("outbound|9080||{host}.bookinfo.svc.cluster.local");
+        b["static_resources"]["clusters"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|c| c["name"] == name.as_str())
+            .unwrap()["lb_policy"]
+            .clone()
+    };
+    assert_eq!(lb("reviews"), json!("RANDOM"));
+    assert_eq!(
+        lb("ratings"),
+        json!("ROUND_ROBIN"),
+        "its own rule, not the wildcard's"
+    );
+}

@@ -95,6 +95,7 @@ impl Policies {
     /// Reads every DestinationRule's policies. The problems are what `bundle --output envoy`
     /// refuses wherever it is written, whether or not a route reaches it.
     pub fn read(config: &PluginConfig) -> (Policies, Vec<ConfigError>) {
+        // `check` has reported the policies' problems already (bundle runs it first).
         let mut diags = Diagnostics::default();
         let mut rules: Vec<Rule> = Vec::new();
         let mut refused = Vec::new();
