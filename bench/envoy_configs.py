@@ -2,7 +2,9 @@
 same demo rule set: (a) no rules, (b) Envoy native config as istiod would write it, (c) the
 meshrules filter; plus (d) meshrules without its verified-token cache (every JWT checked
 again), (e) meshrules with the routing rules only, to isolate what the JWT check costs, and
-(f) as b with jwt_authn's own verified-token cache on (istiod leaves it off)."""
+(f) as b with jwt_authn's own verified-token cache on (istiod leaves it off), and (g) as e
+with a rate limit on every route whose bucket never runs dry, to isolate what a limit check
+costs."""
 
 from __future__ import annotations
 
@@ -44,6 +46,18 @@ RULES = {
     # The cluster_header route below carries Istio's defaults, as (b)'s routes do.
     "routing": {"routeHasIstioDefaults": True},
 }
+
+# (g): a LocalRateLimit on every route of the demo VirtualService, far above any load, with a
+# per-user descriptor (no request sends x-user: the route's bucket is taken each time).
+RATE_LIMITED = {**RULES, "rateLimits": [{
+    "name": "bench", "virtualService": "app/demoapp",
+    "localRateLimit": {
+        "token_bucket": {"max_tokens": 4_000_000_000, "tokens_per_fill": 4_000_000_000, "fill_interval": "1s"},
+        "filter_enabled": {"default_value": {"numerator": 100}},
+        "filter_enforced": {"default_value": {"numerator": 100}},
+        "rate_limits": [{"actions": [{"request_headers": {"header_name": "x-user", "descriptor_key": "user"}}]}],
+        "descriptors": [{"entries": [{"key": "user"}],
+                         "token_bucket": {"max_tokens": 10, "tokens_per_fill": 10, "fill_interval": "1s"}}]}}]}
 
 ISSUER = "https://idp.bench"
 

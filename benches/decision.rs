@@ -7,6 +7,7 @@
 #[cfg(not(target_arch = "wasm32"))]
 mod native {
     use criterion::{black_box, criterion_group, BenchmarkId, Criterion};
+    use meshrules::authz::{Facts, Peer, Verdict};
     use meshrules::compile::{load, Anonymous};
     use meshrules::engine::Decision;
     use meshrules::http::Request;
@@ -94,7 +95,59 @@ mod native {
         group.finish();
     }
 
-    criterion_group!(benches, decision);
+    /// `policies` DENY policies of 10 rules, each rule on its own exact path, and one request
+    /// on a path none of them names: authorization's cost for policies that cannot match.
+    pub fn authz_set(policies: usize) -> RuleSet {
+        let resources: Vec<_> = (0..policies)
+            .map(|p| {
+                let rules: Vec<_> = (0..10)
+                    .map(|r| json!({"to": [{"operation": {"paths": [format!("/p{p}/r{r}")], "methods": ["POST"]}}]}))
+                    .collect();
+                json!({"apiVersion": "security.istio.io/v1", "kind": "AuthorizationPolicy",
+                    "metadata": {"name": format!("deny-{p}"), "namespace": "bench"},
+                    "spec": {"action": "DENY", "rules": rules}})
+            })
+            .collect();
+        match load(
+            json!({ "resources": resources }).to_string().as_bytes(),
+            &Anonymous,
+        ) {
+            Ok(l) => l.rules,
+            Err(e) => panic!("bench config refused: {e:?}"),
+        }
+    }
+
+    fn authz(c: &mut Criterion) {
+        let mut group = c.benchmark_group("decision");
+        let h = headers("svc0", "/other/path");
+        for policies in [1, 10, 100, 1000] {
+            let rules = authz_set(policies);
+            group.bench_with_input(
+                BenchmarkId::new("authz_no_match", format!("{policies}policies")),
+                &h,
+                |b, h| {
+                    b.iter(|| {
+                        let req = Request::from_headers(black_box(h));
+                        let facts = Facts {
+                            req: &req,
+                            path: req.path_only(),
+                            source_ip: Peer::None,
+                            remote_ip: None,
+                            destination_ip: None,
+                            destination_port: None,
+                            sni: None,
+                            peer_names: &[],
+                            jwt: None,
+                        };
+                        black_box(rules.authz.evaluate(&facts).verdict == Verdict::Allow)
+                    })
+                },
+            );
+        }
+        group.finish();
+    }
+
+    criterion_group!(benches, decision, authz);
 }
 
 #[cfg(not(target_arch = "wasm32"))]

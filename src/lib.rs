@@ -15,6 +15,7 @@ pub mod engine;
 pub mod http;
 pub mod jwt;
 pub mod pipeline;
+pub mod ratelimit;
 pub mod rules;
 pub mod x509;
 

@@ -952,7 +952,7 @@ fn check_prints_each_warning_as_file_document_path_warning_message_and_exits_0()
         "document 1: spec.http[0].route[0].destination.subset: warning: no DestinationRule for reviews.default.svc.cluster.local in the configuration defines subset \"v1\": Istio accepts the route, but istiod creates cluster outbound||v1|reviews.default.svc.cluster.local only for a subset a DestinationRule defines, so requests here get 503 until one is applied (a plain Envoy needs that cluster in its config)",
         "document 2: spec.tcp: warning: ignored: meshrules is an HTTP filter; tcp routes need Istio's own (native) VirtualService",
         "document 2: spec.hosts[0]: warning: VirtualService default/reviews, listed first, already serves reviews.default.svc.cluster.local, reviews, reviews.default, reviews.default.svc: requests for it never reach VirtualService default/reviews-2 (istiod too uses one VirtualService per host on a sidecar); merge the two",
-        "document 3: spec.trafficPolicy: warning: ignored by the filter: traffic policies (load balancer, connection pool, outlier detection, TLS) are Envoy cluster settings; istiod applies them when the DestinationRule is applied to the mesh, a plain Envoy needs them in its cluster config",
+        "document 3: spec.trafficPolicy: warning: not applied by the filter: traffic policies (load balancer, connection pool, outlier detection, TLS) are Envoy cluster settings; in Istio, istiod writes them into the clusters when the DestinationRule is applied to the mesh; for a plain Envoy, `meshrules bundle --output envoy` writes them into its clusters",
         "document 4: spec.rules[0].when[0].values[0]: warning: Istio reads `*` only as the whole value or its first or last character: \"*Mozilla*\" matches values ending in \"Mozilla*\", with a literal `*`. AuthorizationPolicy has no contains or glob match: list prefix (x*) or suffix (*x) values, or match \".*Mozilla.*\" as a regex in a VirtualService route",
     ]
     .map(|l| format!("{f}: {l}"));
@@ -1020,5 +1020,673 @@ fn a_default_namespace_in_the_plugin_config_places_pasted_yaml_and_the_wasmplugi
     assert!(
         out.contains("outbound|||reviews.bookinfo.svc.cluster.local"),
         "{out}"
+    );
+}
+
+// ------------------------------------------------------------------------------------------
+// DestinationRule traffic policies: check
+// ------------------------------------------------------------------------------------------
+
+/// Istio's own DestinationRule CRD cases (tests/fixtures/istio/testdata, from
+/// pkg/config/validation/testdata/crds upstream): `check` accepts every valid one and refuses
+/// every invalid one at the field the API server names in the case's `_err`.
+#[test]
+fn check_accepts_and_refuses_istios_destination_rule_crd_cases_as_istio_does() {
+    let dir = repo().join("tests/fixtures/istio/testdata");
+    let mut seen = (0, 0);
+    for (file, valid) in [
+        ("destinationrule-valid.yaml", true),
+        ("destinationrule-invalid.yaml", false),
+    ] {
+        let text = std::fs::read_to_string(dir.join(file)).unwrap();
+        for (i, mut doc) in serde_saphyr::from_multiple::<Value>(&text)
+            .unwrap()
+            .into_iter()
+            .enumerate()
+        {
+            let err = doc.as_object_mut().unwrap().remove("_err");
+            let case = TempFile::new("case.json", &doc.to_string());
+            let (code, out, _) = meshrules(&["check", case.path()]);
+            if valid {
+                seen.0 += 1;
+                assert_eq!(code, 0, "{file} document {}: {out}", i + 1);
+            } else {
+                seen.1 += 1;
+                let err = err.unwrap();
+                let field = err.as_str().unwrap().split(": ").next().unwrap();
+                assert_eq!(code, 1, "{file} document {}: {out}", i + 1);
+                assert!(
+                    out.contains(&format!("{}: document 1: {field}: ", case.path())),
+                    "{file} document {}: expected a problem at {field}: {out}",
+                    i + 1
+                );
+            }
+        }
+    }
+    assert_eq!(seen, (4, 3));
+}
+
+/// The DestinationRule of the README's tutorial, with the two mistakes people make.
+const TUTORIAL_DR: &str = "\
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {name: reviews, namespace: bookinfo}
+spec:
+  host: reviews
+  trafficPolicy:
+    connectionPool:
+      http:
+        maxConnections: 100
+        maxPendingRequests: 10
+    outlierDetection:
+      consecutive5xxErrors: 5
+      interval: 30s
+      baseEjectionTime: 30s
+  subsets:
+  - name: v1
+    labels: {version: v1}
+";
+
+#[test]
+fn check_names_each_misspelt_policy_field_with_the_field_meant() {
+    let file = TempFile::new("dr.yaml", TUTORIAL_DR);
+    let f = file.path();
+    let (code, out, err) = meshrules(&["check", f]);
+    assert_eq!(code, 1, "{out}{err}");
+    assert_eq!(
+        out.lines().collect::<Vec<_>>(),
+        [
+            format!("{f}: document 1: spec.trafficPolicy.connectionPool.http.maxConnections: unknown field `maxConnections`: did you mean `connectionPool.tcp.maxConnections`?"),
+            format!("{f}: document 1: spec.trafficPolicy.connectionPool.http.maxPendingRequests: unknown field `maxPendingRequests`: did you mean `connectionPool.http.http1MaxPendingRequests`?"),
+        ]
+    );
+    assert_eq!(err, "meshrules: 2 problems in 1 file\n");
+}
+
+#[test]
+fn check_checks_subset_and_port_level_policies_and_keeps_the_subsets() {
+    let file = TempFile::new(
+        "dr.yaml",
+        "\
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {name: reviews, namespace: bookinfo}
+spec:
+  host: reviews
+  trafficPolicy:
+    portLevelSettings:
+    - port: {number: 9080}
+      loadBalancer: {simple: LEAST_CONNECTION}
+  subsets:
+  - name: v1
+    trafficPolicy:
+      tls: {mode: MUTUAL, clientCertificate: /c.pem}
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: reviews, namespace: bookinfo}
+spec:
+  hosts: [reviews]
+  http: [{route: [{destination: {host: reviews, subset: v1}}]}]
+",
+    );
+    let f = file.path();
+    let (code, out, _) = meshrules(&["check", f]);
+    assert_eq!(code, 1);
+    // The subsets still count: the route to v1 is not reported.
+    assert_eq!(
+        out.lines().collect::<Vec<_>>(),
+        [
+            format!("{f}: document 1: spec.trafficPolicy.portLevelSettings[0].loadBalancer.simple: \"LEAST_CONNECTION\" is not one of UNSPECIFIED, LEAST_CONN, RANDOM, PASSTHROUGH, ROUND_ROBIN, LEAST_REQUEST"),
+            format!("{f}: document 1: spec.subsets[0].trafficPolicy.tls.privateKey: private key required for mutual tls (istiod)"),
+        ]
+    );
+}
+
+// ------------------------------------------------------------------------------------------
+// DestinationRule traffic policies: bundle --output envoy
+// ------------------------------------------------------------------------------------------
+
+/// A VirtualService `reviews` (namespace bookinfo) whose routes reach each `(subset, port)`:
+/// the request header `x-to: <subset>-<port>` picks one.
+fn reviews_routes(to: &[(&str, u16)]) -> String {
+    let mut http = String::new();
+    for (subset, port) in to {
+        http.push_str(&format!(
+            "  - match: [{{headers: {{x-to: {{exact: {subset}-{port}}}}}}}]\n    route: [{{destination: {{host: reviews, subset: {subset}, port: {{number: {port}}}}}}}]\n"
+        ));
+    }
+    format!(
+        "apiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {{name: reviews, namespace: bookinfo}}\nspec:\n  hosts: [reviews]\n  http:\n{http}---\n"
+    )
+}
+
+/// `bundle --output envoy` of `yaml`: the bootstrap, or the exit code and output.
+fn bundle_envoy(yaml: &str) -> Result<Value, (i32, String, String)> {
+    let file = TempFile::new("dr.yaml", yaml);
+    let (code, out, err) = meshrules(&["bundle", "--output", "envoy", file.path()]);
+    if code == 0 {
+        Ok(self::yaml(&out))
+    } else {
+        Err((code, out, err))
+    }
+}
+
+/// The cluster `outbound|<port>|<subset>|reviews.bookinfo.svc.cluster.local`, without what
+/// every cluster has (name, type, endpoints).
+fn reviews_cluster(bootstrap: &Value, subset: &str, port: u16) -> Value {
+    let name = format!("outbound|{port}|{subset}|reviews.bookinfo.svc.cluster.local");
+    let mut c = bootstrap["static_resources"]["clusters"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["name"] == name.as_str())
+        .unwrap_or_else(|| panic!("no cluster {name}"))
+        .clone();
+    for key in ["name", "type", "load_assignment"] {
+        c.as_object_mut().unwrap().remove(key);
+    }
+    c
+}
+
+/// istiod's getDefaultCircuitBreakerThresholds, which every cluster gets.
+fn default_thresholds() -> Value {
+    json!({ "max_connections": 4294967295u64, "max_pending_requests": 4294967295u64,
+            "max_requests": 4294967295u64, "max_retries": 4294967295u64, "track_remaining": true })
+}
+
+const HTTP_OPTIONS: &str = "envoy.extensions.upstreams.http.v3.HttpProtocolOptions";
+
+#[test]
+fn bundle_envoy_writes_a_policy_as_istiods_apply_connection_pool_outlier_detection_and_load_balancer(
+) {
+    let yaml = reviews_routes(&[("v1", 9080)])
+        + "\
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {name: reviews, namespace: bookinfo}
+spec:
+  host: reviews
+  trafficPolicy:
+    loadBalancer:
+      simple: ROUND_ROBIN
+      warmup: {duration: 60s, minimumPercent: 20, aggression: 2}
+    connectionPool:
+      tcp: {maxConnections: 100, connectTimeout: 250ms, maxConnectionDuration: 1h,
+            tcpKeepalive: {probes: 3, time: 600s, interval: 30s}}
+      http: {http1MaxPendingRequests: 10, http2MaxRequests: 1000, maxRequestsPerConnection: 5,
+             maxRetries: 4, idleTimeout: 90s}
+    outlierDetection: {consecutive5xxErrors: 3, consecutiveGatewayErrors: 2, interval: 10s,
+                       baseEjectionTime: 30s, maxEjectionPercent: 50, minHealthPercent: 25,
+                       splitExternalLocalOriginErrors: true, consecutiveLocalOriginFailures: 4}
+    retryBudget: {percent: 25, minRetryConcurrency: 5}
+  subsets: [{name: v1, labels: {version: v1}}]
+";
+    let b = bundle_envoy(&yaml).unwrap();
+    assert_eq!(
+        reviews_cluster(&b, "v1", 9080),
+        json!({
+            "connect_timeout": "0.25s",
+            "circuit_breakers": { "thresholds": [{
+                "max_connections": 100, "max_pending_requests": 10, "max_requests": 1000,
+                "max_retries": 4, "track_remaining": true,
+                "retry_budget": { "budget_percent": { "value": 25.0 }, "min_retry_concurrency": 5 } }] },
+            "upstream_connection_options": { "tcp_keepalive": {
+                "keepalive_probes": 3, "keepalive_time": 600, "keepalive_interval": 30 } },
+            "typed_extension_protocol_options": { HTTP_OPTIONS: {
+                "@type": format!("type.googleapis.com/{HTTP_OPTIONS}"),
+                "common_http_protocol_options": {
+                    "idle_timeout": "90s", "max_requests_per_connection": 5,
+                    "max_connection_duration": "3600s" },
+                "explicit_http_config": { "http_protocol_options": {} } } },
+            "outlier_detection": {
+                "enforcing_success_rate": 0,
+                "consecutive_5xx": 3, "enforcing_consecutive_5xx": 100,
+                "consecutive_gateway_failure": 2, "enforcing_consecutive_gateway_failure": 100,
+                "interval": "10s", "base_ejection_time": "30s", "max_ejection_percent": 50,
+                "split_external_local_origin_errors": true,
+                "consecutive_local_origin_failure": 4,
+                "enforcing_consecutive_local_origin_failure": 100,
+                "enforcing_local_origin_success_rate": 0 },
+            "common_lb_config": { "healthy_panic_threshold": { "value": 25 } },
+            "lb_policy": "ROUND_ROBIN",
+            "round_robin_lb_config": { "slow_start_config": {
+                "slow_start_window": "60s",
+                "aggression": { "default_value": 2.0, "runtime_key": "(" },
+                "min_weight_percent": { "value": 20.0 } } },
+        })
+    );
+}
+
+#[test]
+fn bundle_envoy_gives_every_cluster_istiods_defaults_least_request_and_lifted_thresholds() {
+    let yaml = reviews_routes(&[("v1", 9080)])
+        + "\
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {name: reviews, namespace: bookinfo}
+spec:
+  host: reviews
+  subsets: [{name: v1, labels: {version: v1}}]
+";
+    let b = bundle_envoy(&yaml).unwrap();
+    assert_eq!(
+        reviews_cluster(&b, "v1", 9080),
+        json!({ "connect_timeout": "1s", "lb_policy": "LEAST_REQUEST",
+                "circuit_breakers": { "thresholds": [default_thresholds()] } })
+    );
+}
+
+/// istiod's MergeSubsetTrafficPolicy: a port entry replaces the four settings of its level
+/// (what it leaves out is a default, not inherited); a subset's settings go over the
+/// destination level's one by one; a subset's port entry replaces all four.
+#[test]
+fn bundle_envoy_merges_subset_over_top_level_and_port_level_over_that_as_istiod_does() {
+    let yaml = reviews_routes(&[("v1", 9080), ("v1", 9090), ("v2", 9080), ("v3", 9080)])
+        + "\
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {name: reviews, namespace: bookinfo}
+spec:
+  host: reviews
+  trafficPolicy:
+    loadBalancer: {simple: ROUND_ROBIN}
+    connectionPool: {tcp: {maxConnections: 10}}
+    portLevelSettings:
+    - port: {number: 9080}
+      loadBalancer: {simple: RANDOM}
+  subsets:
+  - name: v1
+  - name: v2
+    trafficPolicy:
+      outlierDetection: {consecutive5xxErrors: 2}
+  - name: v3
+    trafficPolicy:
+      outlierDetection: {consecutive5xxErrors: 2}
+      portLevelSettings:
+      - port: {number: 9080}
+        connectionPool: {http: {http2MaxRequests: 7}}
+";
+    let b = bundle_envoy(&yaml).unwrap();
+    let lb = |subset, port| reviews_cluster(&b, subset, port)["lb_policy"].clone();
+    let thresholds = |subset, port| {
+        reviews_cluster(&b, subset, port)["circuit_breakers"]["thresholds"][0].clone()
+    };
+    let outlier = |subset, port| reviews_cluster(&b, subset, port)["outlier_detection"].clone();
+    let mut ten = default_thresholds();
+    ten["max_connections"] = json!(10);
+    // Port 9090 has no entry: the destination level.
+    assert_eq!(
+        (lb("v1", 9090), thresholds("v1", 9090)),
+        (json!("ROUND_ROBIN"), ten)
+    );
+    // Port 9080's entry: RANDOM, and the default connection pool, not maxConnections 10.
+    assert_eq!(
+        (lb("v1", 9080), thresholds("v1", 9080)),
+        (json!("RANDOM"), default_thresholds())
+    );
+    // v2 adds its outlier detection to port 9080's settings.
+    assert_eq!(lb("v2", 9080), json!("RANDOM"));
+    assert_eq!(outlier("v2", 9080)["consecutive_5xx"], json!(2));
+    // v3's port entry replaces all four: default load balancer, its pool, no outlier detection.
+    let mut seven = default_thresholds();
+    seven["max_requests"] = json!(7);
+    assert_eq!(
+        (lb("v3", 9080), thresholds("v3", 9080)),
+        (json!("LEAST_REQUEST"), seven)
+    );
+    assert_eq!(outlier("v3", 9080), Value::Null);
+}
+
+/// istiod's hashForHTTPDestination and consistentHashToHashPolicy: the hash policy goes on a
+/// route of the cluster's own (the one cluster_header route picks every cluster), and the
+/// cluster gets RING_HASH (1024, Envoy's default, unless given) or MAGLEV.
+#[test]
+fn bundle_envoy_puts_each_consistent_hash_on_a_cluster_header_route_of_its_cluster() {
+    let yaml = reviews_routes(&[("v1", 9080), ("v2", 9080), ("v3", 9080), ("v4", 9080), ("v5", 9080)])
+        + "\
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {name: reviews, namespace: bookinfo}
+spec:
+  host: reviews
+  trafficPolicy:
+    loadBalancer: {consistentHash: {httpHeaderName: x-user}}
+  subsets:
+  - name: v1
+  - name: v2
+    trafficPolicy:
+      loadBalancer:
+        consistentHash:
+          httpCookie: {name: session, ttl: 60s, path: /, attributes: [{name: SameSite, value: Strict}]}
+          ringHash: {minimumRingSize: 64}
+  - name: v3
+    trafficPolicy:
+      loadBalancer: {consistentHash: {useSourceIp: true, maglev: {tableSize: 65537}}}
+  - name: v4
+    trafficPolicy:
+      portLevelSettings:
+      - port: {number: 9080}
+        loadBalancer: {consistentHash: {httpQueryParameterName: user}}
+  - name: v5
+    trafficPolicy:
+      loadBalancer: {simple: RANDOM}
+";
+    let b = bundle_envoy(&yaml).unwrap();
+    let hcm =
+        &b["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]["typed_config"];
+    let routes = hcm["route_config"]["virtual_hosts"][0]["routes"]
+        .as_array()
+        .unwrap();
+    let by_cluster: Vec<(String, Value)> = routes
+        .iter()
+        .filter_map(|r| {
+            let name = r["match"]["headers"][0]["string_match"]["exact"].as_str()?;
+            assert_eq!(r["route"]["cluster_header"], "x-meshrules-cluster");
+            assert_eq!(
+                r["request_headers_to_remove"],
+                json!(["x-meshrules-cluster"])
+            );
+            Some((name.to_string(), r["route"]["hash_policy"].clone()))
+        })
+        .collect();
+    let cluster = |s: &str| format!("outbound|9080|{s}|reviews.bookinfo.svc.cluster.local");
+    assert_eq!(
+        by_cluster,
+        [
+            (
+                cluster("v1"),
+                json!([{ "header": { "header_name": "x-user" } }])
+            ),
+            (
+                cluster("v2"),
+                json!([{ "cookie": { "name": "session", "ttl": "60s", "path": "/",
+                "attributes": [{ "name": "SameSite", "value": "Strict" }] } }])
+            ),
+            (
+                cluster("v3"),
+                json!([{ "connection_properties": { "source_ip": true } }])
+            ),
+            (
+                cluster("v4"),
+                json!([{ "query_parameter": { "name": "user" } }])
+            ),
+            // v5 overrides the load balancer, but istiod's route still takes the destination
+            // level's hash (harmless: a RANDOM cluster computes none).
+            (
+                cluster("v5"),
+                json!([{ "header": { "header_name": "x-user" } }])
+            ),
+        ]
+    );
+    // The catch-all cluster_header route comes after them.
+    assert_eq!(routes.len(), 6);
+    assert_eq!(routes[5]["match"]["headers"][0]["present_match"], true);
+    let lb = |s| {
+        let c = reviews_cluster(&b, s, 9080);
+        (
+            c["lb_policy"].clone(),
+            c["ring_hash_lb_config"].clone(),
+            c["maglev_lb_config"].clone(),
+        )
+    };
+    assert_eq!(
+        lb("v1"),
+        (
+            json!("RING_HASH"),
+            json!({ "minimum_ring_size": 1024 }),
+            Value::Null
+        )
+    );
+    assert_eq!(
+        lb("v2"),
+        (
+            json!("RING_HASH"),
+            json!({ "minimum_ring_size": 64 }),
+            Value::Null
+        )
+    );
+    assert_eq!(
+        lb("v3"),
+        (json!("MAGLEV"), Value::Null, json!({ "table_size": 65537 }))
+    );
+    assert_eq!(
+        lb("v4"),
+        (
+            json!("RING_HASH"),
+            json!({ "minimum_ring_size": 1024 }),
+            Value::Null
+        )
+    );
+    assert_eq!(lb("v5"), (json!("RANDOM"), Value::Null, Value::Null));
+}
+
+/// istiod's constructUpstreamTLS with certificate files: the files go into the
+/// UpstreamTlsContext (istiod serves the same files over SDS), SANs are exact matchers, and
+/// without `sni` Envoy takes the request's authority (setAutoSniAndAutoSanValidation).
+#[test]
+fn bundle_envoy_writes_simple_and_mutual_tls_with_their_files_as_upstream_tls_contexts() {
+    let yaml = reviews_routes(&[("v1", 9080), ("v2", 9080)])
+        + "\
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {name: reviews, namespace: bookinfo}
+spec:
+  host: reviews
+  trafficPolicy:
+    tls: {mode: SIMPLE, caCertificates: /etc/ca.pem}
+  subsets:
+  - name: v1
+  - name: v2
+    trafficPolicy:
+      tls: {mode: MUTUAL, clientCertificate: /etc/c.pem, privateKey: /etc/k.pem,
+            caCertificates: /etc/ca.pem, subjectAltNames: [reviews.example.com],
+            sni: reviews.example.com, caCrl: /etc/crl.pem}
+      connectionPool: {http: {h2UpgradePolicy: UPGRADE, maxConcurrentStreams: 100}}
+";
+    let b = bundle_envoy(&yaml).unwrap();
+    let tls_type =
+        "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext";
+    let simple = reviews_cluster(&b, "v1", 9080);
+    assert_eq!(
+        simple["transport_socket"],
+        json!({ "name": "envoy.transport_sockets.tls", "typed_config": { "@type": tls_type,
+            "common_tls_context": { "validation_context": { "trusted_ca": { "filename": "/etc/ca.pem" } } } } })
+    );
+    assert_eq!(
+        simple["typed_extension_protocol_options"][HTTP_OPTIONS]["upstream_http_protocol_options"],
+        json!({ "auto_sni": true, "auto_san_validation": true })
+    );
+    let mutual = reviews_cluster(&b, "v2", 9080);
+    assert_eq!(
+        mutual["transport_socket"]["typed_config"],
+        json!({ "@type": tls_type, "sni": "reviews.example.com", "common_tls_context": {
+            "tls_certificates": [{ "certificate_chain": { "filename": "/etc/c.pem" },
+                                   "private_key": { "filename": "/etc/k.pem" } }],
+            "validation_context": {
+                "trusted_ca": { "filename": "/etc/ca.pem" },
+                "match_typed_subject_alt_names": [
+                    { "san_type": "DNS", "matcher": { "exact": "reviews.example.com" } },
+                    { "san_type": "URI", "matcher": { "exact": "reviews.example.com" } }],
+                "crl": { "filename": "/etc/crl.pem" } },
+            "alpn_protocols": ["h2"] } })
+    );
+    // h2UpgradePolicy: UPGRADE makes it an HTTP/2 cluster (istiod's setH2Options).
+    assert_eq!(
+        mutual["typed_extension_protocol_options"][HTTP_OPTIONS]["explicit_http_config"],
+        json!({ "http2_protocol_options": { "max_concurrent_streams": 100 } })
+    );
+}
+
+/// A DestinationRule with one of each setting `bundle --output envoy` cannot write.
+const UNTRANSLATABLE: &str = "\
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {name: reviews, namespace: bookinfo}
+spec:
+  host: reviews
+  trafficPolicy:
+    loadBalancer:
+      simple: RANDOM
+      warmupDurationSecs: 30s
+      localityLbSetting: {enabled: true}
+    connectionPool: {http: {maxConcurrentStreams: 10}}
+    outlierDetection: {consecutiveErrors: 5, outlierDetectionHttpErrorCodes: [500]}
+    tunnel: {targetHost: proxy.example.com, targetPort: 8080}
+    portLevelSettings:
+    - port: {number: 9080}
+      tls: {mode: ISTIO_MUTUAL}
+  subsets:
+  - name: v1
+    trafficPolicy:
+      loadBalancer: {simple: PASSTHROUGH}
+      tls: {mode: SIMPLE}
+  - name: v2
+    trafficPolicy:
+      tls: {mode: MUTUAL, credentialName: reviews-client}
+";
+
+#[test]
+fn bundle_envoy_refuses_each_untranslatable_setting_with_its_path_and_reason() {
+    let yaml = reviews_routes(&[("v1", 9080)]) + UNTRANSLATABLE;
+    let (code, out, err) = bundle_envoy(&yaml).unwrap_err();
+    assert_eq!(code, 1, "{err}");
+    let problems: Vec<(&str, &str)> = out
+        .lines()
+        .map(|l| {
+            let rest = l.split_once(": document 2: ").unwrap().1;
+            rest.split_once(": ").unwrap()
+        })
+        .collect();
+    let paths: Vec<&str> = problems.iter().map(|p| p.0).collect();
+    assert_eq!(
+        paths,
+        [
+            "spec.trafficPolicy.loadBalancer.localityLbSetting",
+            "spec.trafficPolicy.loadBalancer.warmupDurationSecs",
+            "spec.trafficPolicy.connectionPool.http.maxConcurrentStreams",
+            "spec.trafficPolicy.outlierDetection.consecutiveErrors",
+            "spec.trafficPolicy.outlierDetection.outlierDetectionHttpErrorCodes",
+            "spec.trafficPolicy.portLevelSettings[0].tls.mode",
+            "spec.trafficPolicy.tunnel",
+            "spec.subsets[0].trafficPolicy.loadBalancer.simple",
+            "spec.subsets[0].trafficPolicy.tls.caCertificates",
+            "spec.subsets[1].trafficPolicy.tls.credentialName",
+        ],
+        "{out}"
+    );
+    let reason = |path| problems.iter().find(|p| p.0 == path).unwrap().1;
+    assert!(
+        reason("spec.trafficPolicy.portLevelSettings[0].tls.mode").starts_with(
+            "ISTIO_MUTUAL is refused outside Istio: it presents the workload certificate istiod's CA issues"
+        ),
+        "{out}"
+    );
+    assert!(
+        reason("spec.subsets[0].trafficPolicy.loadBalancer.simple")
+            .starts_with("PASSTHROUGH is not translated: istiod makes it an ORIGINAL_DST cluster"),
+        "{out}"
+    );
+    assert!(
+        problems.iter().all(|p| p.1.len() > 40),
+        "every refusal says why: {out}"
+    );
+}
+
+/// Inside Istio, istiod writes the policies into the clusters from the DestinationRule
+/// applied to the mesh: the filter's configuration and WasmPlugin take the same rule, with
+/// the warning saying so.
+#[test]
+fn bundle_pluginconfig_and_wasmplugin_leave_policies_to_istiod_and_say_so() {
+    let file = TempFile::new(
+        "dr.yaml",
+        &(reviews_routes(&[("v1", 9080)]) + UNTRANSLATABLE),
+    );
+    for output in ["pluginconfig", "wasmplugin"] {
+        let (code, _, err) = meshrules(&[
+            "bundle",
+            "--output",
+            output,
+            "--sha256",
+            &"a".repeat(64),
+            file.path(),
+        ]);
+        assert_eq!(code, 0, "{output}: {err}");
+        assert!(
+            err.contains("spec.trafficPolicy: warning: not applied by the filter: traffic policies (load balancer, connection pool, outlier detection, TLS) are Envoy cluster settings; in Istio, istiod writes them into the clusters when the DestinationRule is applied to the mesh"),
+            "{output}: {err}"
+        );
+    }
+}
+
+#[test]
+fn bundle_envoy_refuses_a_second_policy_for_one_host_as_istiod_would_ignore_it() {
+    let yaml = reviews_routes(&[("v1", 9080)])
+        + "\
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {name: reviews, namespace: bookinfo}
+spec:
+  host: reviews
+  trafficPolicy: {loadBalancer: {simple: RANDOM}}
+  subsets: [{name: v1}]
+---
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {name: reviews-pool, namespace: bookinfo}
+spec:
+  host: reviews.bookinfo.svc.cluster.local
+  trafficPolicy: {connectionPool: {tcp: {maxConnections: 1}}}
+";
+    let (_, out, _) = bundle_envoy(&yaml).unwrap_err();
+    assert!(
+        out.contains("document 3: spec.trafficPolicy: resources[1].spec already sets the traffic policy of reviews.bookinfo.svc.cluster.local: istiod would use only the first DestinationRule's; merge the two"),
+        "{out}"
+    );
+}
+
+#[test]
+fn bundle_envoy_applies_a_wildcard_hosts_policy_to_the_hosts_it_covers_without_their_own() {
+    let yaml = "\
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: reviews, namespace: bookinfo}
+spec:
+  hosts: [reviews]
+  http:
+  - match: [{headers: {x-to: {exact: ratings}}}]
+    route: [{destination: {host: ratings, port: {number: 9080}}}]
+  - route: [{destination: {host: reviews, port: {number: 9080}}}]
+---
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {name: all, namespace: bookinfo}
+spec:
+  host: '*.bookinfo.svc.cluster.local'
+  trafficPolicy: {loadBalancer: {simple: RANDOM}}
+---
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {name: ratings, namespace: bookinfo}
+spec:
+  host: ratings
+  trafficPolicy: {loadBalancer: {simple: ROUND_ROBIN}}
+";
+    let b = bundle_envoy(yaml).unwrap();
+    let lb = |host: &str| {
+        let name = format!("outbound|9080||{host}.bookinfo.svc.cluster.local");
+        b["static_resources"]["clusters"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|c| c["name"] == name.as_str())
+            .unwrap()["lb_policy"]
+            .clone()
+    };
+    assert_eq!(lb("reviews"), json!("RANDOM"));
+    assert_eq!(
+        lb("ratings"),
+        json!("ROUND_ROBIN"),
+        "its own rule, not the wildcard's"
     );
 }

@@ -17,6 +17,8 @@ Knobs, all given as request headers:
 
 - ``x-upstream-delay-ms: N``: sleep N ms before answering.
 - ``x-upstream-status: N``: answer with status N.
+- ``x-upstream-fail-on: NAME[,NAME...]``: the listeners named answer 503, the others as
+  usual (one endpoint of a cluster failing while its others serve, for outlier detection).
 - ``x-upstream-fail: N`` with ``x-test-id: K``: the first N requests carrying id K answer 503,
   later ones as usual. With ``x-upstream-fail-grpc: CODE`` the failures are instead gRPC
   trailers-only answers: HTTP 200 with ``grpc-status: CODE``.
@@ -155,6 +157,8 @@ class Handler(BaseHTTPRequestHandler):
                 status = 503
             elif (s := _int(headers.get("x-upstream-status"))) is not None and 100 <= s <= 599:
                 status = s
+            elif self.listener_name in (n.strip() for n in headers.get("x-upstream-fail-on", "").split(",")):
+                status = 503
 
             delay = _int(headers.get("x-upstream-delay-ms"))
             if delay:

@@ -15,6 +15,7 @@ use meshrules::authz::path;
 use meshrules::compile::{self, Anonymous};
 use meshrules::http::{Edit, Request};
 use meshrules::pipeline::{self, Address, Connection, Env, Event, Outcome, PeerCertificate};
+use meshrules::ratelimit::LocalBuckets;
 use meshrules::rules::RuleSet;
 
 const FIXTURE: &str = include_str!("../fixtures/request_pipeline.json");
@@ -77,10 +78,11 @@ fn run<'r>(
         headers.to_vec(),
         Env {
             connection: conn,
-            now,
+            now_ms: now * 1000,
             keys: &no_remote_keys,
             token_cache: cache,
             rng: &mut fastrand::Rng::with_seed(seed),
+            buckets: &mut LocalBuckets::default(),
         },
     )
 }

@@ -4,6 +4,7 @@
 //! (pilot/pkg/security/authz/model): a rule is an OR of sources, an OR of operations and an
 //! AND of conditions; each field is "any value matches, and no not-value matches".
 
+pub(crate) mod index;
 pub mod path;
 pub mod peer;
 
@@ -36,6 +37,8 @@ pub struct Authz {
     /// The mesh's trust domain, then its aliases (istiod's trustdomain.Bundle): principals
     /// naming one of them (or `cluster.local`) are compiled for each of them.
     pub trust_domains: Vec<String>,
+    /// Path indexes of the lists above, in their order (see [`Authz::index`]).
+    pub(crate) indexes: [Option<index::PathIndex>; 5],
 }
 
 impl Default for Authz {
@@ -51,6 +54,7 @@ impl Default for Authz {
             use_remote_address: false,
             needs: Needs::default(),
             trust_domains: vec!["cluster.local".to_string()],
+            indexes: Default::default(),
         }
     }
 }
@@ -278,10 +282,11 @@ impl Authz {
     /// Istio's order: a matching DENY denies; otherwise with no ALLOW policy the request is
     /// allowed; otherwise a matching ALLOW allows and anything else is denied.
     pub fn evaluate(&self, f: &Facts<'_>) -> Evaluation<'_> {
-        let denied = first_match(&self.deny, f, FAIL_CLOSED_DENY);
+        let [deny, allow, audit, dry_deny, dry_allow] = &self.indexes;
+        let denied = first_match(&self.deny, deny, f, FAIL_CLOSED_DENY);
         let allowed_by = match denied {
             Some(_) => None,
-            None => first_match(&self.allow, f, FAIL_CLOSED_ALLOW),
+            None => first_match(&self.allow, allow, f, FAIL_CLOSED_ALLOW),
         };
         let verdict = match denied {
             Some((id, rule)) => Verdict::DeniedBy(id, rule),
@@ -289,15 +294,27 @@ impl Authz {
             None => Verdict::NoAllowMatched,
         };
         // Istio's shadow rules: dry-run DENY and dry-run ALLOW policies each decide alone.
-        let dry_run_would_deny = first_match(&self.dry_run_deny, f, FAIL_CLOSED_DENY).is_some()
+        let dry_run_would_deny = first_match(&self.dry_run_deny, dry_deny, f, FAIL_CLOSED_DENY)
+            .is_some()
             || (!self.dry_run_allow.is_empty()
-                && first_match(&self.dry_run_allow, f, FAIL_CLOSED_ALLOW).is_none());
+                && first_match(&self.dry_run_allow, dry_allow, f, FAIL_CLOSED_ALLOW).is_none());
         Evaluation {
             verdict,
             allowed_by,
             dry_run_would_deny,
-            audited: first_match(&self.audit, f, FAIL_CLOSED_ALLOW),
+            audited: first_match(&self.audit, audit, f, FAIL_CLOSED_ALLOW),
         }
+    }
+
+    /// Indexes the policy lists by the paths their rules name, once every policy is in.
+    pub fn index(&mut self) {
+        self.indexes = [
+            index::PathIndex::build(&self.deny),
+            index::PathIndex::build(&self.allow),
+            index::PathIndex::build(&self.audit),
+            index::PathIndex::build(&self.dry_run_deny),
+            index::PathIndex::build(&self.dry_run_allow),
+        ];
     }
 
     /// `source.ip` and `remote.ip` from Envoy's `source.address` (`ip:port`), which is the
@@ -352,17 +369,27 @@ impl Authz {
 const FAIL_CLOSED_DENY: bool = true;
 const FAIL_CLOSED_ALLOW: bool = false;
 
+/// The first policy of `policies` (tried in order, or only those `index` says the path may
+/// reach) with a rule matching the request, and that rule.
 fn first_match<'p>(
     policies: &'p [Policy],
+    index: &Option<index::PathIndex>,
     f: &Facts<'_>,
     hidden_peer_matches: bool,
 ) -> Option<(&'p str, usize)> {
-    policies.iter().find_map(|p| {
+    let matched = |p: &'p Policy| {
         p.rules
             .iter()
             .position(|r| r.matches(f, hidden_peer_matches))
             .map(|i| (p.id.as_str(), i))
-    })
+    };
+    match index {
+        None => policies.iter().find_map(matched),
+        Some(ix) => ix
+            .candidates(f.path)
+            .into_iter()
+            .find_map(|i| policies.get(i).and_then(matched)),
+    }
 }
 
 impl Rule {

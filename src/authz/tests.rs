@@ -672,3 +672,85 @@ fn namespaces_are_quoted_in_istiods_regex_golden_multiple_td_aliases() {
         &from_peer(&["spiffe://cluster.local/ns/abc/sa/default"])
     ));
 }
+
+/// The evaluation of `probe` on `a` as text, with the index and with every policy tried in
+/// order (the index taken away).
+fn indexed_and_linear(a: &mut Authz, probe: &Probe) -> (String, String) {
+    let evaluate = |a: &Authz| {
+        let req = Request::from_headers(&probe.headers);
+        let facts = Facts {
+            req: &req,
+            path: req.path_only(),
+            source_ip: Peer::None,
+            remote_ip: None,
+            destination_ip: None,
+            destination_port: Some(8080),
+            sni: None,
+            peer_names: &[],
+            jwt: None,
+        };
+        format!("{:?}", a.evaluate(&facts))
+    };
+    let indexed = evaluate(a);
+    let saved = std::mem::take(&mut a.indexes);
+    let linear = evaluate(a);
+    a.indexes = saved;
+    (indexed, linear)
+}
+
+#[test]
+fn the_path_index_decides_exactly_as_trying_every_policy_in_order() {
+    // 30 DENY and 30 ALLOW policies: exact paths, prefixes, several operations, a path
+    // template, notPaths, a method-only rule and a policy without rules, so every kind of
+    // rule is in the index or in its always-tried list.
+    let mut resources = Vec::new();
+    for i in 0..30 {
+        let to = match i % 6 {
+            0 => json!([{"operation": {"paths": [format!("/svc{i}")]}}]),
+            1 => json!([{"operation": {"paths": [format!("/svc{i}/*"), "/shared"]}}]),
+            2 => {
+                json!([{"operation": {"paths": [format!("/a{i}")]}}, {"operation": {"paths": [format!("/b{i}*")], "methods": ["POST"]}}])
+            }
+            3 => json!([{"operation": {"paths": ["/t/{*}/x"]}}]),
+            4 => json!([{"operation": {"notPaths": [format!("/svc{i}")]}}]),
+            _ => json!([{"operation": {"methods": ["DELETE"]}}]),
+        };
+        resources.push(policy(
+            &format!("deny-{i}"),
+            json!({"action": "DENY", "rules": [{"to": to}]}),
+        ));
+        let allow = if i == 29 {
+            json!({"rules": []})
+        } else {
+            json!({"rules": [{"to": to}]})
+        };
+        resources.push(policy(&format!("allow-{i}"), allow));
+    }
+    let mut a = authz(resources);
+    assert!(
+        a.indexes[0].is_some() && a.indexes[1].is_some(),
+        "lists this long are indexed"
+    );
+    let mut paths: Vec<String> = [
+        "/", "/shared", "/t/q/x", "/t/q/y", "/nothing", "/svc", "/svc1x",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    for i in 0..30 {
+        paths.extend([
+            format!("/svc{i}"),
+            format!("/svc{i}/deep"),
+            format!("/a{i}"),
+            format!("/b{i}z"),
+        ]);
+    }
+    for path in &paths {
+        for method in ["GET", "POST", "DELETE"] {
+            let mut probe = Probe::get(path);
+            probe.headers[0].1 = method.into();
+            let (indexed, linear) = indexed_and_linear(&mut a, &probe);
+            assert_eq!(indexed, linear, "{method} {path}");
+        }
+    }
+}

@@ -26,9 +26,10 @@ pub(super) fn destination_rule(
     path: &str,
     diags: &mut Diagnostics,
 ) {
-    const CLUSTER: &str = "ignored by the filter: traffic policies (load balancer, connection \
-        pool, outlier detection, TLS) are Envoy cluster settings; istiod applies them when the \
-        DestinationRule is applied to the mesh, a plain Envoy needs them in its cluster config";
+    const CLUSTER: &str = "not applied by the filter: traffic policies (load balancer, \
+        connection pool, outlier detection, TLS) are Envoy cluster settings; in Istio, istiod \
+        writes them into the clusters when the DestinationRule is applied to the mesh; for a \
+        plain Envoy, `meshrules bundle --output envoy` writes them into its clusters";
     if dr.traffic_policy.is_some() {
         diags.warn(format!("{path}.trafficPolicy"), CLUSTER);
     }

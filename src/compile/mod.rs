@@ -9,7 +9,9 @@ mod authz;
 mod delegate;
 mod lint;
 mod matching;
+mod ratelimit;
 mod route;
+mod traffic_policy;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
@@ -79,6 +81,33 @@ pub fn load(json: &[u8], identity: &dyn Identity) -> Result<Loaded, Vec<ConfigEr
     }
 }
 
+/// The DestinationRule traffic policies of a configuration, checked as Istio checks them on
+/// `kubectl apply` (see `traffic_policy`): `meshrules check` and `bundle` refuse what Istio
+/// refuses. Not part of [`load`]: the filter applies no traffic policy (Envoy's clusters do),
+/// and checking them would add 120 KB to the module for settings it never reads. Problems of
+/// the configuration itself are `load`'s to report.
+pub fn check_traffic_policies(json: &[u8]) -> Diagnostics {
+    let config = config::parse(json, &mut Diagnostics::default());
+    let mut diags = Diagnostics::default();
+    for res in &config.resources {
+        let Spec::DestinationRule(dr) = &res.spec else {
+            continue;
+        };
+        let path = format!("{}.spec", res.path);
+        let namespace = &res.metadata.namespace;
+        if let Some(tp) = &dr.traffic_policy {
+            traffic_policy::check(tp, namespace, &format!("{path}.trafficPolicy"), &mut diags);
+        }
+        for (i, s) in dr.subsets.iter().enumerate() {
+            if let Some(tp) = &s.traffic_policy {
+                let tpath = format!("{path}.subsets[{i}].trafficPolicy");
+                traffic_policy::check(tp, namespace, &tpath, &mut diags);
+            }
+        }
+    }
+    diags
+}
+
 /// What compiling one VirtualService's routes needs to know.
 pub(crate) struct Scope<'a> {
     pub namespace: &'a str,
@@ -133,8 +162,9 @@ fn portless(routing: &Routing, identity: &dyn Identity, diags: &mut Diagnostics)
     }
 }
 
-/// `routing.servicePorts` reduced to what istiod uses: a service's port when it has one.
-fn only_ports(routing: &Routing, diags: &mut Diagnostics) -> HashMap<String, u16> {
+/// `routing.servicePorts` reduced to what istiod uses: a service's port when it has one. The
+/// CLI uses it too, to find the port of a cluster named with it.
+pub fn only_ports(routing: &Routing, diags: &mut Diagnostics) -> HashMap<String, u16> {
     let mut only = HashMap::new();
     for (host, ports) in &routing.service_ports {
         let path = format!("routing.servicePorts.{host}");
@@ -370,6 +400,8 @@ fn compile(config: PluginConfig, identity: &dyn Identity, diags: &mut Diagnostic
         }
     }
 
+    rules.authz.index();
+
     let mut subsets: HashMap<String, BTreeSet<String>> = HashMap::new();
     for res in &config.resources {
         if let Spec::DestinationRule(dr) = &res.spec {
@@ -589,6 +621,7 @@ fn compile(config: PluginConfig, identity: &dyn Identity, diags: &mut Diagnostic
             .any(|d| matches!(d.cluster, ClusterName::ListenerPort { .. })),
         _ => false,
     });
+    rules.rate_limits = ratelimit::compile(&config.rate_limits, &rules, diags);
     rules
 }
 

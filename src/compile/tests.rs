@@ -910,7 +910,7 @@ fn fields_the_filter_ignores_warn_naming_their_path() {
     let dr = json!({"apiVersion": "networking.istio.io/v1", "kind": "DestinationRule",
         "metadata": {"name": "d", "namespace": "app"},
         "spec": {"host": "demoapp", "trafficPolicy": {"loadBalancer": {"simple": "LEAST_REQUEST"}},
-                 "subsets": [{"name": "v1", "trafficPolicy": {}}], "exportTo": ["."],
+                 "subsets": [{"name": "v1", "trafficPolicy": {"tls": {"mode": "DISABLE"}}}], "exportTo": ["."],
                  "workloadSelector": {"matchLabels": {"app": "x"}}}});
     let mut v = vs(
         json!([{"match": [{"uri": {"prefix": "/a"}, "statPrefix": "a"}],

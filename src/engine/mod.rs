@@ -154,7 +154,7 @@ impl RuleSet {
 
     /// Envoy finishes a local reply on a route with the route's response headers, and its CORS
     /// filter adds the allowed origin's headers to every response.
-    fn finish(
+    pub(crate) fn finish(
         &self,
         mut reply: LocalReply,
         route_id: RouteId,
@@ -211,7 +211,8 @@ impl RuleSet {
     }
 }
 
-fn sample(rng: &mut fastrand::Rng, ppm: u32) -> bool {
+/// A `ppm` in a million chance (faults, and rate limits' `filter_enabled` / `filter_enforced`).
+pub(crate) fn sample(rng: &mut fastrand::Rng, ppm: u32) -> bool {
     ppm > 0 && (ppm >= MILLION || rng.u32(0..MILLION) < ppm)
 }
 

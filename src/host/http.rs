@@ -11,6 +11,7 @@ use proxy_wasm::types::{Action, MapType, Status};
 use super::abi;
 use super::delay::{AfterDelay, Held};
 use super::metrics;
+use super::ratelimit::SharedBuckets;
 use super::root::{now_ms, Active, Shared};
 use crate::authn::KeyState;
 use crate::engine::Forward;
@@ -20,9 +21,16 @@ use crate::pipeline::{self, Address, Connection, Env, Event, Outcome, PeerCertif
 /// What one request's processing remembers, shared with the root while it waits for keys.
 pub struct Stream {
     pub context_id: u32,
-    /// The rule set and forward decision the response phase needs.
-    forwarded: Option<(Rc<Active>, Forward)>,
+    forwarded: Option<Forwarded>,
     held: bool,
+}
+
+/// What the response phase of a forwarded request needs: the rule set it was decided with,
+/// the decision, and headers the plan added (a rate limit's `x-ratelimit-*`).
+struct Forwarded {
+    active: Rc<Active>,
+    forward: Forward,
+    headers: Vec<(&'static str, String)>,
 }
 
 pub struct Filter {
@@ -153,6 +161,9 @@ fn record(shared: &Shared, active: &Active, plan: &Plan<'_>) {
             },
             Event::FaultDelay(_) => metrics::add(g.delays, 1),
             Event::FaultAbort => metrics::add(g.aborts, 1),
+            Event::RateLimitAllowed(name) => active.metrics.limit(name, |m| m.allowed),
+            Event::RateLimited(name) => active.metrics.limit(name, |m| m.limited),
+            Event::RateLimitShadowed(name) => active.metrics.limit(name, |m| m.shadowed),
             Event::ClientClusterHeaderRemoved
             | Event::JwtKeysPending(_)
             | Event::PathNormalized
@@ -183,6 +194,7 @@ pub fn process(
         Ok(h) => h,
         Err(e) => return fail(shared, "cannot read request headers", e),
     };
+    let mut buckets = SharedBuckets::default();
     let plan = {
         let slots = active.jwks.borrow();
         let keys = |i: usize| match slots.get(i) {
@@ -194,13 +206,24 @@ pub fn process(
             headers,
             Env {
                 connection: &Attributes,
-                now: now_ms() / 1000,
+                now_ms: now_ms(),
                 keys: &keys,
                 token_cache: &mut active.token_cache.borrow_mut(),
                 rng: &mut shared.rng.borrow_mut(),
+                buckets: &mut buckets,
             },
         )
     };
+    if buckets.failed > 0 {
+        metrics::add(
+            shared.globals.ratelimit_state_failed,
+            i64::from(buckets.failed),
+        );
+        shared.log_once(
+            "rate limit bucket unavailable",
+            "a rate limit bucket in shared data could not be updated: the request was refused",
+        );
+    }
     record(shared, active, &plan);
     if let Err(e) = plan.request_edits(request_edit) {
         return fail(shared, "cannot edit the request headers", e);
@@ -212,8 +235,16 @@ pub fn process(
             Some(d) => hold(shared, &mut stream, d, AfterDelay::Reply(r)),
             None => reply(shared, &r),
         },
-        Outcome::Forward { forward, delay } => {
-            stream.forwarded = Some((Rc::clone(active), forward));
+        Outcome::Forward {
+            forward,
+            delay,
+            response_headers,
+        } => {
+            stream.forwarded = Some(Forwarded {
+                active: Rc::clone(active),
+                forward,
+                headers: response_headers,
+            });
             match delay {
                 Some(d) => hold(shared, &mut stream, d, AfterDelay::Resume),
                 None => Action::Continue,
@@ -269,10 +300,17 @@ impl HttpContext for Filter {
     }
 
     fn on_http_response_headers(&mut self, _num_headers: usize, _end_of_stream: bool) -> Action {
-        if let Some((active, f)) = &self.stream.borrow().forwarded {
-            let result = active
+        if let Some(fw) = &self.stream.borrow().forwarded {
+            let response = |e| apply(MapType::HttpResponseHeaders, e);
+            let result = fw
+                .active
                 .rules
-                .response_edits(f, |e| apply(MapType::HttpResponseHeaders, e));
+                .response_edits(&fw.forward, response)
+                .and_then(|()| {
+                    fw.headers
+                        .iter()
+                        .try_for_each(|(k, v)| response(Edit::Set(k, v)))
+                });
             if let Err(e) = result {
                 self.shared
                     .log_once("cannot set response headers", &format!("{e:?}"));

@@ -25,6 +25,10 @@ pub const JWT_INVALID: &str = "meshrules_jwt_invalid";
 pub const JWT_MISSING: &str = "meshrules_jwt_missing";
 pub const JWKS_FETCH_OK: &str = "meshrules_jwks_fetch_ok";
 pub const JWKS_FETCH_FAILED: &str = "meshrules_jwks_fetch_failed";
+pub const RATELIMIT_ALLOWED: &str = "meshrules_ratelimit_allowed";
+pub const RATELIMIT_LIMITED: &str = "meshrules_ratelimit_limited";
+pub const RATELIMIT_SHADOWED: &str = "meshrules_ratelimit_shadow_limited";
+pub const RATELIMIT_STATE_FAILED: &str = "meshrules_ratelimit_state_failed";
 
 /// How often (in requests) the VM memory gauge is refreshed: often enough to see growth,
 /// rare enough to cost nothing.
@@ -73,6 +77,7 @@ pub struct Globals {
     pub jwt_missing: Option<u32>,
     pub jwks_fetch_ok: Option<u32>,
     pub jwks_fetch_failed: Option<u32>,
+    pub ratelimit_state_failed: Option<u32>,
 }
 
 impl Globals {
@@ -94,14 +99,23 @@ impl Globals {
             jwt_missing: define(MetricType::Counter, JWT_MISSING),
             jwks_fetch_ok: define(MetricType::Counter, JWKS_FETCH_OK),
             jwks_fetch_failed: define(MetricType::Counter, JWKS_FETCH_FAILED),
+            ratelimit_state_failed: define(MetricType::Counter, RATELIMIT_STATE_FAILED),
         }
     }
 }
 
-/// Counters per route and per VirtualService, indexed like the rule set.
+/// Counters per route and per VirtualService, indexed like the rule set, and per rate limit.
 pub struct RuleMetrics {
     pub routes: Vec<Option<u32>>,
     pub unrouted: Vec<Option<u32>>,
+    pub limits: Vec<(String, LimitMetrics)>,
+}
+
+/// One rate limit's counters (`.limit.<name>` in the stat name).
+pub struct LimitMetrics {
+    pub allowed: Option<u32>,
+    pub limited: Option<u32>,
+    pub shadowed: Option<u32>,
 }
 
 /// Stat names are dot-separated; a dot inside a Kubernetes or route name would split a label.
@@ -143,6 +157,31 @@ impl RuleMetrics {
                 )
             })
             .collect();
-        RuleMetrics { routes, unrouted }
+        let limits = rules
+            .rate_limits
+            .limits
+            .iter()
+            .map(|l| {
+                let name = |metric: &str| format!("{metric}.limit.{}", segment(&l.name));
+                let m = LimitMetrics {
+                    allowed: define(MetricType::Counter, &name(RATELIMIT_ALLOWED)),
+                    limited: define(MetricType::Counter, &name(RATELIMIT_LIMITED)),
+                    shadowed: define(MetricType::Counter, &name(RATELIMIT_SHADOWED)),
+                };
+                (l.name.clone(), m)
+            })
+            .collect();
+        RuleMetrics {
+            routes,
+            unrouted,
+            limits,
+        }
+    }
+
+    /// Counts one request for the rate limit `name`.
+    pub fn limit(&self, name: &str, which: impl Fn(&LimitMetrics) -> Option<u32>) {
+        if let Some((_, m)) = self.limits.iter().find(|(n, _)| n == name) {
+            add(which(m), 1);
+        }
     }
 }

@@ -8,6 +8,7 @@ mod http;
 mod identity;
 mod jwks;
 mod metrics;
+mod ratelimit;
 mod root;
 
 use proxy_wasm::traits::RootContext;

@@ -138,6 +138,7 @@ impl RootContext for Root {
                     rules: loaded.rules,
                     metrics,
                 };
+                super::ratelimit::prepare(&active.rules.rate_limits, now_ms());
                 if !active.rules.authn.remote.is_empty() {
                     // The first JWKS fetch starts on the first tick, outside configuration.
                     self.arm(Duration::from_millis(1));

@@ -11,6 +11,7 @@ pub enum ReplyKind {
     Redirect,
     Direct,
     Preflight,
+    RateLimited,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -44,6 +45,13 @@ impl LocalReply {
     /// Envoy's router answers 404 with no body when no route matches.
     pub fn no_route() -> Self {
         Self::new(ReplyKind::NoRoute, 404, "route_not_found")
+    }
+
+    /// Envoy's local rate limit: `local_rate_limited` (429 unless configured otherwise).
+    pub fn rate_limited(status: u32) -> Self {
+        let mut r = Self::text(status, "local_rate_limited", "local_rate_limited");
+        r.kind = ReplyKind::RateLimited;
+        r
     }
 
     /// Envoy's RBAC filter: 403 `RBAC: access denied`.

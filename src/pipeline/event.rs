@@ -48,6 +48,12 @@ pub enum Event<'r> {
     },
     FaultDelay(Duration),
     FaultAbort,
+    /// The rate limit (by name) had tokens.
+    RateLimitAllowed(&'r str),
+    /// Refused by the rate limit.
+    RateLimited(&'r str),
+    /// Over the rate limit, but `filter_enforced` let the request through (shadow mode).
+    RateLimitShadowed(&'r str),
 }
 
 impl Event<'_> {
@@ -136,6 +142,11 @@ impl Event<'_> {
             }
             Event::FaultDelay(d) => format!("fault: delay {} ms injected", d.as_millis()),
             Event::FaultAbort => "fault: abort injected".into(),
+            Event::RateLimitAllowed(name) => format!("rate limit: {name}: a token was taken"),
+            Event::RateLimited(name) => format!("rate limit: {name}: no token left: refused"),
+            Event::RateLimitShadowed(name) => format!(
+                "rate limit: {name}: no token left, not enforced (filterEnforced): let through"
+            ),
         }
     }
 }

@@ -22,6 +22,8 @@ use crate::authz::{path, peer, Facts, JwtFacts, Peer, Verdict};
 use crate::engine::{self, Decision, Forward};
 use crate::http::{Edit, LocalReply, ReplyKind, Request};
 use crate::jwt::{TokenCache, Verified};
+use crate::ratelimit::{self, Store};
+use crate::rules::ratelimit::AppendAction;
 use crate::rules::RuleSet;
 
 pub use event::Event;
@@ -30,13 +32,15 @@ pub use facts::{Address, Connection, NoConnection, PeerCertificate};
 /// What the pipeline needs beside the rules and the headers.
 pub struct Env<'e, 'k> {
     pub connection: &'e dyn Connection,
-    /// Unix seconds.
-    pub now: u64,
+    /// Unix milliseconds.
+    pub now_ms: u64,
     /// Where each `jwksUri` key set stands (index into `authn.remote`).
     pub keys: &'k dyn Fn(usize) -> KeyState<'k>,
     pub token_cache: &'e mut TokenCache,
-    /// Fault and split samples.
+    /// Fault, split and rate limit samples.
     pub rng: &'e mut fastrand::Rng,
+    /// The rate limits' token buckets.
+    pub buckets: &'e mut dyn Store,
 }
 
 /// What happens to the request once the plan's edits are applied.
@@ -44,10 +48,12 @@ pub struct Env<'e, 'k> {
 pub enum Outcome {
     /// No VirtualService for the host: Envoy's own routes take the request.
     Pass,
-    /// Forward through the route's cluster, after `delay` when a fault delays it.
+    /// Forward through the route's cluster, after `delay` when a fault delays it; the
+    /// response gets `response_headers` too (a rate limit's `x-ratelimit-*`).
     Forward {
         forward: Forward,
         delay: Option<Duration>,
+        response_headers: Vec<(&'static str, String)>,
     },
     /// The filter answers, after `delay` when a fault delays it.
     Reply {
@@ -173,7 +179,7 @@ impl<'r> Plan<'r> {
         self.changes.push(c);
     }
 
-    fn decide(&mut self, env: Env<'_, '_>) -> Outcome {
+    fn decide(&mut self, mut env: Env<'_, '_>) -> Outcome {
         let rules = self.rules;
         if self.has(&rules.cluster_header) {
             self.events.push(Event::ClientClusterHeaderRemoved);
@@ -188,9 +194,9 @@ impl<'r> Plan<'r> {
         }
         let mut jwt = None;
         if !rules.authn.is_empty() {
-            match self.authenticate(env.now, env.keys, env.token_cache) {
+            match self.authenticate(env.now_ms / 1000, env.keys, env.token_cache) {
                 Ok(token) => jwt = token,
-                Err(outcome) => return outcome,
+                Err(outcome) => return *outcome,
             }
         }
         if !rules.authz.is_empty() {
@@ -198,7 +204,7 @@ impl<'r> Plan<'r> {
                 return Outcome::Reply { reply, delay: None };
             }
         }
-        self.route(env.rng)
+        self.route(&mut env, jwt.as_deref())
     }
 
     /// RequestAuthentication: the verified token, if any, once its edits are made.
@@ -207,7 +213,7 @@ impl<'r> Plan<'r> {
         now: u64,
         keys: &'k dyn Fn(usize) -> KeyState<'k>,
         cache: &mut TokenCache,
-    ) -> Result<Option<Rc<Verified>>, Outcome> {
+    ) -> Result<Option<Rc<Verified>>, Box<Outcome>> {
         let authn = &self.rules.authn;
         // A client cannot send what a verified token would set (Envoy's jwt_authn).
         for name in &authn.output_headers {
@@ -247,11 +253,11 @@ impl<'r> Plan<'r> {
             authn::Outcome::Rejected(error) => {
                 let reply = authn::rejection(&req, &error);
                 self.events.push(Event::JwtRejected(error));
-                Err(Outcome::Reply { reply, delay: None })
+                Err(Box::new(Outcome::Reply { reply, delay: None }))
             }
             authn::Outcome::NeedKeys(i) => {
                 self.events.push(Event::JwtKeysPending(i));
-                Err(Outcome::WaitForKeys(i))
+                Err(Box::new(Outcome::WaitForKeys(i)))
             }
         }
     }
@@ -338,10 +344,10 @@ impl<'r> Plan<'r> {
         Ok(())
     }
 
-    /// The VirtualService's route, its CORS and its faults.
-    fn route(&mut self, rng: &mut fastrand::Rng) -> Outcome {
+    /// The VirtualService's route, its CORS and its faults, then its rate limit.
+    fn route(&mut self, env: &mut Env<'_, '_>, jwt: Option<&Verified>) -> Outcome {
         let req = view(&self.headers, self.listener_port);
-        let Decision::Act(v) = self.rules.decide(&req, rng) else {
+        let Decision::Act(v) = self.rules.decide(&req, env.rng) else {
             self.events.push(Event::NoVirtualService);
             return Outcome::Pass;
         };
@@ -352,7 +358,7 @@ impl<'r> Plan<'r> {
         if let Some(d) = v.delay {
             self.events.push(Event::FaultDelay(d));
         }
-        match v.outcome {
+        let mut outcome = match v.outcome {
             engine::Outcome::Reply(reply) => {
                 if reply.kind == ReplyKind::Abort {
                     self.events.push(Event::FaultAbort);
@@ -365,7 +371,110 @@ impl<'r> Plan<'r> {
             engine::Outcome::Forward(forward) => Outcome::Forward {
                 forward,
                 delay: v.delay,
+                response_headers: Vec::new(),
             },
+        };
+        if let Some(route) = v.route {
+            self.rate_limit(route, &mut outcome, env, jwt);
+        }
+        outcome
+    }
+
+    /// Envoy's local rate limit runs after the fault and CORS filters, before the router: a
+    /// fault abort or a preflight answer takes no token, a forward, redirect or direct
+    /// response does.
+    fn rate_limit(
+        &mut self,
+        route: usize,
+        outcome: &mut Outcome,
+        env: &mut Env<'_, '_>,
+        jwt: Option<&Verified>,
+    ) {
+        let rules = self.rules;
+        let Some(limit) = rules
+            .rate_limits
+            .by_route
+            .get(route)
+            .copied()
+            .flatten()
+            .and_then(|i| rules.rate_limits.limits.get(i))
+        else {
+            return;
+        };
+        let cors_origin = match outcome {
+            Outcome::Forward { forward, .. } => forward.cors_origin.clone(),
+            Outcome::Reply { reply, .. }
+                if matches!(reply.kind, ReplyKind::Redirect | ReplyKind::Direct) =>
+            {
+                None
+            }
+            _ => return,
+        };
+        if !engine::sample(env.rng, limit.enabled_ppm) {
+            return;
+        }
+        let remote_ip = limit
+            .needs_remote_address
+            .then(|| env.connection.source_address())
+            .flatten()
+            .and_then(|a| a.parse::<std::net::SocketAddr>().ok())
+            .map(|a| a.ip());
+        let req = view(&self.headers, self.listener_port);
+        let inputs = ratelimit::Inputs { remote_ip, jwt };
+        let check = ratelimit::check(limit, &req, &inputs, env.buckets, env.now_ms);
+        let headers = check
+            .headers
+            .filter(|_| limit.x_ratelimit_headers)
+            .map(|h| h.pairs());
+        if !check.limited {
+            self.events.push(Event::RateLimitAllowed(&limit.name));
+        } else if !engine::sample(env.rng, limit.enforced_ppm) {
+            self.events.push(Event::RateLimitShadowed(&limit.name));
+        } else {
+            self.events.push(Event::RateLimited(&limit.name));
+            let mut reply = LocalReply::rate_limited(limit.status);
+            for (k, v) in headers.iter().flatten() {
+                reply.edit(Edit::Set(k, v));
+            }
+            // Beyond Envoy: when to come back, in seconds, as RFC 9110 says a 429 may.
+            let retry = check.headers.map_or(1, |h| h.reset_s.max(1)).to_string();
+            reply.edit(Edit::Set("retry-after", &retry));
+            for (k, v, how) in &limit.response_headers {
+                match how {
+                    AppendAction::Append => reply.edit(Edit::Add(k, v)),
+                    AppendAction::Overwrite => reply.edit(Edit::Set(k, v)),
+                    AppendAction::AddIfAbsent if !reply.headers.iter().any(|(n, _)| n == k) => {
+                        reply.edit(Edit::Add(k, v))
+                    }
+                    AppendAction::OverwriteIfExists
+                        if reply.headers.iter().any(|(n, _)| n == k) =>
+                    {
+                        reply.edit(Edit::Set(k, v))
+                    }
+                    _ => {}
+                }
+            }
+            let reply = rules.finish(reply, route, cors_origin.as_deref());
+            let delay = match outcome {
+                Outcome::Forward { delay, .. } | Outcome::Reply { delay, .. } => *delay,
+                _ => None,
+            };
+            *outcome = Outcome::Reply { reply, delay };
+            return;
+        }
+        let Some(pairs) = headers else {
+            return;
+        };
+        match outcome {
+            Outcome::Forward {
+                response_headers, ..
+            } => response_headers.extend(pairs),
+            Outcome::Reply { reply, .. } => {
+                for (k, v) in &pairs {
+                    reply.edit(Edit::Set(k, v));
+                }
+            }
+            _ => {}
         }
     }
 }

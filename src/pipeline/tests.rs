@@ -10,6 +10,7 @@ use sha2::Sha256;
 use super::*;
 use crate::compile::{load, Anonymous};
 use crate::jwt::Jwks;
+use crate::ratelimit::LocalBuckets;
 
 const ISSUER: &str = "https://issuer.example";
 const SECRET: &[u8] = b"meshrules-pipeline-test-secret-32-bytes";
@@ -110,10 +111,11 @@ fn plan_with<'r, 'k>(
         headers,
         Env {
             connection: &NoConnection,
-            now: NOW,
+            now_ms: NOW * 1000,
             keys,
             token_cache: &mut rules.authn.new_cache(),
             rng: &mut fastrand::Rng::with_seed(1),
+            buckets: &mut LocalBuckets::default(),
         },
     )
 }
@@ -361,10 +363,11 @@ fn counted(rules: &RuleSet) -> (u32, Plan<'_>) {
         get("/", &[]),
         Env {
             connection: &conn,
-            now: NOW,
+            now_ms: NOW * 1000,
             keys: &|_| KeyState::Failed,
             token_cache: &mut rules.authn.new_cache(),
             rng: &mut fastrand::Rng::with_seed(1),
+            buckets: &mut LocalBuckets::default(),
         },
     );
     (conn.reads.get(), p)

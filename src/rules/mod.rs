@@ -3,6 +3,7 @@
 
 pub mod hosts;
 pub mod matchers;
+pub mod ratelimit;
 
 use std::time::Duration;
 
@@ -25,6 +26,7 @@ pub struct RuleSet {
     pub routes: Vec<Route>,
     pub authz: crate::authz::Authz,
     pub authn: crate::authn::Authn,
+    pub rate_limits: ratelimit::RateLimits,
 }
 
 #[derive(Debug, Clone)]

@@ -5,6 +5,7 @@ Paths come from the environment:
 
 - ``ENVOY_BIN``: the Envoy binary (default ``<repo>/.venv/bin/envoy``, from ``make venv``).
 - ``MESHRULES_WASM``: the filter (default ``<repo>/wasm/meshrules.wasm``, from ``make build``).
+- ``MESHRULES_CLI``: the CLI (default ``<repo>/target/release/meshrules``, from ``make build``).
 
 Everything listens on 127.0.0.1 only; every wait is bounded in time.
 """
@@ -35,6 +36,7 @@ UPSTREAM_SCRIPT = REPO / "tests" / "upstream.py"
 
 ENVOY_BIN = Path(os.environ.get("ENVOY_BIN", str(REPO / ".venv" / "bin" / "envoy")))
 MESHRULES_WASM = Path(os.environ.get("MESHRULES_WASM", str(REPO / "wasm" / "meshrules.wasm")))
+MESHRULES_CLI = Path(os.environ.get("MESHRULES_CLI", str(REPO / "target" / "release" / "meshrules")))
 
 # How long Envoy gets to come up (V8 compiles the module at start).
 ENVOY_START_TIMEOUT = 30.0
@@ -519,7 +521,7 @@ class EnvoyLauncher:
 
     def _spawn(self, plugin: dict | str, clusters: dict[str, int] | None, extra: dict | None = None,
                transform=None, wasm_path: Path = MESHRULES_WASM, failure_policy: str | None = None,
-               ecds: ExtensionConfigFile | None = None) -> Envoy:
+               ecds: ExtensionConfigFile | None = None, concurrency: int = 1) -> Envoy:
         require_binaries()
         clusters = dict(self.upstreams.ports if clusters is None else clusters)
         clusters.setdefault(PASSTHROUGH, self.upstreams.port(PASSTHROUGH))
@@ -530,9 +532,10 @@ class EnvoyLauncher:
         cfg = bootstrap(plugin, clusters, 0, 0, wasm_path, extra, failure_policy, ecds)
         if transform is not None:
             cfg = transform(cfg)
-        return self._run(cfg)
+        return self._run(cfg, concurrency=concurrency)
 
-    def _run(self, cfg: dict, cwd: Path | None = None, listener: str = "ingress") -> Envoy:
+    def _run(self, cfg: dict, cwd: Path | None = None, listener: str = "ingress",
+             concurrency: int = 1) -> Envoy:
         self._n += 1
         config_path = self.workdir / f"envoy-{self._n}.json"
         config_path.write_text(json.dumps(cfg, indent=2))
@@ -541,7 +544,7 @@ class EnvoyLauncher:
         admin_address_path.unlink(missing_ok=True)
         log_file = open(log_path, "wb")
         proc = subprocess.Popen(
-            [str(ENVOY_BIN), "-c", str(config_path), "--concurrency", "1",
+            [str(ENVOY_BIN), "-c", str(config_path), "--concurrency", str(concurrency),
              "--base-id", str(next(_base_ids)), "--log-level", "info",
              "--disable-hot-restart", "--admin-address-path", str(admin_address_path)],
             stdout=log_file, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
@@ -568,7 +571,8 @@ class EnvoyLauncher:
         ``extra`` adds top-level bootstrap fields; ``transform(bootstrap) -> bootstrap`` may
         rewrite the generated bootstrap (e.g. a reference Envoy without the filter).
         ``filter_options``: ``wasm_path`` (another module), ``failure_policy``, ``ecds`` (an
-        :class:`ExtensionConfigFile` the filter's configuration is discovered from)."""
+        :class:`ExtensionConfigFile` the filter's configuration is discovered from),
+        ``concurrency`` (Envoy's worker threads, each with its own Wasm VM; default 1)."""
         return self._ready(self._spawn(plugin, clusters, extra, transform, **filter_options))
 
     def start_on_port(self, options_for_port) -> Envoy:
@@ -654,6 +658,15 @@ def tail(text: str, lines: int = 40) -> str:
     picked = [line for line in text.splitlines()
               if re.search(r"\]\[(warning|error|critical)\]", line) or not line.startswith("[")]
     return "\n".join(picked[-lines:])
+
+
+def meshrules(*args: str) -> subprocess.CompletedProcess:
+    """Runs the meshrules CLI in the repository (relative paths as in the README)."""
+    if not MESHRULES_CLI.exists():
+        pytest.fail(f"meshrules CLI not found at {MESHRULES_CLI}: run `make build` or set MESHRULES_CLI",
+                    pytrace=False)
+    return subprocess.run([str(MESHRULES_CLI), *args], cwd=REPO, capture_output=True, text=True, timeout=60,
+                          stdin=subprocess.DEVNULL)
 
 
 def require_binaries() -> None:

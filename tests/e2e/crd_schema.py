@@ -208,8 +208,11 @@ def _problems(error: ValidationError) -> Iterator[Problem]:
         "type": lambda: f'{path} in body must be of type {value}: "{_JSON_TYPE.get(type(inst), "unknown")}"',
         "enum": lambda: f'{path}: Unsupported value: {json.dumps(inst)}: supported values: '
                         + ", ".join(json.dumps(v) for v in value),
-        "minimum": lambda: f"{path} in body should be greater than or equal to {value}",
-        "maximum": lambda: f"{path} in body should be less than or equal to {value}",
+        # The API server reports a bound as an invalid value, naming the value.
+        "minimum": lambda: (f"{path}: Invalid value: {json.dumps(inst)}: "
+                            f"{path} in body should be greater than or equal to {value}"),
+        "maximum": lambda: (f"{path}: Invalid value: {json.dumps(inst)}: "
+                            f"{path} in body should be less than or equal to {value}"),
         "maxItems": lambda: f"{path}: Too many: {len(inst)}: must have at most {value} items",
         "maxProperties": lambda: f"{path}: Too many: {len(inst)}: must have at most {value} items",
         "x-kubernetes-validations": lambda: (

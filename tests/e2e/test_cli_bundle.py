@@ -4,27 +4,15 @@ and passes through like envoy/envoy.yaml does."""
 
 from __future__ import annotations
 
-import os
-import subprocess
-from pathlib import Path
-
 import pytest
 import yaml
 
-from conftest import MESHRULES_WASM, PASSTHROUGH, REPO, V2, EnvoyLauncher, cluster, request
+from conftest import MESHRULES_WASM, PASSTHROUGH, V2, EnvoyLauncher, cluster, meshrules, request
 
-CLI = Path(os.environ.get("MESHRULES_CLI", str(REPO / "target" / "release" / "meshrules")))
 DEMO = "examples/demoapp.yaml"
 # The demo's clusters; v1 has an upstream listener of the same name, v2 is sent to V2's.
 DEMO_V1 = cluster(subset="v1", port=8080)
 DEMO_V2 = cluster(subset="v2", port=8080)
-
-
-def meshrules(*args: str) -> subprocess.CompletedProcess:
-    if not CLI.exists():
-        pytest.fail(f"meshrules CLI not found at {CLI}: run `make build` or set MESHRULES_CLI", pytrace=False)
-    return subprocess.run([str(CLI), *args], cwd=REPO, capture_output=True, text=True, timeout=60,
-                          stdin=subprocess.DEVNULL)
 
 
 @pytest.fixture

@@ -21,11 +21,20 @@ def crds() -> IstioCrds:
     return IstioCrds()
 
 
+# Cases taken from a newer Istio than the CRDs copied here (tests/fixtures/istio/README.md):
+# the newer CRD refuses `warmup.aggression: 0.3` (minimum 1), the copy says minimum 0.
+# `meshrules check` refuses it, as istiod's webhook does (tests/cli.rs).
+NEWER_THAN_THE_CRDS = {"destinationrule-invalid.yaml:2"}
+
+
 def _cases(pattern: str) -> list:
     out = []
     for path in sorted(TESTDATA.glob(pattern)):
         for index, doc in enumerate(load_documents(path)):
-            out.append(pytest.param(doc, id=f"{path.name}:{index}:{doc['metadata']['name']}"))
+            case = f"{path.name}:{index}"
+            marks = [pytest.mark.xfail(strict=True, reason="decided by a newer CRD than the copy")] \
+                if case in NEWER_THAN_THE_CRDS else []
+            out.append(pytest.param(doc, id=f"{case}:{doc['metadata']['name']}", marks=marks))
     return out
 
 
@@ -37,7 +46,8 @@ def test_istios_valid_cases_are_accepted(crds, case):
 @pytest.mark.parametrize("case", _cases("*-invalid.yaml"))
 def test_istios_invalid_cases_are_rejected_with_the_api_servers_message(crds, case):
     # Every invalid case in Istio's CRD testdata is decided by the CRD schema (keywords or
-    # CEL rules), none by istiod's Go validation alone: nothing here is skipped.
+    # CEL rules), none by istiod's Go validation alone: nothing here is skipped (one case
+    # expects a newer CRD, see NEWER_THAN_THE_CRDS).
     case = dict(case)
     expected = case.pop("_err")
     messages = [str(p) for p in crds.problems(case)]

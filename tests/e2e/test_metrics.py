@@ -21,6 +21,8 @@ STATS_TAGS = [
      "regex": r"^wasmcustom\.meshrules_(?:route|unrouted)_requests(?:\.namespace\.[^.]*)?(\.virtual_service\.([^.]*))"},
     {"tag_name": "route",
      "regex": r"^wasmcustom\.meshrules_route_requests(?:\.namespace\.[^.]*)?(?:\.virtual_service\.[^.]*)?(\.route\.([^.]*))"},
+    {"tag_name": "limit",
+     "regex": r"^wasmcustom\.meshrules_ratelimit_[a-z_]+(\.limit\.([^.]*))"},
 ]
 
 CONFIG = plugin_config(

@@ -59,3 +59,9 @@ def test_upstream_survives_a_client_that_disconnects(upstreams):
     time.sleep(0.5)
     assert get(port, "/")[0] == 200
     assert get(port, "/", method="HEAD")[0] == 200
+
+
+def test_upstream_fails_only_on_the_listeners_named_in_x_upstream_fail_on(upstreams):
+    knob = {"x-upstream-fail-on": f"elsewhere, {V1}"}
+    assert get(upstreams.port(V1), "/", knob)[0] == 503
+    assert get(upstreams.port(PASSTHROUGH), "/", knob)[0] == 200

@@ -242,8 +242,10 @@ pub struct HeaderOperations {
     pub remove: Vec<String>,
 }
 
-/// DestinationRule: only `host` and the subset names matter to routing decisions; the traffic
-/// policies are Envoy cluster settings and stay opaque here.
+/// DestinationRule: `host` and the subset names are what routing decisions need. The traffic
+/// policies stay raw JSON here and are read by [`crate::Diagnostics::parse_traffic_policy`],
+/// so that a misspelt policy field is reported with every other one, without losing the
+/// subsets the routes are checked against.
 #[derive(Debug, Default, Clone, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct DestinationRuleSpec {
@@ -264,4 +266,250 @@ pub struct Subset {
     pub name: String,
     pub labels: Option<Value>,
     pub traffic_policy: Option<Value>,
+}
+
+// DestinationRule traffic policies (networking/v1alpha3/destination_rule.proto), every field of
+// the CRD schema in tests/fixtures/istio/crd-all.gen.yaml. Enumerations are strings, checked in
+// `compile::traffic_policy` with the rest of Istio's validation.
+
+#[derive(Debug, Default, Clone, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct TrafficPolicy {
+    pub load_balancer: Option<LoadBalancerSettings>,
+    pub connection_pool: Option<ConnectionPoolSettings>,
+    pub outlier_detection: Option<OutlierDetection>,
+    pub tls: Option<ClientTlsSettings>,
+    #[serde(default)]
+    pub port_level_settings: Vec<PortTrafficPolicy>,
+    pub tunnel: Option<TunnelSettings>,
+    pub proxy_protocol: Option<ProxyProtocol>,
+    pub retry_budget: Option<RetryBudget>,
+}
+
+/// A `portLevelSettings` entry: the four settings a port may override (nothing is inherited
+/// from the level above, as Istio documents).
+#[derive(Debug, Default, Clone, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct PortTrafficPolicy {
+    pub port: Option<PortSelector>,
+    pub load_balancer: Option<LoadBalancerSettings>,
+    pub connection_pool: Option<ConnectionPoolSettings>,
+    pub outlier_detection: Option<OutlierDetection>,
+    pub tls: Option<ClientTlsSettings>,
+}
+
+#[derive(Debug, Default, Clone, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct LoadBalancerSettings {
+    pub simple: Option<String>,
+    pub consistent_hash: Option<ConsistentHash>,
+    pub backend_utilization: Option<BackendUtilization>,
+    pub locality_lb_setting: Option<LocalityLbSetting>,
+    pub zone_aware_lb_setting: Option<ZoneAwareLbSetting>,
+    /// Deprecated for `warmup`.
+    pub warmup_duration_secs: Option<String>,
+    pub warmup: Option<Warmup>,
+}
+
+#[derive(Debug, Default, Clone, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct ConsistentHash {
+    pub http_header_name: Option<String>,
+    pub http_cookie: Option<HttpCookie>,
+    pub use_source_ip: Option<bool>,
+    pub http_query_parameter_name: Option<String>,
+    pub ring_hash: Option<RingHash>,
+    pub maglev: Option<Maglev>,
+    /// Deprecated for `ringHash.minimumRingSize`.
+    pub minimum_ring_size: Option<f64>,
+}
+
+#[derive(Debug, Default, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HttpCookie {
+    pub name: Option<String>,
+    pub path: Option<String>,
+    pub ttl: Option<String>,
+    #[serde(default)]
+    pub attributes: Vec<CookieAttribute>,
+}
+
+#[derive(Debug, Default, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CookieAttribute {
+    pub name: Option<String>,
+    pub value: Option<String>,
+}
+
+#[derive(Debug, Default, Clone, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct RingHash {
+    pub minimum_ring_size: Option<f64>,
+}
+
+#[derive(Debug, Default, Clone, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct Maglev {
+    pub table_size: Option<f64>,
+}
+
+#[derive(Debug, Default, Clone, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct BackendUtilization {
+    pub error_utilization_penalty_percent: Option<f64>,
+    #[serde(default)]
+    pub metric_names_for_computing_utilization: Vec<String>,
+    pub weight_expiration_period: Option<String>,
+    pub weight_stabilization_period: Option<String>,
+    pub weight_update_period: Option<String>,
+}
+
+#[derive(Debug, Default, Clone, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct LocalityLbSetting {
+    #[serde(default)]
+    pub distribute: Vec<LocalityDistribute>,
+    #[serde(default)]
+    pub failover: Vec<LocalityFailover>,
+    #[serde(default)]
+    pub failover_priority: Vec<String>,
+    pub enabled: Option<bool>,
+}
+
+#[derive(Debug, Default, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LocalityDistribute {
+    #[serde(default)]
+    pub from: String,
+    #[serde(default)]
+    pub to: BTreeMap<String, f64>,
+}
+
+#[derive(Debug, Default, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LocalityFailover {
+    #[serde(default)]
+    pub from: String,
+    #[serde(default)]
+    pub to: String,
+}
+
+#[derive(Debug, Default, Clone, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct ZoneAwareLbSetting {
+    pub enabled: Option<bool>,
+    #[serde(default)]
+    pub failover: Vec<LocalityFailover>,
+    #[serde(default)]
+    pub failover_priority: Vec<String>,
+    pub min_cluster_size: Option<f64>,
+}
+
+#[derive(Debug, Default, Clone, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct Warmup {
+    pub duration: Option<String>,
+    pub minimum_percent: Option<f64>,
+    pub aggression: Option<f64>,
+}
+
+#[derive(Debug, Default, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ConnectionPoolSettings {
+    pub tcp: Option<TcpSettings>,
+    pub http: Option<HttpSettings>,
+}
+
+#[derive(Debug, Default, Clone, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct TcpSettings {
+    pub max_connections: Option<f64>,
+    pub connect_timeout: Option<String>,
+    pub tcp_keepalive: Option<TcpKeepalive>,
+    pub max_connection_duration: Option<String>,
+    pub idle_timeout: Option<String>,
+}
+
+#[derive(Debug, Default, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TcpKeepalive {
+    pub probes: Option<f64>,
+    pub time: Option<String>,
+    pub interval: Option<String>,
+}
+
+#[derive(Debug, Default, Clone, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct HttpSettings {
+    pub http1_max_pending_requests: Option<f64>,
+    pub http2_max_requests: Option<f64>,
+    pub max_requests_per_connection: Option<f64>,
+    pub max_retries: Option<f64>,
+    pub idle_timeout: Option<String>,
+    pub h2_upgrade_policy: Option<String>,
+    pub use_client_protocol: Option<bool>,
+    pub max_concurrent_streams: Option<f64>,
+    pub http2_keep_alive: Option<Http2KeepAlive>,
+}
+
+#[derive(Debug, Default, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Http2KeepAlive {
+    pub interval: Option<String>,
+    pub timeout: Option<String>,
+}
+
+#[derive(Debug, Default, Clone, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct OutlierDetection {
+    /// Deprecated; istiod only warns about it.
+    pub consecutive_errors: Option<f64>,
+    #[serde(rename = "consecutive5xxErrors")]
+    pub consecutive_5xx_errors: Option<f64>,
+    pub consecutive_gateway_errors: Option<f64>,
+    pub consecutive_local_origin_failures: Option<f64>,
+    pub split_external_local_origin_errors: Option<bool>,
+    pub interval: Option<String>,
+    pub base_ejection_time: Option<String>,
+    pub max_ejection_percent: Option<f64>,
+    pub min_health_percent: Option<f64>,
+    #[serde(default)]
+    pub outlier_detection_http_error_codes: Vec<f64>,
+}
+
+#[derive(Debug, Default, Clone, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct ClientTlsSettings {
+    pub mode: Option<String>,
+    pub client_certificate: Option<String>,
+    pub private_key: Option<String>,
+    pub ca_certificates: Option<String>,
+    pub credential_name: Option<String>,
+    #[serde(default)]
+    pub subject_alt_names: Vec<String>,
+    pub sni: Option<String>,
+    pub insecure_skip_verify: Option<bool>,
+    pub ca_crl: Option<String>,
+}
+
+#[derive(Debug, Default, Clone, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct TunnelSettings {
+    pub protocol: Option<String>,
+    pub target_host: Option<String>,
+    pub target_port: Option<f64>,
+}
+
+#[derive(Debug, Default, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProxyProtocol {
+    pub version: Option<String>,
+}
+
+#[derive(Debug, Default, Clone, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct RetryBudget {
+    pub percent: Option<f64>,
+    pub min_retry_concurrency: Option<f64>,
+    pub budget_interval: Option<String>,
 }

@@ -6,7 +6,9 @@ pub mod duration;
 pub mod istio;
 pub mod json;
 mod path_de;
+pub mod ratelimit;
 pub mod security;
+mod traffic_policy;
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -128,20 +130,23 @@ impl Diagnostics {
         match path_de::from_value::<T>(value) {
             Ok(v) => Some(v),
             Err(e) => {
-                let inner = e.path();
-                let full = if inner == "." {
-                    path.to_string()
-                } else if path.is_empty() {
-                    inner
-                } else if inner.starts_with('[') {
-                    format!("{path}{inner}")
-                } else {
-                    format!("{path}.{inner}")
-                };
-                self.error(full, e.message());
+                self.error(join_path(path, &e.path()), e.message());
                 None
             }
         }
+    }
+}
+
+/// `inner` (a path in serde_path_to_error's notation, `.` for the value itself) inside `path`.
+fn join_path(path: &str, inner: &str) -> String {
+    if inner == "." {
+        path.to_string()
+    } else if path.is_empty() {
+        inner.to_string()
+    } else if inner.starts_with('[') {
+        format!("{path}{inner}")
+    } else {
+        format!("{path}.{inner}")
     }
 }
 
@@ -157,6 +162,8 @@ struct RawPluginConfig {
     /// The namespace of resources without `metadata.namespace`.
     #[serde(default, rename = "defaultNamespace")]
     default_namespace: Option<Value>,
+    #[serde(default, rename = "rateLimits")]
+    rate_limits: Option<Vec<Value>>,
 }
 
 /// meshrules' own settings: how a routing decision is handed to Envoy's router.
@@ -315,6 +322,7 @@ pub struct PluginConfig {
     pub resources: Vec<Resource>,
     pub routing: Routing,
     pub security: Security,
+    pub rate_limits: Vec<ratelimit::RateLimitSpec>,
 }
 
 /// Where a resource without `metadata.namespace` is, unless `defaultNamespace` says otherwise:
@@ -454,10 +462,18 @@ pub fn parse(json: &[u8], diags: &mut Diagnostics) -> PluginConfig {
             Some(res)
         })
         .collect();
+    let rate_limits = raw
+        .rate_limits
+        .unwrap_or_default()
+        .into_iter()
+        .enumerate()
+        .filter_map(|(i, v)| diags.parse(v, &format!("rateLimits[{i}]")))
+        .collect();
     PluginConfig {
         resources,
         routing,
         security,
+        rate_limits,
     }
 }
 

@@ -41,6 +41,46 @@ impl PathError {
     pub fn message(&self) -> &str {
         &self.message
     }
+
+    /// Where the failure is, outermost first.
+    pub(crate) fn segments(&self) -> impl Iterator<Item = &Segment> {
+        self.segments.iter().rev()
+    }
+
+    /// Removes from `value` what failed, so that reading it again can go on to the next
+    /// problem: the member named by the innermost key, or, for a bad list element, the whole
+    /// list (removing an element would renumber the later ones in later messages). `false`
+    /// when the failure is the value itself.
+    pub(crate) fn prune(&self, value: &mut Value) -> bool {
+        let keep = self
+            .segments
+            .iter()
+            .position(|s| matches!(s, Segment::Key(_)))
+            .map(|innermost_key| innermost_key + 1);
+        let Some(depth) = keep else {
+            return false;
+        };
+        // Outermost first, down to the object holding the key to remove.
+        let mut path = self.segments[depth..].iter().rev();
+        let mut node = value;
+        for segment in path.by_ref() {
+            node = match (segment, node) {
+                (Segment::Key(k), Value::Object(map)) => match map.get_mut(k) {
+                    Some(v) => v,
+                    None => return false,
+                },
+                (Segment::Index(i), Value::Array(items)) => match items.get_mut(*i) {
+                    Some(v) => v,
+                    None => return false,
+                },
+                _ => return false,
+            };
+        }
+        match (&self.segments[depth - 1], node) {
+            (Segment::Key(k), Value::Object(map)) => map.remove(k).is_some(),
+            _ => false,
+        }
+    }
 }
 
 /// Renders innermost-first segments as `a.b[0].c`, `.` when there are none.

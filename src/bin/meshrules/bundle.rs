@@ -61,8 +61,9 @@ pub struct BundleArgs {
     /// Envoy: the admin interface's address.
     #[arg(long, default_value = "127.0.0.1:9901", help_heading = "Envoy")]
     pub admin: String,
-    /// Envoy: where a cluster's endpoint is, `CLUSTER=HOST:PORT` (repeatable) [default: the
-    /// destination's host and port, resolved by DNS].
+    /// Envoy: where a cluster's endpoint is, `CLUSTER=HOST:PORT`; repeatable, and a cluster
+    /// given several times has several endpoints [default: the destination's host and port,
+    /// resolved by DNS].
     #[arg(
         long = "endpoint",
         value_name = "CLUSTER=HOST:PORT",

@@ -1,6 +1,7 @@
 //! `meshrules bundle --output envoy`: a complete Envoy bootstrap around the configuration,
 //! shaped like envoy/envoy.yaml (listener, the filter, the cluster_header routes, one cluster
-//! per destination the rules can pick, and the clusters remote JWKS are fetched through).
+//! per destination the rules can pick with its DestinationRule's traffic policy, and the
+//! clusters remote JWKS are fetched through).
 
 use std::collections::BTreeMap;
 use std::net::IpAddr;
@@ -9,27 +10,44 @@ use meshrules::compile;
 use meshrules::config::{self, Diagnostics, Spec};
 use meshrules::http::split_host_port;
 use meshrules::rules::{Action, ClusterName};
-use serde_json::{json, Value};
+use serde_json::{json, Map, Value};
 
 use crate::bundle::BundleArgs;
+use crate::cluster_policy::{Destination, Policies};
 use crate::input::Validated;
+use crate::Failure;
 
 /// Envoy's name for the cluster of hosts without a VirtualService.
 const PASSTHROUGH: &str = "passthrough";
 
-pub fn bootstrap(v: &Validated, args: &BundleArgs) -> Result<Value, String> {
+pub fn bootstrap(v: &Validated, args: &BundleArgs) -> Result<Value, Failure> {
     let rules = &v.loaded.rules;
     let header = &rules.cluster_header;
-    let mut overrides: BTreeMap<String, String> = BTreeMap::new();
+    let mut endpoints: BTreeMap<String, Vec<String>> = BTreeMap::new();
     for e in &args.endpoints {
         let Some((cluster, address)) = e.rsplit_once('=') else {
-            return Err(format!("--endpoint {e:?} is not CLUSTER=HOST:PORT"));
+            return Err(format!("--endpoint {e:?} is not CLUSTER=HOST:PORT").into());
         };
-        overrides.insert(cluster.to_string(), address.to_string());
+        endpoints
+            .entry(cluster.to_string())
+            .or_default()
+            .push(address.to_string());
     }
-    let defaults = destination_addresses(&v.inputs.config_json());
+    let config = config::parse(
+        v.inputs.config_json().as_bytes(),
+        &mut Diagnostics::default(),
+    );
+    let destinations = destinations(&config);
+    let (policies, refused) = Policies::read(&config);
+    if !refused.is_empty() {
+        return Err(Failure::Problems(
+            refused.iter().map(|e| v.inputs.locate(e)).collect(),
+        ));
+    }
 
     let mut clusters: BTreeMap<String, Value> = BTreeMap::new();
+    // The route hash policy of each cluster with a consistent hash.
+    let mut hashed: BTreeMap<String, Value> = BTreeMap::new();
     for route in &rules.routes {
         if let Action::Forward(split) = &route.action {
             for d in &split.destinations {
@@ -38,13 +56,24 @@ pub fn bootstrap(v: &Validated, args: &BundleArgs) -> Result<Value, String> {
                         "cluster {} is named by the port each request arrives on: give the \
                          destination a port, or routing.servicePorts",
                         d.cluster
-                    ));
+                    )
+                    .into());
                 };
-                let address = overrides
-                    .get(name)
-                    .or_else(|| defaults.get(name))
-                    .ok_or_else(|| format!("no address for cluster {name}: give --endpoint"))?;
-                clusters.insert(name.clone(), cluster(name, address, None)?);
+                let dest = destinations.get(name);
+                let addresses = match (endpoints.get(name), dest) {
+                    (Some(given), _) => given.clone(),
+                    (None, Some(dest)) => vec![default_address(dest)],
+                    (None, None) => {
+                        return Err(format!("no address for cluster {name}: give --endpoint").into())
+                    }
+                };
+                let mut c = cluster(name, &addresses, None)?;
+                if let Some(dest) = dest {
+                    if let Some(hash) = policies.apply(&mut c, dest) {
+                        hashed.insert(name.clone(), hash);
+                    }
+                }
+                clusters.insert(name.clone(), Value::Object(c));
             }
         }
     }
@@ -54,23 +83,43 @@ pub fn bootstrap(v: &Validated, args: &BundleArgs) -> Result<Value, String> {
             (_, Some(_)) => remote.authority.clone(),
             (host, None) => format!("{host}:{}", if tls { 443 } else { 80 }),
         };
-        let address = overrides.get(&remote.cluster).unwrap_or(&address);
+        let addresses = endpoints
+            .get(&remote.cluster)
+            .cloned()
+            .unwrap_or_else(|| vec![address]);
         let sni = split_host_port(&remote.authority).0;
         clusters.insert(
             remote.cluster.clone(),
-            cluster(&remote.cluster, address, tls.then_some(sni))?,
+            Value::Object(cluster(&remote.cluster, &addresses, tls.then_some(sni))?),
         );
     }
-    let mut routes = vec![json!({
+    // A consistent hash needs its hash policy on the route that picks the cluster, as istiod
+    // writes it. One route picks every cluster here, so each hashed cluster gets a route of
+    // its own before it, for the same cluster header with its name: another cluster's hash
+    // policy must not apply (a cookie policy with a ttl would set cookies for it).
+    let mut routes: Vec<Value> = hashed
+        .into_iter()
+        .map(|(name, hash)| {
+            json!({
+                "match": { "prefix": "/", "headers": [{ "name": header, "string_match": { "exact": name } }] },
+                "route": { "cluster_header": header, "timeout": "0s", "hash_policy": [hash] },
+                "request_headers_to_remove": [header],
+            })
+        })
+        .collect();
+    routes.push(json!({
         "match": { "prefix": "/", "headers": [{ "name": header, "present_match": true }] },
         // Istio's routes have no default timeout: the filter's router headers set it.
         "route": { "cluster_header": header, "timeout": "0s" },
         // The router has read it; the application need not see it.
         "request_headers_to_remove": [header],
-    })];
+    }));
     if let Some(address) = &args.passthrough {
         routes.push(json!({ "match": { "prefix": "/" }, "route": { "cluster": PASSTHROUGH, "timeout": "0s" } }));
-        clusters.insert(PASSTHROUGH.into(), cluster(PASSTHROUGH, address, None)?);
+        clusters.insert(
+            PASSTHROUGH.into(),
+            Value::Object(cluster(PASSTHROUGH, std::slice::from_ref(address), None)?),
+        );
     }
 
     let filter = json!({
@@ -126,12 +175,18 @@ pub fn bootstrap(v: &Validated, args: &BundleArgs) -> Result<Value, String> {
     }))
 }
 
-/// The default address of each destination cluster: the destination's host (its FQDN, as the
-/// cluster name has it) and port (80 when the destination names none), resolved by DNS.
-fn destination_addresses(config_json: &str) -> BTreeMap<String, String> {
+/// A destination cluster's default endpoint: the destination's host (its FQDN, as the cluster
+/// name has it) and port (80 when the destination names none), resolved by DNS.
+fn default_address(dest: &Destination) -> String {
+    format!("{}:{}", dest.host, dest.port.unwrap_or(80))
+}
+
+/// Each destination cluster the configuration names, by cluster name. A destination without
+/// a port takes its service's only port from `routing.servicePorts`, as the filter does.
+fn destinations(pc: &config::PluginConfig) -> BTreeMap<String, Destination> {
     let mut diags = Diagnostics::default();
-    let pc = config::parse(config_json.as_bytes(), &mut diags);
     let routing = &pc.routing;
+    let only_ports = compile::only_ports(routing, &mut diags);
     let mut out = BTreeMap::new();
     for res in &pc.resources {
         let Spec::VirtualService(vs) = &res.spec else {
@@ -147,14 +202,18 @@ fn destination_addresses(config_json: &str) -> BTreeMap<String, String> {
                     &res.metadata.namespace,
                     &routing.cluster_domain,
                 );
-                let port = dest.port.as_ref().and_then(|p| p.number).map(|n| n as u16);
+                let port = match dest.port.as_ref().and_then(|p| p.number) {
+                    Some(n) => Some(n as u16),
+                    None => only_ports.get(&host).copied(),
+                };
+                let subset = dest.subset.clone().unwrap_or_default();
                 let name = compile::cluster_name(
                     &routing.cluster_name,
                     &host,
-                    dest.subset.as_deref().unwrap_or_default(),
+                    &subset,
                     &port.map(|p| p.to_string()).unwrap_or_default(),
                 );
-                out.insert(name, format!("{host}:{}", port.unwrap_or(80)));
+                out.insert(name, Destination { host, subset, port });
             }
         }
     }
@@ -171,35 +230,54 @@ fn socket_address(address: &str) -> Result<Value, String> {
     Ok(json!({ "socket_address": { "address": host, "port_value": port } }))
 }
 
-/// A cluster with one endpoint: STATIC for an IP address, STRICT_DNS for a name; TLS with
-/// `sni` when given.
-fn cluster(name: &str, address: &str, sni: Option<&str>) -> Result<Value, String> {
-    let endpoint = socket_address(address)?;
-    let is_ip = endpoint["socket_address"]["address"]
-        .as_str()
-        .is_some_and(|h| h.parse::<IpAddr>().is_ok());
-    let mut c = json!({
-        "name": name,
-        "type": if is_ip { "STATIC" } else { "STRICT_DNS" },
-        "connect_timeout": "1s",
-        "load_assignment": {
-            "cluster_name": name,
-            "endpoints": [{ "lb_endpoints": [{ "endpoint": { "address": endpoint } }] }],
-        },
+/// A cluster with its endpoints: STATIC when they are all IP addresses, STRICT_DNS
+/// otherwise; TLS with `sni` when given.
+fn cluster(
+    name: &str,
+    addresses: &[String],
+    sni: Option<&str>,
+) -> Result<Map<String, Value>, String> {
+    let endpoints = addresses
+        .iter()
+        .map(|a| socket_address(a))
+        .collect::<Result<Vec<_>, _>>()?;
+    let all_ip = endpoints.iter().all(|e| {
+        e["socket_address"]["address"]
+            .as_str()
+            .is_some_and(|h| h.parse::<IpAddr>().is_ok())
     });
+    let lb_endpoints: Vec<Value> = endpoints
+        .into_iter()
+        .map(|address| json!({ "endpoint": { "address": address } }))
+        .collect();
+    let mut c = Map::new();
+    c.insert("name".into(), json!(name));
+    c.insert(
+        "type".into(),
+        json!(if all_ip { "STATIC" } else { "STRICT_DNS" }),
+    );
+    // The bootstrap's default connect timeout (istiod's is the mesh's connectTimeout).
+    c.insert("connect_timeout".into(), json!("1s"));
+    c.insert(
+        "load_assignment".into(),
+        json!({ "cluster_name": name, "endpoints": [{ "lb_endpoints": lb_endpoints }] }),
+    );
     if let Some(sni) = sni {
-        c["transport_socket"] = json!({
-            "name": "envoy.transport_sockets.tls",
-            "typed_config": {
-                "@type": "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext",
-                "sni": sni,
-            },
-        });
+        c.insert(
+            "transport_socket".into(),
+            json!({
+                "name": "envoy.transport_sockets.tls",
+                "typed_config": {
+                    "@type": "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext",
+                    "sni": sni,
+                },
+            }),
+        );
     }
     Ok(c)
 }
 
-/// The label segments of the filter's per-route counters as Prometheus labels (the same tags
+/// The label segments of the filter's per-route and per-limit counters as Prometheus labels (the same tags
 /// as envoy/envoy.yaml).
 fn stats_tags() -> Value {
     let prefix = r"^wasmcustom\.meshrules_";
@@ -210,5 +288,7 @@ fn stats_tags() -> Value {
           "regex": format!(r"{prefix}(?:route|unrouted)_requests(?:\.namespace\.[^.]*)?(\.virtual_service\.([^.]*))") },
         { "tag_name": "route",
           "regex": format!(r"{prefix}route_requests(?:\.namespace\.[^.]*)?(?:\.virtual_service\.[^.]*)?(\.route\.([^.]*))") },
+        { "tag_name": "limit",
+          "regex": format!(r"{prefix}ratelimit_[a-z_]+(\.limit\.([^.]*))") },
     ])
 }

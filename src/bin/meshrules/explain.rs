@@ -13,6 +13,7 @@ use meshrules::engine::Forward;
 use meshrules::http::{Edit, LocalReply, ReplyKind, Request};
 use meshrules::jwt::{Jwks, TokenCache};
 use meshrules::pipeline::{self, Address, Connection, Env, Event, Outcome, PeerCertificate};
+use meshrules::ratelimit::LocalBuckets;
 use meshrules::rules::{Abort, Action, Fault, RuleSet, StickyKey};
 
 use crate::{validated_as, Failure};
@@ -197,12 +198,14 @@ pub fn run(args: &ExplainArgs) -> Result<(), Failure> {
         headers,
         Env {
             connection: &connection,
-            now: std::time::SystemTime::now()
+            now_ms: std::time::SystemTime::now()
                 .duration_since(std::time::UNIX_EPOCH)
-                .map_or(0, |d| d.as_secs()),
+                .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX)),
             keys: &keys,
             token_cache: &mut TokenCache::new(0),
             rng: &mut fastrand::Rng::with_seed(0),
+            // Every bucket full: explain shows one request on its own.
+            buckets: &mut LocalBuckets::default(),
         },
     );
     let mut routed = None;

@@ -155,7 +155,8 @@ impl Inputs {
             None if obj.contains_key("resources")
                 || obj.contains_key("routing")
                 || obj.contains_key("security")
-                || obj.contains_key("defaultNamespace") =>
+                || obj.contains_key("defaultNamespace")
+                || obj.contains_key("rateLimits") =>
             {
                 self.add_plugin_config(obj, origin(""))
             }
@@ -232,7 +233,7 @@ impl Inputs {
     }
 
     /// Places a problem the filter reported at `resources[i]...` or a settings path.
-    fn locate(&self, e: &ConfigError) -> Problem {
+    pub fn locate(&self, e: &ConfigError) -> Problem {
         let (origin, rest) = match resource_index(&e.path) {
             Some((i, rest)) => (self.resources.get(i), rest),
             None => (self.settings.as_ref(), e.path.as_str()),
@@ -261,7 +262,9 @@ impl Inputs {
         }
     }
 
-    /// Runs the filter's validation and compilation for a plain Envoy. `Err` holds every
+    /// Runs the filter's validation and compilation for a plain Envoy, and checks the
+    /// DestinationRule traffic policies the filter leaves to Envoy's clusters as Istio would.
+    /// `Err` holds every
     /// problem, located.
     pub fn validate(self) -> Result<Validated, Vec<Problem>> {
         self.validate_as(&Anonymous)
@@ -270,15 +273,19 @@ impl Inputs {
     /// As [`Inputs::validate`], for the proxy `identity` describes.
     pub fn validate_as(self, identity: &dyn Identity) -> Result<Validated, Vec<Problem>> {
         let mut problems = Vec::new();
-        let result = compile::load(self.config_json().as_bytes(), identity);
+        let json = self.config_json();
+        let result = compile::load(json.as_bytes(), identity);
+        let policies = compile::check_traffic_policies(json.as_bytes());
         let mut inputs = self;
         problems.append(&mut inputs.problems);
+        let refused: Vec<Problem> = policies.errors.iter().map(|e| inputs.locate(e)).collect();
         match result {
-            Ok(loaded) if problems.is_empty() => {
+            Ok(loaded) if problems.is_empty() && refused.is_empty() => {
                 // Told apart from problems the way compilers do: `path: warning: message`.
                 let mut warnings: Vec<Problem> = loaded
                     .warnings
                     .iter()
+                    .chain(&policies.warnings)
                     .map(|w| {
                         let mut p = inputs.locate(w);
                         p.message.insert_str(0, "warning: ");
@@ -296,9 +303,13 @@ impl Inputs {
                     warnings,
                 })
             }
-            Ok(_) => Err(problems),
+            Ok(_) => {
+                problems.extend(refused);
+                Err(problems)
+            }
             Err(errors) => {
                 problems.extend(errors.iter().map(|e| inputs.locate(e)));
+                problems.extend(refused);
                 Err(problems)
             }
         }

@@ -4,6 +4,7 @@
 #[macro_use]
 mod output;
 mod bundle;
+mod cluster_policy;
 mod envoy;
 mod explain;
 mod input;
