@@ -22,6 +22,7 @@ const DEFAULT_MAX_DYNAMIC: u32 = 20;
 /// Shared-data keys cannot be deleted: the slots of one dynamic descriptor are bounded.
 const MAX_DYNAMIC: i64 = 10_000;
 
+#[inline(never)] // run once per load: kept out of its caller (see compile/mod.rs)
 pub(super) fn compile(
     specs: &[RateLimitSpec],
     rules: &RuleSet,
