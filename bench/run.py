@@ -86,7 +86,7 @@ class Envoy:
         self.log = open(workdir / f"{name}.log", "w")
         self.proc = subprocess.Popen(
             pinned(cpu, [str(ENVOY), "-c", str(path), "--concurrency", "1", "--base-id",
-                         str(next(self._base_ids)), "--log-level", "warn"]),
+                         str(next(self._base_ids)), "--disable-hot-restart", "--log-level", "warn"]),
             cwd=REPO, stdout=self.log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
