@@ -362,6 +362,15 @@ fn limit(spec: &RateLimitSpec, path: &str, diags: &mut Diagnostics) -> Option<Li
     })
 }
 
+/// A protobuf oneof: exactly one of the fields `names` lists is set.
+fn exactly_one(set: &[bool], names: &str, path: &str, diags: &mut Diagnostics) -> bool {
+    let ok = set.iter().filter(|b| **b).count() == 1;
+    if !ok {
+        diags.error(path, format!("set exactly one of {names}"));
+    }
+    ok
+}
+
 fn action(a: &Action, path: &str, diags: &mut Diagnostics) -> Option<DescriptorAction> {
     let set = [
         a.request_headers.is_some(),
@@ -369,15 +378,13 @@ fn action(a: &Action, path: &str, diags: &mut Diagnostics) -> Option<DescriptorA
         a.generic_key.is_some(),
         a.header_value_match.is_some(),
         a.metadata.is_some(),
-    ]
-    .iter()
-    .filter(|b| **b)
-    .count();
-    if set != 1 {
-        diags.error(
-            path,
-            "set exactly one of requestHeaders, remoteAddress, genericKey, headerValueMatch or metadata",
-        );
+    ];
+    if !exactly_one(
+        &set,
+        "requestHeaders, remoteAddress, genericKey, headerValueMatch or metadata",
+        path,
+        diags,
+    ) {
         return None;
     }
     if let Some(h) = &a.request_headers {
@@ -509,15 +516,13 @@ fn string_matcher(
         m.suffix.is_some(),
         m.contains.is_some(),
         m.safe_regex.is_some(),
-    ]
-    .iter()
-    .filter(|b| **b)
-    .count();
-    if set != 1 {
-        diags.error(
-            path,
-            "set exactly one of exact, prefix, suffix, contains or safeRegex",
-        );
+    ];
+    if !exactly_one(
+        &set,
+        "exact, prefix, suffix, contains or safeRegex",
+        path,
+        diags,
+    ) {
         return None;
     }
     let flags = if m.ignore_case { "(?i)" } else { "" };
