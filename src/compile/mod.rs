@@ -340,10 +340,20 @@ fn within_limits(config: &PluginConfig, diags: &mut Diagnostics) -> bool {
     diags.errors.len() == errors
 }
 
-fn compile(config: PluginConfig, identity: &dyn Identity, diags: &mut Diagnostics) -> RuleSet {
+fn compile(mut config: PluginConfig, identity: &dyn Identity, diags: &mut Diagnostics) -> RuleSet {
     if !within_limits(&config, diags) {
         return RuleSet::default();
     }
+    // Each VirtualService's raw routes, taken out to be moved into the route parser (the rest
+    // of the configuration is only read).
+    let mut raw_routes: Vec<Vec<config::Raw>> = config
+        .resources
+        .iter_mut()
+        .map(|res| match &mut res.spec {
+            Spec::VirtualService(vs) => std::mem::take(&mut vs.http),
+            _ => Vec::new(),
+        })
+        .collect();
     for res in &config.resources {
         check_metadata(&res.metadata, &res.path, diags);
     }
@@ -433,7 +443,7 @@ fn compile(config: PluginConfig, identity: &dyn Identity, diags: &mut Diagnostic
     // hosts are delegates.
     let mut parsed: Vec<ParsedVs<'_>> = Vec::new();
     let mut by_name: HashMap<(String, String), usize> = HashMap::new();
-    for res in &config.resources {
+    for (res, http) in config.resources.iter().zip(&mut raw_routes) {
         let Spec::VirtualService(vs) = &res.spec else {
             continue;
         };
@@ -484,9 +494,9 @@ fn compile(config: PluginConfig, identity: &dyn Identity, diags: &mut Diagnostic
         }
         let mut names = HashMap::new();
         let mut routes = Vec::new();
-        for (i, raw) in vs.http.iter().enumerate() {
+        for (i, raw) in std::mem::take(http).into_iter().enumerate() {
             let rpath = format!("{path}.http[{i}]");
-            let Some(http) = diags.parse_http_route(raw.clone(), &rpath) else {
+            let Some(http) = diags.parse_http_route(raw, &rpath) else {
                 continue;
             };
             if !http.name.is_empty() {

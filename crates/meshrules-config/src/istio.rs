@@ -6,8 +6,8 @@
 
 use std::collections::BTreeMap;
 
+use crate::Raw;
 use serde::Deserialize;
-use serde_json::Value;
 
 #[derive(Debug, Default, Clone, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
@@ -18,11 +18,11 @@ pub struct VirtualServiceSpec {
     pub gateways: Vec<String>,
     /// Kept as raw JSON so each route is parsed, and reported on, by itself.
     #[serde(default)]
-    pub http: Vec<Value>,
+    pub http: Vec<Raw>,
     #[serde(default)]
-    pub tls: Vec<Value>,
+    pub tls: Vec<Raw>,
     #[serde(default)]
-    pub tcp: Vec<Value>,
+    pub tcp: Vec<Raw>,
     #[serde(default)]
     pub export_to: Vec<String>,
 }
@@ -43,10 +43,10 @@ pub struct HttpRoute {
     pub timeout: Option<String>,
     pub retries: Option<HttpRetry>,
     pub fault: Option<HttpFaultInjection>,
-    pub mirror: Option<Value>,
-    pub mirrors: Option<Value>,
-    pub mirror_percent: Option<Value>,
-    pub mirror_percentage: Option<Value>,
+    pub mirror: Option<Raw>,
+    pub mirrors: Option<Raw>,
+    pub mirror_percent: Option<Raw>,
+    pub mirror_percentage: Option<Raw>,
     pub cors_policy: Option<CorsPolicy>,
     pub headers: Option<Headers>,
 }
@@ -253,10 +253,10 @@ pub struct DestinationRuleSpec {
     pub host: String,
     #[serde(default)]
     pub subsets: Vec<Subset>,
-    pub traffic_policy: Option<Value>,
+    pub traffic_policy: Option<Raw>,
     #[serde(default)]
     pub export_to: Vec<String>,
-    pub workload_selector: Option<Value>,
+    pub workload_selector: Option<Raw>,
 }
 
 #[derive(Debug, Default, Clone, Deserialize)]
@@ -264,8 +264,8 @@ pub struct DestinationRuleSpec {
 pub struct Subset {
     #[serde(default)]
     pub name: String,
-    pub labels: Option<Value>,
-    pub traffic_policy: Option<Value>,
+    pub labels: Option<Raw>,
+    pub traffic_policy: Option<Raw>,
 }
 
 // DestinationRule traffic policies (networking/v1alpha3/destination_rule.proto), every field of

@@ -18,6 +18,7 @@ use serde::Deserialize;
 use serde_json::Value;
 
 pub use istio::*;
+pub use path_de::Raw;
 pub use security::*;
 
 /// One problem with the configuration, named by its JSON path.
@@ -121,13 +122,13 @@ impl Diagnostics {
 
     /// Reads one `http` route of a VirtualService; routes are parsed one by one so that a bad
     /// route drops only itself. Not generic, so its serde code is built in this crate, for size.
-    pub fn parse_http_route(&mut self, value: Value, path: &str) -> Option<HttpRoute> {
+    pub fn parse_http_route(&mut self, value: Raw, path: &str) -> Option<HttpRoute> {
         self.parse(value, path)
     }
 
     /// Deserializes `value` as `T`, reporting a failure at `path` plus the path inside `value`.
-    fn parse<T: DeserializeOwned>(&mut self, value: Value, path: &str) -> Option<T> {
-        match path_de::from_value::<T>(value) {
+    fn parse<T: DeserializeOwned>(&mut self, value: Raw, path: &str) -> Option<T> {
+        match path_de::from_value::<T>(value.0) {
             Ok(v) => Some(v),
             Err(e) => {
                 self.error(join_path(path, &e.path()), e.message());
@@ -154,16 +155,16 @@ fn join_path(path: &str, inner: &str) -> String {
 #[serde(deny_unknown_fields)]
 struct RawPluginConfig {
     /// Required: a configuration that lost its rules on the way must not pass as "no rules".
-    resources: Option<Vec<Value>>,
+    resources: Option<Vec<Raw>>,
     #[serde(default)]
-    routing: Option<Value>,
+    routing: Option<Raw>,
     #[serde(default)]
-    security: Option<Value>,
+    security: Option<Raw>,
     /// The namespace of resources without `metadata.namespace`.
     #[serde(default, rename = "defaultNamespace")]
-    default_namespace: Option<Value>,
+    default_namespace: Option<Raw>,
     #[serde(default, rename = "rateLimits")]
-    rate_limits: Option<Vec<Value>>,
+    rate_limits: Option<Vec<Raw>>,
 }
 
 /// meshrules' own settings: how a routing decision is handed to Envoy's router.
@@ -294,7 +295,7 @@ struct RawResource {
     #[serde(default)]
     metadata: ObjectMeta,
     #[serde(default)]
-    spec: Value,
+    spec: Raw,
     /// Accepted so that `kubectl get -o yaml` output loads; never read.
     #[serde(default)]
     #[allow(dead_code)]
@@ -405,7 +406,7 @@ pub fn parse(json: &[u8], diags: &mut Diagnostics) -> PluginConfig {
             return PluginConfig::default();
         }
     };
-    let Some(raw) = diags.parse::<RawPluginConfig>(value, "") else {
+    let Some(raw) = diags.parse::<RawPluginConfig>(Raw(value), "") else {
         return PluginConfig::default();
     };
     let routing = match raw.routing {
@@ -419,8 +420,8 @@ pub fn parse(json: &[u8], diags: &mut Diagnostics) -> PluginConfig {
     let default_namespace = match raw.default_namespace {
         None => None,
         // Read by hand: a serde parse of a String here would cost the module kilobytes.
-        Some(Value::String(ns)) if ns.is_empty() || dns1123_label(&ns, false) => Some(ns),
-        Some(v) => {
+        Some(Raw(Value::String(ns))) if ns.is_empty() || dns1123_label(&ns, false) => Some(ns),
+        Some(Raw(v)) => {
             diags.error(
                 "defaultNamespace",
                 format!("{v} is not a DNS-1123 label (lower-case letters, digits and '-', at most 63), nor \"\" for none"),
@@ -477,7 +478,7 @@ pub fn parse(json: &[u8], diags: &mut Diagnostics) -> PluginConfig {
     }
 }
 
-fn parse_resource(value: Value, path: &str, diags: &mut Diagnostics) -> Option<Resource> {
+fn parse_resource(value: Raw, path: &str, diags: &mut Diagnostics) -> Option<Resource> {
     let raw: RawResource = diags.parse(value, path)?;
     let spec_path = format!("{path}.spec");
     let versions: &[&str] = match raw.kind.as_str() {

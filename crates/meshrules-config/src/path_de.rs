@@ -173,6 +173,57 @@ fn unexpected_text(unexp: &de::Unexpected) -> String {
     }
 }
 
+/// A JSON value kept as it is, to be read later by itself (a route, so that its problems are
+/// its own). Read from a `Value` it is moved, not rebuilt: serde_json's `Value` impl would copy
+/// the whole subtree at every level that keeps one (a configuration's routes were copied four
+/// times on their way to the route parser).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Raw(pub Value);
+
+impl std::ops::Deref for Raw {
+    type Target = Value;
+
+    fn deref(&self) -> &Value {
+        &self.0
+    }
+}
+
+/// The newtype name by which [`ValueDe`] recognizes a [`Raw`] (serde_json's `RawValue` uses the
+/// same kind of token): serde gives a `Deserialize` impl no other way to take the value whole.
+const RAW: &str = "$meshrules::Raw";
+
+thread_local! {
+    /// Where [`ValueDe`] leaves the value for the [`Raw`] being read: the value is handed over
+    /// out of band, the visitor only told to take it.
+    static HANDOFF: std::cell::Cell<Option<Value>> = const { std::cell::Cell::new(None) };
+}
+
+impl<'de> de::Deserialize<'de> for Raw {
+    fn deserialize<D: de::Deserializer<'de>>(d: D) -> Result<Raw, D::Error> {
+        d.deserialize_newtype_struct(RAW, RawVisitor)
+    }
+}
+
+struct RawVisitor;
+
+impl<'de> Visitor<'de> for RawVisitor {
+    type Value = Raw;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a JSON value")
+    }
+
+    /// From [`ValueDe`]: the value is in [`HANDOFF`].
+    fn visit_unit<E>(self) -> Result<Raw, E> {
+        Ok(Raw(HANDOFF.with(|h| h.take()).unwrap_or(Value::Null)))
+    }
+
+    /// From any other deserializer: read as serde_json reads a `Value`.
+    fn visit_newtype_struct<D: de::Deserializer<'de>>(self, d: D) -> Result<Raw, D::Error> {
+        de::Deserialize::deserialize(d).map(Raw)
+    }
+}
+
 /// Deserializes `T` from `value`, naming the failing field's path in the error.
 pub fn from_value<T: DeserializeOwned>(value: Value) -> Result<T, PathError> {
     T::deserialize(ValueDe(value))
@@ -324,9 +375,13 @@ impl<'de> de::Deserializer<'de> for ValueDe {
 
     fn deserialize_newtype_struct<V: Visitor<'de>>(
         self,
-        _name: &'static str,
+        name: &'static str,
         visitor: V,
     ) -> Result<V::Value, PathError> {
+        if name == RAW {
+            HANDOFF.with(|h| h.set(Some(self.0)));
+            return visitor.visit_unit();
+        }
         visitor.visit_newtype_struct(self)
     }
 
@@ -529,5 +584,25 @@ mod tests {
         );
         let o = from_value::<Outer>(json!({"name": "x", "extra": null}));
         assert!(matches!(o, Ok(Outer { extra: None, .. })), "{o:?}");
+    }
+
+    #[derive(Debug, Deserialize)]
+    struct Kept {
+        raw: Raw,
+        #[serde(default)]
+        raws: Vec<Raw>,
+        maybe: Option<Raw>,
+    }
+
+    #[test]
+    fn a_raw_value_is_taken_whole_from_a_value_and_from_json_text() {
+        let v = json!({"raw": {"a": [1, {"b": "c"}]}, "raws": [true, null], "maybe": null});
+        let from_value = from_value::<Kept>(v.clone()).unwrap();
+        let from_text: Kept = serde_json::from_str(&v.to_string()).unwrap();
+        for kept in [from_value, from_text] {
+            assert_eq!(kept.raw.0, json!({"a": [1, {"b": "c"}]}));
+            assert_eq!(kept.raws, [Raw(json!(true)), Raw(Value::Null)]);
+            assert_eq!(kept.maybe, None);
+        }
     }
 }

@@ -104,7 +104,7 @@ impl Policies {
                 continue;
             };
             let path = format!("{}.spec", res.path);
-            let mut read = |value: &Option<Value>, at: String| {
+            let mut read = |value: &Option<meshrules_config::Raw>, at: String| {
                 let policy = value
                     .as_ref()
                     .and_then(|v| diags.parse_traffic_policy(v, &at))?;
