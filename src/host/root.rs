@@ -37,6 +37,8 @@ pub struct Shared {
     pub rng: RefCell<fastrand::Rng>,
     /// Requests seen, for sampling the VM memory gauge.
     pub requests: Cell<u32>,
+    /// The host has Envoy's `verify_signature` foreign function.
+    pub envoy_verifies: bool,
     logged: RefCell<HashSet<&'static str>>,
 }
 
@@ -73,6 +75,7 @@ impl Root {
                 delays: RefCell::new(DelayQueue::default()),
                 rng: RefCell::new(fastrand::Rng::with_seed(seed())),
                 requests: Cell::new(0),
+                envoy_verifies: super::signature::envoy_verifies(),
                 logged: RefCell::new(HashSet::new()),
             }),
         }
