@@ -37,8 +37,6 @@ pub struct Shared {
     pub rng: RefCell<fastrand::Rng>,
     /// Requests seen, for sampling the VM memory gauge.
     pub requests: Cell<u32>,
-    /// The host has Envoy's `verify_signature` foreign function.
-    pub envoy_verifies: bool,
     logged: RefCell<HashSet<&'static str>>,
 }
 
@@ -68,6 +66,8 @@ pub struct Root {
 
 impl Root {
     pub fn new() -> Self {
+        // Asked (and logged) when the VM starts, not on its first token.
+        super::signature::envoy_verifies();
         Root {
             shared: Rc::new(Shared {
                 active: RefCell::new(None),
@@ -75,7 +75,6 @@ impl Root {
                 delays: RefCell::new(DelayQueue::default()),
                 rng: RefCell::new(fastrand::Rng::with_seed(seed())),
                 requests: Cell::new(0),
-                envoy_verifies: super::signature::envoy_verifies(),
                 logged: RefCell::new(HashSet::new()),
             }),
         }

@@ -1,6 +1,8 @@
-//! JWT signatures checked by Envoy's BoringSSL through its `verify_signature` foreign
-//! function (Envoy 1.33 and later), where the algorithm fits and the setting asks for it; the
-//! filter's own verifiers do the rest, and everything on a host without that function.
+//! JWT signatures checked by Envoy's BoringSSL through its `verify_signature` foreign function
+//! where the algorithm fits and the setting asks for it; the filter's own verifiers do the
+//! rest, and everything on a host without that function.
+
+use std::sync::OnceLock;
 
 use proxy_wasm::types::Status;
 
@@ -12,23 +14,26 @@ use crate::jwt::{verify_signature_result, DigestVerify, SignatureVerifier};
 
 const VERIFY_SIGNATURE: &str = "verify_signature";
 
-/// Whether this host has `verify_signature`: asked once per root context. Empty arguments
-/// parse as a message without a key, which Envoy refuses with `BadArgument`; a host without
-/// the function says `NotFound`.
+/// Whether this host has `verify_signature`: asked once per VM. Empty arguments parse as a
+/// message without a key, which Envoy refuses with `BadArgument`; a host without the function
+/// says `NotFound`.
 pub fn envoy_verifies() -> bool {
-    let available = !matches!(
-        abi::call_foreign_function(VERIFY_SIGNATURE, &[]),
-        Err(Status::NotFound)
-    );
-    log::info!(
-        "meshrules: JWT signatures: {}",
-        if available {
-            "RS*/ES* by Envoy's verify_signature, the rest in the filter"
-        } else {
-            "all in the filter (this Envoy has no verify_signature)"
-        }
-    );
-    available
+    static AVAILABLE: OnceLock<bool> = OnceLock::new();
+    *AVAILABLE.get_or_init(|| {
+        let available = !matches!(
+            abi::call_foreign_function(VERIFY_SIGNATURE, &[]),
+            Err(Status::NotFound)
+        );
+        log::info!(
+            "meshrules: JWT signatures: {}",
+            if available {
+                "RS*/ES* by Envoy's verify_signature, the rest in the filter"
+            } else {
+                "all in the filter (this Envoy has no verify_signature)"
+            }
+        );
+        available
+    })
 }
 
 /// One request's verifier: counts which side checked each signature.
@@ -41,7 +46,7 @@ impl<'s> Signatures<'s> {
     pub fn new(shared: &'s Shared, setting: Verifier) -> Self {
         Signatures {
             shared,
-            envoy: setting == Verifier::Envoy && shared.envoy_verifies,
+            envoy: setting == Verifier::Envoy && envoy_verifies(),
         }
     }
 
@@ -50,7 +55,7 @@ impl<'s> Signatures<'s> {
         match abi::call_foreign_function(VERIFY_SIGNATURE, &check.arguments()) {
             Ok(result) => verify_signature_result(&result.unwrap_or_default()),
             Err(e) => {
-                // BadArgument: BoringSSL did not take the key.
+                // BadArgument: BoringSSL did not take the key (or the arguments).
                 self.shared.log_once(
                     "verify_signature failed",
                     &format!("{e:?}; the filter checks such signatures itself"),

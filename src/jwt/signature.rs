@@ -83,7 +83,7 @@ impl DigestVerify<'_> {
         ];
         let mut out = Vec::with_capacity(fields.iter().map(|(_, v)| v.len() + 6).sum());
         for (field, value) in fields {
-            out.push(field << 3 | 2);
+            out.push((field << 3) | 2);
             varint(value.len() as u64, &mut out);
             out.extend_from_slice(value);
         }
