@@ -233,6 +233,10 @@ pub(super) fn ec_spki(curve: Curve, point: &[u8]) -> Vec<u8> {
         Curve::P521 => &[0x06, 0x05, 0x2b, 0x81, 0x04, 0x00, 0x23],
     };
     let mut algorithm = Vec::with_capacity(EC_PUBLIC_KEY.len() + named.len() + 2);
-    tlv(SEQUENCE, &[&EC_PUBLIC_KEY[..], named].concat(), &mut algorithm);
+    tlv(
+        SEQUENCE,
+        &[&EC_PUBLIC_KEY[..], named].concat(),
+        &mut algorithm,
+    );
     spki(&algorithm, point)
 }

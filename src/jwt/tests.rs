@@ -1499,7 +1499,7 @@ fn ecdsa_r_and_s_become_minimal_der_integers() {
     // A top bit set gets a zero byte in front; leading zeros go; zero is one zero byte.
     assert_eq!(
         ecdsa_signature_der(&[0x80, 0x01, 0x00, 0x7f]),
-        [0x30, 0x07, 0x02, 0x03, 0x00, 0x80, 0x01, 0x02, 0x01, 0x7f]
+        [0x30, 0x08, 0x02, 0x03, 0x00, 0x80, 0x01, 0x02, 0x01, 0x7f]
     );
     assert_eq!(
         ecdsa_signature_der(&[0, 0, 0, 5]),
@@ -1510,10 +1510,10 @@ fn ecdsa_r_and_s_become_minimal_der_integers() {
         ecdsa_signature_der(&[1, 2, 9]),
         [0x30, 0x06, 0x02, 0x01, 0x01, 0x02, 0x01, 0x02]
     );
-    // P-521's 132 bytes need a long-form length.
+    // P-521: two 66-byte numbers with the top bit set, 138 bytes of contents: a long-form length.
     let der = ecdsa_signature_der(&[0xff; 132]);
-    assert_eq!(&der[..3], [0x30, 0x81, 0x88]);
-    assert_eq!(der.len(), 3 + 0x88);
+    assert_eq!(&der[..3], [0x30, 0x81, 0x8a]);
+    assert_eq!(der.len(), 3 + 0x8a);
 }
 
 #[test]
@@ -1552,7 +1552,10 @@ fn verify_signature_results_are_read_as_proto3() {
     no.extend_from_slice(b"Fails");
     assert_eq!(verify_signature_result(&no), Some(false));
     assert_eq!(verify_signature_result(&[]), Some(false));
-    assert_eq!(verify_signature_result(&[0x12, 0x00, 0x08, 0x01]), Some(true));
+    assert_eq!(
+        verify_signature_result(&[0x12, 0x00, 0x08, 0x01]),
+        Some(true)
+    );
     // Not such a message: truncated, or a wire type it does not use.
     assert_eq!(verify_signature_result(&[0x12, 5, b'F']), None);
     assert_eq!(verify_signature_result(&[0x08]), None);
