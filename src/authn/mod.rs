@@ -9,7 +9,7 @@ use std::rc::Rc;
 use std::time::Duration;
 
 use crate::http::{Edit, LocalReply, Request};
-use crate::jwt::{self, Expectation, Jwks, JwtError, TokenCache, Verified};
+use crate::jwt::{self, Expectation, Jwks, JwtError, SignatureVerifier, TokenCache, Verified};
 
 #[derive(Debug, Default)]
 pub struct Authn {
@@ -20,9 +20,22 @@ pub struct Authn {
     pub remote: Vec<RemoteJwks>,
     pub clock_skew: u64,
     pub token_cache_size: usize,
+    /// Who checks signatures Envoy can check (`security.signatureVerifier`).
+    pub signature_verifier: Verifier,
     /// Every provider's output headers: removed from requests before checking, so a client
     /// cannot send them (Envoy's jwt_authn does the same).
     pub output_headers: Vec<String>,
+}
+
+/// `security.signatureVerifier`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Verifier {
+    /// Envoy's `verify_signature` (BoringSSL) for RS* and ES*, where Envoy has it; the
+    /// filter's own verifiers for the rest.
+    #[default]
+    Envoy,
+    /// The filter's own verifiers for every algorithm.
+    Wasm,
 }
 
 #[derive(Debug)]
@@ -108,6 +121,7 @@ impl Authn {
         now: u64,
         keys: &'k dyn Fn(usize) -> KeyState<'k>,
         cache: &mut TokenCache,
+        signatures: &dyn SignatureVerifier,
     ) -> Outcome {
         // Envoy's jwt_authn checks every token the request carries; any failure refuses it.
         let mut verified = None;
@@ -115,7 +129,7 @@ impl Authn {
             let Some(token) = extract(req, loc) else {
                 continue;
             };
-            match self.check(token, providers, now, keys, cache) {
+            match self.check(token, providers, now, keys, cache, signatures) {
                 Ok((provider, token)) => {
                     verified.get_or_insert(Outcome::Verified {
                         token,
@@ -139,6 +153,7 @@ impl Authn {
         now: u64,
         keys: &'k dyn Fn(usize) -> KeyState<'k>,
         cache: &mut TokenCache,
+        signatures: &dyn SignatureVerifier,
     ) -> Result<(usize, Rc<Verified>), Outcome> {
         let of_issuer = |iss: &str| {
             providers
@@ -180,7 +195,7 @@ impl Authn {
                     }
                 },
             };
-            match jwt::verify(decoded.clone(), &expect(p), jwks) {
+            match jwt::verify(decoded.clone(), &expect(p), jwks, signatures) {
                 Ok(verified) => {
                     let verified = Rc::new(verified);
                     cache.insert(token, Rc::clone(&verified), now);

@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use crate::authn::{Authn, Keys, Location, Provider, RemoteJwks};
+use crate::authn::{Authn, Keys, Location, Provider, RemoteJwks, Verifier};
 use crate::config::{self, Diagnostics, JwtRule, ObjectMeta, RequestAuthenticationSpec, Security};
 use crate::jwt::Jwks;
 
@@ -26,9 +26,21 @@ pub(super) fn settings(sec: &Security, diags: &mut Diagnostics) -> Authn {
         "security.tokenCacheSize",
         diags,
     );
+    let signature_verifier = match sec.signature_verifier.as_str() {
+        "envoy" => Verifier::Envoy,
+        "wasm" => Verifier::Wasm,
+        other => {
+            diags.error(
+                "security.signatureVerifier",
+                format!("{other:?} is not one of \"envoy\", \"wasm\""),
+            );
+            Verifier::default()
+        }
+    };
     Authn {
         clock_skew: duration(&sec.clock_skew, "security.clockSkew", diags).as_secs(),
         token_cache_size: size.unwrap_or(0) as usize,
+        signature_verifier,
         ..Authn::default()
     }
 }

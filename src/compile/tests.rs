@@ -937,3 +937,25 @@ fn fields_the_filter_ignores_warn_naming_their_path() {
         ]
     );
 }
+
+// ---- security.signatureVerifier ----
+
+#[test]
+fn signature_verifier_is_envoy_unless_wasm_is_asked_for() {
+    use crate::authn::Verifier;
+    let with = |security: Value| loaded(&json!({"resources": [], "security": security}));
+    let verifier = |security| with(security).rules.authn.signature_verifier;
+    assert_eq!(verifier(json!({})), Verifier::Envoy);
+    assert_eq!(
+        verifier(json!({"signatureVerifier": "envoy"})),
+        Verifier::Envoy
+    );
+    assert_eq!(
+        verifier(json!({"signatureVerifier": "wasm"})),
+        Verifier::Wasm
+    );
+    assert_refused(
+        json!({"resources": [], "security": {"signatureVerifier": "boringssl"}}),
+        r#"security.signatureVerifier: "boringssl" is not one of "envoy", "wasm""#,
+    );
+}

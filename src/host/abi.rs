@@ -80,6 +80,14 @@ extern "C" {
         name_size: usize,
         return_id: *mut u32,
     ) -> u32;
+    fn proxy_call_foreign_function(
+        function_name: *const u8,
+        function_name_size: usize,
+        arguments: *const u8,
+        arguments_size: usize,
+        return_results: *mut *mut u8,
+        return_results_size: *mut usize,
+    ) -> u32;
     fn proxy_increment_metric(metric_id: u32, offset: i64) -> u32;
     fn proxy_record_metric(metric_id: u32, value: u64) -> u32;
     fn proxy_send_local_response(
@@ -304,6 +312,27 @@ pub fn http_call(
 ) -> Result<u32, Status> {
     #[allow(clippy::disallowed_methods)]
     proxy_wasm::hostcalls::dispatch_http_call(cluster, headers.to_vec(), None, vec![], timeout)
+}
+
+/// One of the host's foreign functions (`NotFound`: the host has none of that name), with
+/// what it returned. The SDK's call traps on a status it does not expect.
+pub fn call_foreign_function(name: &str, arguments: &[u8]) -> Result<Option<Vec<u8>>, Status> {
+    let mut data: *mut u8 = null_mut();
+    let mut size: usize = 0;
+    // SAFETY: name, arguments and the out-pointers are valid for the call.
+    let code = unsafe {
+        proxy_call_foreign_function(
+            name.as_ptr(),
+            name.len(),
+            arguments.as_ptr(),
+            arguments.len(),
+            &mut data,
+            &mut size,
+        )
+    };
+    status(code)?;
+    // SAFETY: the call succeeded, so data and size describe the host's allocation.
+    Ok(unsafe { owned(data, size) })
 }
 
 pub fn define_metric(kind: MetricType, name: &str) -> Result<u32, Status> {

@@ -13,6 +13,7 @@ use super::delay::{AfterDelay, Held};
 use super::metrics;
 use super::ratelimit::SharedBuckets;
 use super::root::{now_ms, Active, Shared};
+use super::signature::Signatures;
 use crate::authn::KeyState;
 use crate::engine::Forward;
 use crate::http::{Edit, LocalReply};
@@ -209,6 +210,7 @@ pub fn process(
                 now_ms: now_ms(),
                 keys: &keys,
                 token_cache: &mut active.token_cache.borrow_mut(),
+                signatures: &Signatures::new(shared, active.rules.authn.signature_verifier),
                 rng: &mut shared.rng.borrow_mut(),
                 buckets: &mut buckets,
             },

@@ -23,6 +23,8 @@ pub const PATH_REJECTED: &str = "meshrules_path_rejected";
 pub const JWT_VALID: &str = "meshrules_jwt_valid";
 pub const JWT_INVALID: &str = "meshrules_jwt_invalid";
 pub const JWT_MISSING: &str = "meshrules_jwt_missing";
+pub const JWT_SIGNATURES_ENVOY: &str = "meshrules_jwt_signatures_envoy";
+pub const JWT_SIGNATURES_WASM: &str = "meshrules_jwt_signatures_wasm";
 pub const JWKS_FETCH_OK: &str = "meshrules_jwks_fetch_ok";
 pub const JWKS_FETCH_FAILED: &str = "meshrules_jwks_fetch_failed";
 pub const RATELIMIT_ALLOWED: &str = "meshrules_ratelimit_allowed";
@@ -75,6 +77,9 @@ pub struct Globals {
     pub jwt_valid: Option<u32>,
     pub jwt_invalid: Option<u32>,
     pub jwt_missing: Option<u32>,
+    /// Signatures checked by Envoy's `verify_signature`, and by the filter itself.
+    pub jwt_signatures_envoy: Option<u32>,
+    pub jwt_signatures_wasm: Option<u32>,
     pub jwks_fetch_ok: Option<u32>,
     pub jwks_fetch_failed: Option<u32>,
     pub ratelimit_state_failed: Option<u32>,
@@ -97,6 +102,8 @@ impl Globals {
             jwt_valid: define(MetricType::Counter, JWT_VALID),
             jwt_invalid: define(MetricType::Counter, JWT_INVALID),
             jwt_missing: define(MetricType::Counter, JWT_MISSING),
+            jwt_signatures_envoy: define(MetricType::Counter, JWT_SIGNATURES_ENVOY),
+            jwt_signatures_wasm: define(MetricType::Counter, JWT_SIGNATURES_WASM),
             jwks_fetch_ok: define(MetricType::Counter, JWKS_FETCH_OK),
             jwks_fetch_failed: define(MetricType::Counter, JWKS_FETCH_FAILED),
             ratelimit_state_failed: define(MetricType::Counter, RATELIMIT_STATE_FAILED),

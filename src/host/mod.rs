@@ -10,6 +10,7 @@ mod jwks;
 mod metrics;
 mod ratelimit;
 mod root;
+mod signature;
 
 use proxy_wasm::traits::RootContext;
 

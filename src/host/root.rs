@@ -66,6 +66,8 @@ pub struct Root {
 
 impl Root {
     pub fn new() -> Self {
+        // Asked (and logged) when the VM starts, not on its first token.
+        super::signature::envoy_verifies();
         Root {
             shared: Rc::new(Shared {
                 active: RefCell::new(None),

@@ -12,6 +12,7 @@ use rsa::{BoxedUint, RsaPublicKey};
 use serde_json::{Map, Value};
 
 use super::json::protobuf_json;
+use super::signature::{ec_spki, rsa_spki, Curve};
 use super::token::b64url;
 use crate::x509;
 
@@ -60,10 +61,18 @@ pub(super) struct Jwk {
     pub(super) key: Key,
 }
 
+/// RSA and EC keys carry their DER `SubjectPublicKeyInfo` too, made once here: the form
+/// Envoy's `verify_signature` takes (see `signature.rs`).
 #[derive(Clone)]
 pub(super) enum Key {
-    Rsa(Box<RsaPublicKey>),
-    Ec(EcKey),
+    Rsa {
+        key: Box<RsaPublicKey>,
+        spki: Vec<u8>,
+    },
+    Ec {
+        key: EcKey,
+        spki: Vec<u8>,
+    },
     /// `None` for 32 bytes that are no curve point: BoringSSL keeps such a key and every
     /// signature then fails, so we keep it too.
     Ed25519(Option<ed25519_dalek::VerifyingKey>),
@@ -80,8 +89,8 @@ pub(super) enum EcKey {
 impl Key {
     fn kty(&self) -> &'static str {
         match self {
-            Key::Rsa(_) => "RSA",
-            Key::Ec(_) => "EC",
+            Key::Rsa { .. } => "RSA",
+            Key::Ec { .. } => "EC",
             Key::Ed25519(_) => "OKP",
             Key::Hmac(_) => "oct",
         }
@@ -197,7 +206,7 @@ fn x509_set(set: &Map<String, Value>) -> Result<Jwks, JwksError> {
         keys.push(Jwk {
             kid: kid.clone(),
             alg: String::new(),
-            key: Key::Rsa(Box::new(key)),
+            key,
         });
     }
     Ok(Jwks { keys })
@@ -210,7 +219,7 @@ const RSA_ENCRYPTION: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.2.840.1
 
 /// The RSA public key of the first PEM certificate in `pem` (BoringSSL's `PEM_read_bio_X509`,
 /// then `X509_get_pubkey`).
-fn x509_rsa_key(pem: &str) -> Result<RsaPublicKey, JwksError> {
+fn x509_rsa_key(pem: &str) -> Result<Key, JwksError> {
     let parse_error = JwksError::Unusable(X509_PARSE_ERROR);
     let der = x509::pem_certificate(pem).ok_or(parse_error.clone())?;
     let cert = x509::Certificate::from_der(&der).ok_or(parse_error)?;
@@ -222,15 +231,27 @@ fn x509_rsa_key(pem: &str) -> Result<RsaPublicKey, JwksError> {
 }
 
 /// PKCS #1 `RSAPublicKey ::= SEQUENCE { modulus INTEGER, publicExponent INTEGER }`.
-fn rsa_public_key_der(der: &[u8]) -> Option<RsaPublicKey> {
+fn rsa_public_key_der(der: &[u8]) -> Option<Key> {
     let mut reader = SliceReader::new(der).ok()?;
     let (n, e) = reader
         .sequence(|r| Ok::<_, der::Error>((UintRef::decode(r)?, UintRef::decode(r)?)))
         .ok()?;
     reader.finish().ok()?;
-    let n = BoxedUint::from_be_slice_vartime(n.as_bytes());
-    let e = BoxedUint::from_be_slice_vartime(e.as_bytes());
-    RsaPublicKey::new_with_size_limits(n, e, RSA_BITS).ok()
+    rsa(n.as_bytes(), e.as_bytes())
+}
+
+/// An RSA key from its big-endian modulus and exponent, if the `rsa` crate takes it.
+fn rsa(n: &[u8], e: &[u8]) -> Option<Key> {
+    let key = RsaPublicKey::new_with_size_limits(
+        BoxedUint::from_be_slice_vartime(n),
+        BoxedUint::from_be_slice_vartime(e),
+        RSA_BITS,
+    )
+    .ok()?;
+    Some(Key::Rsa {
+        key: Box::new(key),
+        spki: rsa_spki(n, e),
+    })
 }
 
 /// Envoy's `StructUtils::GetString`: absent, a string, or the wrong type.
@@ -306,26 +327,15 @@ fn rsa_key(jwk: &Map<String, Value>, alg: &str) -> Result<Key, &'static str> {
         return Err(PARSE_ERROR);
     };
     // Envoy takes only the two standard exponents.
-    let e = match strip_zeros(&e) {
-        [3] => 3u32,
-        [1, 0, 1] => 65537,
-        _ => return Err(PARSE_ERROR),
-    };
+    let e = strip_zeros(&e);
+    if !matches!(e, [3] | [1, 0, 1]) {
+        return Err(PARSE_ERROR);
+    }
     let n = strip_zeros(&n);
     if n.is_empty() {
         return Err(PARSE_ERROR);
     }
-    let n = BoxedUint::from_be_slice_vartime(n);
-    let key = RsaPublicKey::new_with_size_limits(n, BoxedUint::from(e), RSA_BITS)
-        .map_err(|_| PARSE_ERROR)?;
-    Ok(Key::Rsa(Box::new(key)))
-}
-
-#[derive(Clone, Copy)]
-enum Curve {
-    P256,
-    P384,
-    P521,
+    rsa(n, e).ok_or(PARSE_ERROR)
 }
 
 fn ec_key(jwk: &Map<String, Value>, alg: &str) -> Result<Key, &'static str> {
@@ -412,7 +422,11 @@ fn ec_key(jwk: &Map<String, Value>, alg: &str) -> Result<Key, &'static str> {
         Curve::P384 => from_coordinates!(p384, P384),
         Curve::P521 => from_coordinates!(p521, P521),
     };
-    key.map(Key::Ec).ok_or(PARSE_ERROR)
+    let key = key.ok_or(PARSE_ERROR)?;
+    Ok(Key::Ec {
+        key,
+        spki: ec_spki(curve, &point),
+    })
 }
 
 fn hmac_key(jwk: &Map<String, Value>, alg: &str) -> Result<Key, &'static str> {

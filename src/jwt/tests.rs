@@ -173,7 +173,7 @@ fn expect(audiences: &[String]) -> Expectation<'_> {
 }
 
 fn check(token: &str, expect: &Expectation, jwks: &Jwks) -> Result<Verified, JwtError> {
-    verify(decode(token)?, expect, jwks)
+    verify(decode(token)?, expect, jwks, &InModule)
 }
 
 fn auds(list: &[&str]) -> Vec<String> {
@@ -194,15 +194,19 @@ fn every_algorithm_verifies_with_its_key() {
     }
 }
 
+/// The token with one bit of its signature changed.
+fn flip_signature_byte(t: &str) -> String {
+    let (input, sig) = t.rsplit_once('.').unwrap();
+    let mut sig = URL_SAFE_NO_PAD.decode(sig).unwrap();
+    sig[10] ^= 0x01;
+    format!("{input}.{}", b64(&sig))
+}
+
 #[test]
 fn every_algorithm_refuses_a_flipped_signature_byte() {
     let jwks = jwks();
     for alg in ALL_ALGS {
-        let t = token(alg, &claims());
-        let (input, sig) = t.rsplit_once('.').unwrap();
-        let mut sig = URL_SAFE_NO_PAD.decode(sig).unwrap();
-        sig[10] ^= 0x01;
-        let bad = format!("{input}.{}", b64(&sig));
+        let bad = flip_signature_byte(&token(alg, &claims()));
         assert_eq!(
             check(&bad, &expect(&[]), &jwks),
             Err(JwtError::VerificationFails),
@@ -1095,7 +1099,7 @@ fn verify_cost() {
             let start = std::time::Instant::now();
             for _ in 0..rounds {
                 let d = decode(std::hint::black_box(&t)).unwrap();
-                std::hint::black_box(verify(d, &expect(&[]), &jwks).unwrap());
+                std::hint::black_box(verify(d, &expect(&[]), &jwks, &InModule).unwrap());
             }
             best = best.min(start.elapsed().as_secs_f64() / f64::from(rounds));
         }
@@ -1370,4 +1374,190 @@ fn base64url_with_nonzero_unused_bits_is_read_like_absl() {
             vec![0u8]
         );
     }
+}
+
+// ---- signatures offered to the host (Envoy's verify_signature) ----
+
+/// Checks what would go to Envoy's `verify_signature` with RustCrypto's own readers of those
+/// DER forms (SubjectPublicKeyInfo, ECDSA-Sig-Value) and the named digest, and requires the
+/// same answer as the filter's own check: the forms carry the same key and the same numbers.
+/// Counts the checks offered and those the filter kept.
+#[derive(Default)]
+struct DerReader {
+    offered: std::cell::Cell<usize>,
+    kept: std::cell::Cell<usize>,
+}
+
+impl SignatureVerifier for DerReader {
+    fn verify(&self, envoy: Option<&DigestVerify<'_>>, in_module: &dyn Fn() -> bool) -> bool {
+        let Some(check) = envoy else {
+            self.kept.set(self.kept.get() + 1);
+            return in_module();
+        };
+        self.offered.set(self.offered.get() + 1);
+        let valid = der_verify(check);
+        assert_eq!(valid, in_module(), "{check:?}");
+        valid
+    }
+}
+
+fn der_verify(c: &DigestVerify<'_>) -> bool {
+    use super::signature::Hash;
+    use p256::pkcs8::DecodePublicKey;
+    use rsa::pkcs1v15::Pkcs1v15Sign;
+    use sha2::Digest;
+    let digest = match c.hash {
+        Hash::Sha256 => Sha256::digest(c.text).to_vec(),
+        Hash::Sha384 => Sha384::digest(c.text).to_vec(),
+        Hash::Sha512 => Sha512::digest(c.text).to_vec(),
+    };
+    let sig = c.signature();
+    if let Ok(key) = rsa::RsaPublicKey::from_public_key_der(c.public_key) {
+        let scheme = match c.hash {
+            Hash::Sha256 => Pkcs1v15Sign::new::<Sha256>(),
+            Hash::Sha384 => Pkcs1v15Sign::new::<Sha384>(),
+            Hash::Sha512 => Pkcs1v15Sign::new::<Sha512>(),
+        };
+        return key.verify(scheme, &digest, &sig).is_ok();
+    }
+    macro_rules! ecdsa {
+        ($curve:ident, $size:literal) => {
+            if let Ok(key) = $curve::ecdsa::VerifyingKey::from_public_key_der(c.public_key) {
+                use $curve::ecdsa::signature::hazmat::PrehashVerifier;
+                let mut prehash = vec![0u8; $size - digest.len().min($size)];
+                prehash.extend_from_slice(&digest);
+                return $curve::ecdsa::Signature::from_der(&sig)
+                    .is_ok_and(|s| key.verify_prehash(&prehash, &s).is_ok());
+            }
+        };
+    }
+    ecdsa!(p256, 32);
+    ecdsa!(p384, 48);
+    ecdsa!(p521, 66);
+    panic!("no key in {:?}", c.public_key)
+}
+
+#[test]
+fn rs_and_es_signatures_are_offered_to_the_host_in_der_and_agree_with_the_filters_check() {
+    let jwks = jwks();
+    for alg in ALL_ALGS {
+        let good = token(alg, &claims());
+        let bad = flip_signature_byte(&good);
+        for (t, valid) in [(&good, true), (&bad, false)] {
+            let der = DerReader::default();
+            let result = verify(decode(t).unwrap(), &expect(&[]), &jwks, &der);
+            assert_eq!(result.is_ok(), valid, "{alg}: {result:?}");
+            let by_host = alg.starts_with("RS") || alg.starts_with("ES");
+            assert_eq!(der.offered.get() > 0, by_host, "{alg}");
+            assert_eq!(der.kept.get() > 0, !by_host, "{alg}");
+        }
+    }
+}
+
+#[test]
+fn es512_signatures_are_offered_with_a_p521_key_in_der() {
+    let jwks = Jwks::parse(&json!({"keys": [p521_jwk()]}).to_string(), false).unwrap();
+    let der = DerReader::default();
+    let t = es512_token(&claims());
+    assert!(verify(decode(&t).unwrap(), &expect(&[]), &jwks, &der).is_ok());
+    assert_eq!(der.offered.get(), 1);
+}
+
+#[test]
+fn an_rsa_key_from_an_x509_certificate_map_is_offered_in_der() {
+    let jwks = Jwks::parse(&cert_map(&[("rsa", RSA_CERT)]), false).unwrap();
+    let der = DerReader::default();
+    let t = token("RS256", &claims());
+    assert!(verify(decode(&t).unwrap(), &expect(&[]), &jwks, &der).is_ok());
+    assert_eq!(der.offered.get(), 1);
+}
+
+#[test]
+fn an_ec_key_checks_another_curves_digest_in_der_too() {
+    // Envoy's key-type-picks-the-check rule: an ES256 token against a P-384 key without alg
+    // is an ECDSA check over SHA-256 on P-384; offered like that, it fails there as here.
+    let jwks = jwks_with(
+        |k| {
+            k.remove("alg");
+            k.remove("kid");
+            k["kty"] == "EC" && k["crv"] == "P-384"
+        },
+        false,
+    );
+    let der = DerReader::default();
+    let t = token("ES256", &claims());
+    assert_eq!(
+        verify(decode(&t).unwrap(), &expect(&[]), &jwks, &der).unwrap_err(),
+        JwtError::VerificationFails
+    );
+    assert_eq!(der.offered.get(), 1);
+}
+
+#[test]
+fn ecdsa_r_and_s_become_minimal_der_integers() {
+    use super::signature::ecdsa_signature_der;
+    // A top bit set gets a zero byte in front; leading zeros go; zero is one zero byte.
+    assert_eq!(
+        ecdsa_signature_der(&[0x80, 0x01, 0x00, 0x7f]),
+        [0x30, 0x08, 0x02, 0x03, 0x00, 0x80, 0x01, 0x02, 0x01, 0x7f]
+    );
+    assert_eq!(
+        ecdsa_signature_der(&[0, 0, 0, 5]),
+        [0x30, 0x06, 0x02, 0x01, 0x00, 0x02, 0x01, 0x05]
+    );
+    // An odd last byte is left out, as jwt_authn splits the signature.
+    assert_eq!(
+        ecdsa_signature_der(&[1, 2, 9]),
+        [0x30, 0x06, 0x02, 0x01, 0x01, 0x02, 0x01, 0x02]
+    );
+    // P-521: two 66-byte numbers with the top bit set, 138 bytes of contents: a long-form length.
+    let der = ecdsa_signature_der(&[0xff; 132]);
+    assert_eq!(&der[..3], [0x30, 0x81, 0x8a]);
+    assert_eq!(der.len(), 3 + 0x8a);
+}
+
+#[test]
+fn ecdsa_der_is_what_rustcrypto_writes() {
+    let input = b"header.payload";
+    let sig: p256::ecdsa::Signature = p256_key("ec256").sign(input);
+    let der = super::signature::ecdsa_signature_der(&sig.to_bytes());
+    assert_eq!(der, sig.to_der().as_bytes());
+}
+
+#[test]
+fn verify_signature_arguments_are_the_protos_four_fields() {
+    let check = DigestVerify {
+        hash: super::signature::Hash::Sha384,
+        public_key: &[0xaa; 300],
+        signature: &[1, 2],
+        ecdsa: false,
+        text: b"a.b",
+    };
+    let args = check.arguments();
+    let mut want = vec![0x0a, 6];
+    want.extend_from_slice(b"sha384");
+    // 300 bytes: varint ac 02.
+    want.extend_from_slice(&[0x12, 0xac, 0x02]);
+    want.extend_from_slice(&[0xaa; 300]);
+    want.extend_from_slice(&[0x1a, 2, 1, 2, 0x22, 3]);
+    want.extend_from_slice(b"a.b");
+    assert_eq!(args, want);
+}
+
+#[test]
+fn verify_signature_results_are_read_as_proto3() {
+    assert_eq!(verify_signature_result(&[0x08, 0x01]), Some(true));
+    // How Envoy says no: only the error text, result absent (false).
+    let mut no = vec![0x12, 5];
+    no.extend_from_slice(b"Fails");
+    assert_eq!(verify_signature_result(&no), Some(false));
+    assert_eq!(verify_signature_result(&[]), Some(false));
+    assert_eq!(
+        verify_signature_result(&[0x12, 0x00, 0x08, 0x01]),
+        Some(true)
+    );
+    // Not such a message: truncated, or a wire type it does not use.
+    assert_eq!(verify_signature_result(&[0x12, 5, b'F']), None);
+    assert_eq!(verify_signature_result(&[0x08]), None);
+    assert_eq!(verify_signature_result(&[0x0d, 0, 0, 0, 0]), None);
 }

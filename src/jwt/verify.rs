@@ -11,6 +11,7 @@ use serde_json::{Map, Value};
 use sha2::{Digest, Sha256, Sha384, Sha512};
 
 use super::jwks::{EcKey, Jwks, Key};
+use super::signature::{DigestVerify, Hash, SignatureVerifier};
 use super::token::{Alg, Decoded};
 use super::JwtError;
 
@@ -61,11 +62,16 @@ impl Verified {
 }
 
 /// Checks in Envoy jwt_authn's order: issuer -> time (exp/nbf with skew) -> audiences ->
-/// key by kid/alg -> signature.
-pub fn verify(decoded: Decoded, expect: &Expectation, jwks: &Jwks) -> Result<Verified, JwtError> {
+/// key by kid/alg -> signature, each signature by `signatures` (see [`SignatureVerifier`]).
+pub fn verify(
+    decoded: Decoded,
+    expect: &Expectation,
+    jwks: &Jwks,
+    signatures: &dyn SignatureVerifier,
+) -> Result<Verified, JwtError> {
     let issuer = decoded.iss.as_deref().unwrap_or_default();
     check_claims(issuer, decoded.nbf, decoded.exp, &decoded.audiences, expect)?;
-    check_signature(&decoded, jwks)?;
+    check_signature(&decoded, jwks, signatures)?;
     let payload_b64 = decoded.payload_b64().to_owned();
     Ok(Verified {
         issuer: decoded.iss.unwrap_or_default(),
@@ -125,7 +131,11 @@ fn sanitize(aud: &str) -> &str {
 /// (SHA-256 unless ES384/ES512), an RSA key with PKCS #1 v1.5 for RS* and PSS for PS*, an
 /// HMAC key with the HS* digest (SHA-256 unless HS384/HS512), an Ed25519 key with Ed25519.
 /// An RSA public key is never an HMAC secret: no alg confusion.
-fn check_signature(token: &Decoded, jwks: &Jwks) -> Result<(), JwtError> {
+fn check_signature(
+    token: &Decoded,
+    jwks: &Jwks,
+    signatures: &dyn SignatureVerifier,
+) -> Result<(), JwtError> {
     // Envoy has no key set for the provider (its inline JWKS did not load).
     if jwks.keys.is_empty() {
         return Err(JwtError::NoValidKeys);
@@ -141,20 +151,35 @@ fn check_signature(token: &Decoded, jwks: &Jwks) -> Result<(), JwtError> {
         }
         kid_alg_matched = true;
         let ok = match &jwk.key {
-            Key::Rsa(key) => rsa_verify(key, alg, token),
-            Key::Ec(key) => ec_verify(key, alg, token),
+            Key::Rsa { key, spki } => {
+                // PKCS #1 v1.5 only: Envoy's verify_signature sets no PSS padding.
+                let hash = match alg {
+                    Alg::Rs256 => Some(Hash::Sha256),
+                    Alg::Rs384 => Some(Hash::Sha384),
+                    Alg::Rs512 => Some(Hash::Sha512),
+                    _ => None,
+                };
+                let envoy = hash.map(|hash| digest_verify(hash, spki, false, token));
+                signatures.verify(envoy.as_ref(), &|| rsa_verify(key, alg, token))
+            }
+            Key::Ec { key, spki } => {
+                let envoy = digest_verify(ec_hash(alg), spki, true, token);
+                signatures.verify(Some(&envoy), &|| ec_verify(key, alg, token))
+            }
             Key::Ed25519(key) => {
                 // Envoy gives up on the whole set for a signature of the wrong size.
                 let sig = ed25519_dalek::Signature::from_slice(&token.signature)
                     .map_err(|_| JwtError::Ed25519SignatureWrongLength)?;
                 // `verify`, not `verify_strict`: BoringSSL's ED25519_verify semantics.
-                key.is_some_and(|k| k.verify(token.signing_input.as_bytes(), &sig).is_ok())
+                signatures.verify(None, &|| {
+                    key.is_some_and(|k| k.verify(token.signing_input.as_bytes(), &sig).is_ok())
+                })
             }
-            Key::Hmac(secret) => match alg {
+            Key::Hmac(secret) => signatures.verify(None, &|| match alg {
                 Alg::Hs384 => hmac_verify::<Hmac<Sha384>>(secret, token),
                 Alg::Hs512 => hmac_verify::<Hmac<Sha512>>(secret, token),
                 _ => hmac_verify::<Hmac<Sha256>>(secret, token),
-            },
+            }),
         };
         if ok {
             return Ok(());
@@ -167,15 +192,39 @@ fn check_signature(token: &Decoded, jwks: &Jwks) -> Result<(), JwtError> {
     })
 }
 
+fn digest_verify<'a>(
+    hash: Hash,
+    spki: &'a [u8],
+    ecdsa: bool,
+    token: &'a Decoded,
+) -> DigestVerify<'a> {
+    DigestVerify {
+        hash,
+        public_key: spki,
+        signature: &token.signature,
+        ecdsa,
+        text: token.signing_input.as_bytes(),
+    }
+}
+
+/// An EC key is checked over the alg's digest whatever its curve: SHA-256 unless ES384/ES512.
+fn ec_hash(alg: Alg) -> Hash {
+    match alg {
+        Alg::Es384 => Hash::Sha384,
+        Alg::Es512 => Hash::Sha512,
+        _ => Hash::Sha256,
+    }
+}
+
 /// BoringSSL's `ECDSA_do_verify` as Envoy calls it: `r` and `s` are the two halves of the
 /// signature read as big-endian numbers (an odd last byte is left out), the digest is the
 /// alg's, cut or zero-extended to the curve.
 fn ec_verify(key: &EcKey, alg: Alg, token: &Decoded) -> bool {
     let msg = token.signing_input.as_bytes();
-    let digest = match alg {
-        Alg::Es384 => Sha384::digest(msg).to_vec(),
-        Alg::Es512 => Sha512::digest(msg).to_vec(),
-        _ => Sha256::digest(msg).to_vec(),
+    let digest = match ec_hash(alg) {
+        Hash::Sha384 => Sha384::digest(msg).to_vec(),
+        Hash::Sha512 => Sha512::digest(msg).to_vec(),
+        Hash::Sha256 => Sha256::digest(msg).to_vec(),
     };
     let sig = token.signature.as_slice();
     let half = sig.len() / 2;

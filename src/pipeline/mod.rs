@@ -21,7 +21,7 @@ use crate::authn::{self, KeyState};
 use crate::authz::{path, peer, Facts, JwtFacts, Peer, Verdict};
 use crate::engine::{self, Decision, Forward};
 use crate::http::{Edit, LocalReply, ReplyKind, Request};
-use crate::jwt::{TokenCache, Verified};
+use crate::jwt::{SignatureVerifier, TokenCache, Verified};
 use crate::ratelimit::{self, Store};
 use crate::rules::ratelimit::AppendAction;
 use crate::rules::RuleSet;
@@ -37,6 +37,8 @@ pub struct Env<'e, 'k> {
     /// Where each `jwksUri` key set stands (index into `authn.remote`).
     pub keys: &'k dyn Fn(usize) -> KeyState<'k>,
     pub token_cache: &'e mut TokenCache,
+    /// Checks the signatures of tokens not in the cache.
+    pub signatures: &'e dyn SignatureVerifier,
     /// Fault, split and rate limit samples.
     pub rng: &'e mut fastrand::Rng,
     /// The rate limits' token buckets.
@@ -194,7 +196,7 @@ impl<'r> Plan<'r> {
         }
         let mut jwt = None;
         if !rules.authn.is_empty() {
-            match self.authenticate(env.now_ms / 1000, env.keys, env.token_cache) {
+            match self.authenticate(env.now_ms / 1000, env.keys, env.token_cache, env.signatures) {
                 Ok(token) => jwt = token,
                 Err(outcome) => return *outcome,
             }
@@ -213,6 +215,7 @@ impl<'r> Plan<'r> {
         now: u64,
         keys: &'k dyn Fn(usize) -> KeyState<'k>,
         cache: &mut TokenCache,
+        signatures: &dyn SignatureVerifier,
     ) -> Result<Option<Rc<Verified>>, Box<Outcome>> {
         let authn = &self.rules.authn;
         // A client cannot send what a verified token would set (Envoy's jwt_authn).
@@ -222,7 +225,7 @@ impl<'r> Plan<'r> {
             }
         }
         let req = view(&self.headers, self.listener_port);
-        match authn.authenticate(&req, now, keys, cache) {
+        match authn.authenticate(&req, now, keys, cache, signatures) {
             authn::Outcome::Missing => {
                 self.events.push(Event::JwtMissing);
                 Ok(None)

@@ -92,6 +92,7 @@ impl<'r> Client<'r> {
                 now_ms: self.now_ms,
                 keys: &|_| KeyState::Failed,
                 token_cache: &mut self.rules.authn.new_cache(),
+                signatures: &crate::jwt::InModule,
                 rng: &mut self.rng,
                 buckets: &mut self.buckets,
             },

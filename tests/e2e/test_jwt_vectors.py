@@ -6,8 +6,14 @@ with that RequestAuthentication, request by request, in ONE Envoy. The two must 
 outcome (accepted, refused with 401/403, or the key set refused at load) and on what they say
 (Envoy's status text as the 401/403 body, or the status of the refused key set).
 
-One Envoy carries two listeners per vector group (the JWKS, issuers, audiences and clock skew a
-vector is checked under): one with jwt_authn, one with meshrules. Each listener takes its HTTP
+meshrules answers twice, once per signature verifier (``security.signatureVerifier``): ``envoy``,
+the default, where Envoy's ``verify_signature`` foreign function (BoringSSL) checks RS* and ES*,
+and ``wasm``, the filter's own RustCrypto verifiers for every algorithm. Both must agree with
+jwt_authn on every vector, and the filter's counters, read around each request, show which
+verifier checked its signatures: Envoy's for RS*/ES* with the default, never with ``wasm``.
+
+One Envoy carries three listeners per vector group (the JWKS, issuers, audiences and clock skew
+a vector is checked under): one with jwt_authn, one per meshrules verifier. Each listener takes its HTTP
 filter over ECDS from its own file, so a configuration one side refuses (Envoy: "Provider ... in
 jwt_authn config has invalid local jwks: <status>"; meshrules: "config rejected: ...jwks:
 <status>") fails that filter only, and the refusal is read from Envoy's log.
@@ -15,6 +21,7 @@ jwt_authn config has invalid local jwks: <status>"; meshrules: "config rejected:
 
 from __future__ import annotations
 
+import base64
 import collections
 import copy
 import http.client
@@ -78,10 +85,11 @@ def envoy_filter(gid: str, group: dict, skew: int) -> dict:
     return f
 
 
-def meshrules_filter(gid: str, group: dict, skew: int) -> dict:
-    plugin = security_config(request_authentication("jwt", *jwt_rules(group)), clockSkew=f"{skew}s")
+def meshrules_filter(gid: str, group: dict, skew: int, verifier: str) -> dict:
+    plugin = security_config(request_authentication("jwt", *jwt_rules(group)), clockSkew=f"{skew}s",
+                             signatureVerifier=verifier)
     return {
-        "name": f"meshrules-{gid}",
+        "name": f"meshrules-{verifier}-{gid}",
         "root_id": "meshrules",
         "configuration": {"@type": "type.googleapis.com/google.protobuf.StringValue",
                           "value": json.dumps(plugin)},
@@ -90,7 +98,10 @@ def meshrules_filter(gid: str, group: dict, skew: int) -> dict:
     }
 
 
-SIDES = {"envoy": JWT_AUTHN_TYPE, "meshrules": WASM_FILTER_TYPE}
+# Listener name prefix: the meshrules signature verifier (None: jwt_authn).
+SIDES = {"envoy": None, "meshrules": "envoy", "meshrules-wasm": "wasm"}
+STAT_SIGNATURES = {"envoy": "wasmcustom.meshrules_jwt_signatures_envoy",
+                   "wasm": "wasmcustom.meshrules_jwt_signatures_wasm"}
 
 
 def listener_name(side: str, gid: str) -> str:
@@ -106,13 +117,14 @@ def build_bootstrap(workdir: Path, passthrough_port: int, now: int, groups: dict
     listeners = []
     for gid, group in (GROUPS if groups is None else groups).items():
         skew = clock_skew(group, now)
-        for side in SIDES:
-            if side == "envoy":
+        for side, verifier in SIDES.items():
+            if verifier is None:
                 f = {"name": "envoy.filters.http.jwt_authn",
                      "typed_config": {"@type": JWT_AUTHN_TYPE, **envoy_filter(gid, group, skew)}}
             else:
                 f = {"name": "envoy.filters.http.wasm",
-                     "typed_config": {"@type": WASM_FILTER_TYPE, "config": meshrules_filter(gid, group, skew)}}
+                     "typed_config": {"@type": WASM_FILTER_TYPE,
+                                      "config": meshrules_filter(gid, group, skew, verifier)}}
             lst = copy.deepcopy(template)
             lst["@type"] = "type.googleapis.com/envoy.config.listener.v3.Listener"
             lst["name"] = listener_name(side, gid)
@@ -211,9 +223,22 @@ def outcome(status: int, body: bytes, headers: dict) -> Outcome:
     return Outcome("rejected", status, body.decode(errors="replace"))
 
 
+@dataclass(frozen=True)
+class Checked:
+    """Signatures one meshrules request had checked, by Envoy and by the filter itself."""
+    envoy: int
+    wasm: int
+
+
+def signature_counts(env) -> Checked:
+    stats = env.stats("meshrules_jwt_signatures_")
+    return Checked(*(stats.get(STAT_SIGNATURES[k], 0) for k in ("envoy", "wasm")))
+
+
 @pytest.fixture(scope="module")
-def results(tmp_path_factory, module_envoy_launcher, upstreams):
-    """Every vector through both listeners of its group: {vector id: (envoy, meshrules)}."""
+def run(tmp_path_factory, module_envoy_launcher, upstreams):
+    """Every vector through the three listeners of its group: ({vector id: (envoy, meshrules,
+    meshrules-wasm)}, {vector id: {meshrules side: Checked}})."""
     require_binaries()
     workdir = tmp_path_factory.mktemp("jwt-vectors")
     now = int(time.time())
@@ -226,25 +251,35 @@ def results(tmp_path_factory, module_envoy_launcher, upstreams):
     # Every listener is serving or refused, with its reason.
     missing = {listener_name(side, gid) for gid in GROUPS for side in SIDES} - set(ports)
     assert missing == set(refused), (sorted(missing ^ set(refused)), tail(env.log_text()))
-    out = {}
+    out, checked = {}, {}
+    counted = signature_counts(env)
     for v in VECTORS:
-        pair = []
-        for side in SIDES:
+        answers, checked[v["id"]] = [], {}
+        for side, verifier in SIDES.items():
             name = listener_name(side, v["group"])
             if name in refused:
-                pair.append(Outcome(REFUSED, 0, refused[name]))
+                answers.append(Outcome(REFUSED, 0, refused[name]))
                 continue
             status, body, headers = send(ports[name], v, int(time.time()))
-            pair.append(outcome(status, body, headers))
-        out[v["id"]] = tuple(pair)
+            answers.append(outcome(status, body, headers))
+            if verifier is not None:
+                before, counted = counted, signature_counts(env)
+                checked[v["id"]][side] = Checked(counted.envoy - before.envoy, counted.wasm - before.wasm)
+        out[v["id"]] = tuple(answers)
     elapsed = time.monotonic() - start
     counts = collections.Counter()
-    for e, m in out.values():
-        counts["outcome"] += e.kind == m.kind
-        counts["body"] += e == m or (e.kind == m.kind == "accepted")
-    print(f"\njwt vectors: {len(out)} vectors, {counts['outcome']} agree on outcome, "
-          f"{counts['body']} agree on body, {elapsed:.1f}s with Envoy's start")
-    return out
+    for e, *ms in out.values():
+        for side, m in zip(list(SIDES)[1:], ms):
+            counts[side, "outcome"] += e.kind == m.kind
+            counts[side, "body"] += e == m or (e.kind == m.kind == "accepted")
+    print(f"\njwt vectors: {len(out)} vectors, {elapsed:.1f}s with Envoy's start; agree on outcome, on body: "
+          + ", ".join(f"{side} {counts[side, 'outcome']}, {counts[side, 'body']}" for side in list(SIDES)[1:]))
+    return out, checked
+
+
+@pytest.fixture(scope="module")
+def results(run):
+    return run[0]
 
 
 def vector_param(v: dict):
@@ -253,14 +288,62 @@ def vector_param(v: dict):
 
 @pytest.mark.parametrize("vector", [vector_param(v) for v in VECTORS])
 def test_vector_gets_the_same_answer_from_meshrules_as_from_envoy_jwt_authn(results, vector):
-    envoy, meshrules = results[vector["id"]]
+    envoy, meshrules, _ = results[vector["id"]]
     assert meshrules == envoy, f"{vector['id']} ({vector.get('note', vector['how'])}): " \
                                f"envoy {envoy}, meshrules {meshrules}"
 
 
+@pytest.mark.parametrize("vector", [vector_param(v) for v in VECTORS])
+def test_vector_gets_the_same_answer_with_the_filters_own_signature_verifier(results, vector):
+    envoy, _, wasm = results[vector["id"]]
+    assert wasm == envoy, f"{vector['id']} ({vector.get('note', vector['how'])}): " \
+                          f"envoy {envoy}, meshrules with signatureVerifier wasm {wasm}"
+
+
+def token_alg(vector: dict) -> str | None:
+    """The alg of the vector's token header, if it has a readable one."""
+    if "mint" in vector:
+        return vector["mint"]["header"]["alg"]
+    token = vector.get("token") or ""
+    try:
+        header = json.loads(base64.urlsafe_b64decode(token.split(".")[0] + "=="))
+    except ValueError:
+        return None
+    alg = header.get("alg") if isinstance(header, dict) else None
+    return alg if isinstance(alg, str) else None
+
+
+def test_envoys_verify_signature_checks_rs_and_es_signatures_and_wasm_checks_none(run):
+    results, checked = run
+    verified_by_envoy = verified_in_wasm = 0
+    for vid, sides in checked.items():
+        default, wasm = sides.get("meshrules"), sides.get("meshrules-wasm")
+        if wasm is not None:
+            assert wasm.envoy == 0, f"{vid}: signatureVerifier wasm asked Envoy: {wasm}"
+        if default is None or wasm is None:
+            continue
+        # The same keys are tried on both sides (a token cache hit tries none on either).
+        assert default.envoy + default.wasm == wasm.wasm, f"{vid}: {default} vs {wasm}"
+        vector = next(v for v in VECTORS if v["id"] == vid)
+        alg = token_alg(vector) or ""
+        if results[vid][1].kind == "accepted" and default.envoy + default.wasm > 0:
+            if re.fullmatch(r"(RS|ES)(256|384|512)", alg):
+                # The signature that let it in was Envoy's answer.
+                assert default.envoy >= 1, f"{vid} ({alg}): {default}"
+                verified_by_envoy += 1
+            elif re.fullmatch(r"(PS|HS)(256|384|512)|EdDSA", alg):
+                # Not Envoy's to check (a header this test cannot read is left out).
+                assert default.envoy == 0, f"{vid} ({alg}): {default}"
+                verified_in_wasm += 1
+    print(f"\nsignatures: {verified_by_envoy} accepted RS*/ES* vectors checked by Envoy, "
+          f"{verified_in_wasm} accepted PS*/EdDSA/HS* vectors by the filter")
+    # RS*/ES* and PS*/EdDSA/HS* tokens among the accepted ones.
+    assert verified_by_envoy >= 40 and verified_in_wasm >= 20, (verified_by_envoy, verified_in_wasm)
+
+
 def test_the_suite_covers_every_vector_and_outcome(results):
     assert len(results) == len(VECTORS) == len({v["id"] for v in VECTORS})
-    kinds = collections.Counter(e.kind for e, _ in results.values())
+    kinds = collections.Counter(e.kind for e, *_ in results.values())
     # Envoy accepts some, refuses some tokens and refuses some key sets at load: the suite
     # exercises all three, so agreement is not agreement on one answer.
     assert kinds["accepted"] >= 50 and kinds["rejected"] >= 100 and kinds[REFUSED] >= 20, kinds
@@ -273,8 +356,8 @@ def test_the_suite_covers_every_vector_and_outcome(results):
 
 
 def both(results, vid: str) -> Outcome:
-    envoy, meshrules = results[vid]
-    assert meshrules == envoy, f"{vid}: envoy {envoy}, meshrules {meshrules}"
+    envoy, *meshrules = results[vid]
+    assert meshrules == [envoy, envoy], f"{vid}: envoy {envoy}, meshrules {meshrules}"
     return envoy
 
 
@@ -384,7 +467,7 @@ def syntax_results(tmp_path_factory, module_envoy_launcher, upstreams):
     out = {}
     for gid in groups:
         pair = []
-        for side in SIDES:
+        for side in ("envoy", "meshrules"):
             name = listener_name(side, gid)
             if name in refused:
                 pair.append(Outcome(REFUSED, 0, refused[name]))

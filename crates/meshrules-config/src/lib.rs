@@ -237,6 +237,9 @@ pub struct Security {
     pub clock_skew: String,
     /// Verified tokens remembered per worker, so repeated tokens skip signature checks.
     pub token_cache_size: f64,
+    /// Who checks JWT signatures: `envoy` (Envoy's `verify_signature` foreign function for
+    /// RS* and ES* where Envoy has it, the filter for the rest) or `wasm` (the filter alone).
+    pub signature_verifier: String,
     /// The mesh's trust domain (meshConfig `trustDomain`): principals in `cluster.local`
     /// stand for it, as in istiod.
     pub trust_domain: String,
@@ -256,6 +259,7 @@ impl Default for Security {
             jwks_cache_duration: "300s".to_string(),
             clock_skew: "60s".to_string(),
             token_cache_size: 1000.0,
+            signature_verifier: "envoy".to_string(),
             trust_domain: "cluster.local".to_string(),
             trust_domain_aliases: Vec::new(),
         }

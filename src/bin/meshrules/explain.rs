@@ -203,6 +203,7 @@ pub fn run(args: &ExplainArgs) -> Result<(), Failure> {
                 .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX)),
             keys: &keys,
             token_cache: &mut TokenCache::new(0),
+            signatures: &meshrules::jwt::InModule,
             rng: &mut fastrand::Rng::with_seed(0),
             // Every bucket full: explain shows one request on its own.
             buckets: &mut LocalBuckets::default(),
