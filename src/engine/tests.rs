@@ -6,6 +6,7 @@ use serde_json::{json, Value};
 
 use super::*;
 use crate::compile::{load, Anonymous, Identity, ProxyKind};
+use crate::http::testing::pairs;
 use crate::http::{Edit, LocalReply, ReplyKind, Request};
 use crate::rules::Route;
 
@@ -418,13 +419,6 @@ fn grpc_abort_answers_http_200_with_grpc_status() {
 
 fn router_headers(rules: &RuleSet, name: &str) -> Vec<(String, String)> {
     route_named(rules, name).router_headers.clone()
-}
-
-fn pairs(items: &[(&str, &str)]) -> Vec<(String, String)> {
-    items
-        .iter()
-        .map(|(k, v)| (k.to_string(), v.to_string()))
-        .collect()
 }
 
 #[test]

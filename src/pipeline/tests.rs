@@ -9,6 +9,7 @@ use sha2::Sha256;
 
 use super::*;
 use crate::compile::{load, Anonymous};
+use crate::http::testing::get;
 use crate::jwt::Jwks;
 use crate::ratelimit::LocalBuckets;
 
@@ -83,21 +84,6 @@ fn demoapp() -> Value {
             {"name": "default", "route": dest("v1")},
         ]}),
     )
-}
-
-fn get(path: &str, extra: &[(&str, &str)]) -> Vec<(String, String)> {
-    let mut h: Vec<(String, String)> = [
-        (":method", "GET"),
-        (":scheme", "http"),
-        (":authority", "demoapp"),
-        (":path", path),
-    ]
-    .iter()
-    .chain(extra)
-    .map(|(k, v)| (k.to_string(), v.to_string()))
-    .collect();
-    h.dedup();
-    h
 }
 
 /// Runs the pipeline with a fresh token cache; remote keys come from `keys`.

@@ -7,6 +7,7 @@ use serde_json::{json, Value};
 use super::*;
 use crate::authn::KeyState;
 use crate::compile::{load, Anonymous};
+use crate::http::testing::{get, pairs};
 use crate::pipeline::{self, Env, Event, NoConnection, Outcome, Plan};
 use crate::rules::ratelimit::Bucket;
 use crate::rules::RuleSet;
@@ -53,19 +54,6 @@ fn errors(config: &Value) -> Vec<String> {
         .collect()
 }
 
-fn request(path: &str, extra: &[(&str, &str)]) -> Vec<(String, String)> {
-    [
-        (":method", "GET"),
-        (":scheme", "http"),
-        (":authority", "demoapp"),
-        (":path", path),
-    ]
-    .iter()
-    .chain(extra)
-    .map(|(k, v)| (k.to_string(), v.to_string()))
-    .collect()
-}
-
 struct Client<'r> {
     rules: &'r RuleSet,
     buckets: LocalBuckets,
@@ -101,7 +89,7 @@ impl<'r> Client<'r> {
 
     /// Status (200 for a forward) and the `x-ratelimit-*` headers.
     fn get(&mut self, path: &str, extra: &[(&str, &str)]) -> (u32, Vec<(String, String)>) {
-        let plan = self.send(request(path, extra));
+        let plan = self.send(get(path, extra));
         let rl = |h: &[(String, String)]| -> Vec<(String, String)> {
             h.iter()
                 .filter(|(k, _)| k.starts_with("x-ratelimit") || k == "retry-after")
@@ -122,13 +110,6 @@ impl<'r> Client<'r> {
             other => panic!("{other:?}"),
         }
     }
-}
-
-fn pairs(items: &[(&str, &str)]) -> Vec<(String, String)> {
-    items
-        .iter()
-        .map(|(k, v)| (k.to_string(), v.to_string()))
-        .collect()
 }
 
 #[test]
@@ -152,7 +133,7 @@ fn the_routes_bucket_refuses_with_429_local_rate_limited_and_draft_03_headers() 
     let mut refused = h("0", "30");
     refused.push(("retry-after".into(), "30".into()));
     assert_eq!(c.get("/", &[]), (429, refused));
-    let plan = c.send(request("/", &[]));
+    let plan = c.send(get("/", &[]));
     match &plan.outcome {
         Outcome::Reply { reply, .. } => {
             assert_eq!(reply.body, b"local_rate_limited");
@@ -184,7 +165,7 @@ fn a_fault_abort_and_a_cors_preflight_take_no_token_but_a_redirect_does() {
             ("origin", "https://a.example"),
             ("access-control-request-method", "GET"),
         ];
-        let mut options = request("/", &preflight);
+        let mut options = get("/", &preflight);
         options[0].1 = "OPTIONS".into();
         let plan = c.send(options);
         assert!(
@@ -259,7 +240,7 @@ fn shadow_mode_counts_a_refusal_and_lets_the_request_through() {
     ));
     let mut c = Client::new(&rules);
     assert_eq!(c.get("/", &[]).0, 200);
-    let plan = c.send(request("/", &[]));
+    let plan = c.send(get("/", &[]));
     assert!(matches!(plan.outcome, Outcome::Forward { .. }));
     assert!(matches!(
         plan.events.last(),
