@@ -595,6 +595,7 @@ mod tests {
     }
 
     #[test]
+    #[allow(clippy::unwrap_used)]
     fn a_raw_value_is_taken_whole_from_a_value_and_from_json_text() {
         let v = json!({"raw": {"a": [1, {"b": "c"}]}, "raws": [true, null], "maybe": null});
         let from_value = from_value::<Kept>(v.clone()).unwrap();
