@@ -194,7 +194,7 @@ pub fn string_matcher(
             );
             None
         }
-        Some(r) => full_match_regex(r, &format!("{path}.regex"), diags).map(StrMatcher::Regex),
+        Some(r) => full_match_regex(r, &format!("{path}.regex"), diags).map(StrMatcher::regex),
         None => None,
     }
 }
@@ -285,6 +285,9 @@ pub fn match_block(
     if diags.errors.len() > errors_before {
         return None;
     }
+    // Kept for the VM's life: no room for more (a push leaves room for four).
+    block.headers.shrink_to_fit();
+    block.query.shrink_to_fit();
     applies_to_proxy(m, path, scope, diags).then_some(block)
 }
 

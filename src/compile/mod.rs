@@ -632,6 +632,8 @@ fn compile(mut config: PluginConfig, identity: &dyn Identity, diags: &mut Diagno
         _ => false,
     });
     rules.rate_limits = ratelimit::compile(&config.rate_limits, &rules, diags);
+    rules.routes.shrink_to_fit();
+    rules.virtual_services.shrink_to_fit();
     rules
 }
 

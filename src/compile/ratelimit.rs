@@ -533,11 +533,11 @@ fn string_matcher(
         (_, Some(p), ..) => Some(StrMatcher::Prefix(p.clone())),
         (_, _, Some(s), ..) => {
             let anchored = format!("^{flags}(?s:.*){}$", regex::escape(s));
-            compile_regex(&anchored, s, &format!("{path}.suffix"), diags).map(StrMatcher::Regex)
+            compile_regex(&anchored, s, &format!("{path}.suffix"), diags).map(StrMatcher::regex)
         }
         (_, _, _, Some(c), _) => {
             let anchored = format!("^{flags}(?s:.*){}(?s:.*)$", regex::escape(c));
-            compile_regex(&anchored, c, &format!("{path}.contains"), diags).map(StrMatcher::Regex)
+            compile_regex(&anchored, c, &format!("{path}.contains"), diags).map(StrMatcher::regex)
         }
         (_, _, _, _, Some(_)) if m.ignore_case => {
             diags.error(
@@ -552,7 +552,7 @@ fn string_matcher(
             &format!("{path}.safeRegex.regex"),
             diags,
         )
-        .map(StrMatcher::Regex),
+        .map(StrMatcher::regex),
         _ => None,
     }
 }

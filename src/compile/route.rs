@@ -219,6 +219,11 @@ pub(crate) fn compile_route(
     if diags.errors.len() > errors_before || excluded {
         return None;
     }
+    // A compiled route lives as long as the VM: its lists hold what they hold, no more
+    // (collecting or pushing leaves room for four).
+    let mut matches = matches;
+    matches.shrink_to_fit();
+    router_headers.shrink_to_fit();
     Some(Route {
         virtual_service: vs,
         name,
@@ -468,6 +473,7 @@ fn compile_split(
         );
         return None;
     };
+    destinations.shrink_to_fit();
     Some(Split {
         destinations,
         total_weight,

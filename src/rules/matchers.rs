@@ -10,12 +10,17 @@ pub enum StrMatcher {
     Exact(String),
     Prefix(String),
     /// Anchored at both ends: Envoy's `safe_regex` matches the whole value (RE2 FullMatch).
-    Regex(Regex),
+    Regex(Box<Regex>),
     ExactIgnoreCase(String),
     PrefixIgnoreCase(String),
 }
 
 impl StrMatcher {
+    /// Boxed: a regex is rare and a `Regex` is 56 bytes, the other matchers 24.
+    pub fn regex(r: Regex) -> Self {
+        StrMatcher::Regex(Box::new(r))
+    }
+
     pub fn matches(&self, value: &str) -> bool {
         match self {
             StrMatcher::Exact(s) => value == s,
