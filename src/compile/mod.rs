@@ -346,7 +346,7 @@ fn compile(mut config: PluginConfig, identity: &dyn Identity, diags: &mut Diagno
     }
     // Each VirtualService's raw routes, taken out to be moved into the route parser (the rest
     // of the configuration is only read).
-    let mut raw_routes: Vec<Vec<config::Raw>> = config
+    let mut raw_routes: Vec<Vec<config::HttpRouteEntry>> = config
         .resources
         .iter_mut()
         .map(|res| match &mut res.spec {
@@ -496,7 +496,7 @@ fn compile(mut config: PluginConfig, identity: &dyn Identity, diags: &mut Diagno
         let mut routes = Vec::new();
         for (i, raw) in std::mem::take(http).into_iter().enumerate() {
             let rpath = format!("{path}.http[{i}]");
-            let Some(http) = diags.parse_http_route(raw, &rpath) else {
+            let Some(http) = diags.http_route(raw, &rpath) else {
                 continue;
             };
             if !http.name.is_empty() {

@@ -16,15 +16,28 @@ pub struct VirtualServiceSpec {
     pub hosts: Vec<String>,
     #[serde(default)]
     pub gateways: Vec<String>,
-    /// Kept as raw JSON so each route is parsed, and reported on, by itself.
+    /// Each route read by itself, so that a bad route is reported alone.
     #[serde(default)]
-    pub http: Vec<Raw>,
+    pub http: Vec<HttpRouteEntry>,
     #[serde(default)]
     pub tls: Vec<Raw>,
     #[serde(default)]
     pub tcp: Vec<Raw>,
     #[serde(default)]
     pub export_to: Vec<String>,
+}
+
+/// One `http` route of a VirtualService, or what is wrong with it (reported when the
+/// VirtualService is compiled, in its place among the other problems). Read as soon as its
+/// VirtualService is: no JSON tree of the routes is kept for the compile step.
+#[derive(Debug, Clone)]
+pub struct HttpRouteEntry(pub Result<HttpRoute, crate::path_de::PathError>);
+
+impl<'de> Deserialize<'de> for HttpRouteEntry {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let Raw(value) = Raw::deserialize(d)?;
+        Ok(HttpRouteEntry(crate::path_de::from_value(value)))
+    }
 }
 
 #[derive(Debug, Default, Clone, Deserialize)]

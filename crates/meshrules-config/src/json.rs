@@ -18,8 +18,19 @@ use crate::ConfigError;
 /// path is where the problem is (`$` for the text as a whole), its message serde_json's with
 /// the line and column.
 pub fn parse_unique(json: &[u8]) -> Result<Value, ConfigError> {
+    parse_config(json, None)
+}
+
+/// [`parse_unique`] for a configuration: with `resources` given, each element of the top-level
+/// `resources` array goes to it as soon as it is read, and the array is left empty in the value
+/// returned. A JSON tree takes about 25 times its text, and the Wasm VM's memory never shrinks:
+/// the whole configuration is never one tree.
+pub fn parse_config(
+    json: &[u8],
+    resources: Option<&mut dyn FnMut(Value)>,
+) -> Result<Value, ConfigError> {
     let mut segments = Vec::new();
-    read(json, &mut segments).map_err(|e| {
+    read(json, &mut segments, resources).map_err(|e| {
         let path = match render_path(&segments) {
             p if p == "." => "$".to_string(),
             p => p,
@@ -36,22 +47,44 @@ pub fn parse_unique(json: &[u8]) -> Result<Value, ConfigError> {
 /// The same reader for JSON that is not configuration (tokens, key sets): serde_json's error,
 /// with its line and column, and no path.
 pub fn read_unique(json: &[u8]) -> Result<Value, serde_json::Error> {
-    read(json, &mut Vec::new())
+    read(json, &mut Vec::new(), None)
 }
 
 /// On an error, `segments` holds the path to where it happened, innermost first.
-fn read(json: &[u8], segments: &mut Vec<Segment>) -> Result<Value, serde_json::Error> {
+fn read(
+    json: &[u8],
+    segments: &mut Vec<Segment>,
+    resources: Option<&mut dyn FnMut(Value)>,
+) -> Result<Value, serde_json::Error> {
     let mut de = serde_json::Deserializer::from_slice(json);
-    Node(segments)
-        .deserialize(&mut de)
-        .and_then(|v| de.end().map(|()| v))
+    let top = Node {
+        path: segments,
+        resources,
+        elements: None,
+    };
+    top.deserialize(&mut de).and_then(|v| de.end().map(|()| v))
 }
 
 /// Builds a value; on a failure below it, adds its own key or index to the path (innermost
 /// first), so only a failure costs the path.
-struct Node<'p>(&'p mut Vec<Segment>);
+struct Node<'p, 'h> {
+    path: &'p mut Vec<Segment>,
+    /// At the top: where the elements of a `resources` array go.
+    resources: Option<&'h mut dyn FnMut(Value)>,
+    /// Where this value's elements go, if it is an array, instead of into it.
+    elements: Option<&'h mut dyn FnMut(Value)>,
+}
 
-impl<'de> DeserializeSeed<'de> for Node<'_> {
+/// A value inside another: no hooks.
+fn child<'p>(path: &'p mut Vec<Segment>) -> Node<'p, 'static> {
+    Node {
+        path,
+        resources: None,
+        elements: None,
+    }
+}
+
+impl<'de> DeserializeSeed<'de> for Node<'_, '_> {
     type Value = Value;
 
     fn deserialize<D: de::Deserializer<'de>>(self, d: D) -> Result<Value, D::Error> {
@@ -59,7 +92,7 @@ impl<'de> DeserializeSeed<'de> for Node<'_> {
     }
 }
 
-impl<'de> Visitor<'de> for Node<'_> {
+impl<'de> Visitor<'de> for Node<'_, '_> {
     type Value = Value;
 
     fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -96,13 +129,22 @@ impl<'de> Visitor<'de> for Node<'_> {
     }
 
     fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Value, A::Error> {
+        let Node { path, elements, .. } = self;
         let mut items = Vec::new();
+        let mut read = 0;
+        let mut elements = elements;
         loop {
-            match seq.next_element_seed(Node(&mut *self.0)) {
-                Ok(Some(v)) => items.push(v),
+            match seq.next_element_seed(child(&mut *path)) {
+                Ok(Some(v)) => {
+                    read += 1;
+                    match elements.as_mut() {
+                        Some(each) => each(v),
+                        None => items.push(v),
+                    }
+                }
                 Ok(None) => return Ok(Value::Array(items)),
                 Err(e) => {
-                    self.0.push(Segment::Index(items.len()));
+                    path.push(Segment::Index(read));
                     return Err(e);
                 }
             }
@@ -110,19 +152,33 @@ impl<'de> Visitor<'de> for Node<'_> {
     }
 
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Value, A::Error> {
+        let Node {
+            path,
+            mut resources,
+            ..
+        } = self;
         let mut members = Map::new();
         while let Some(key) = map.next_key::<String>()? {
             if members.contains_key(&key) {
                 let message = format!("duplicate key {key:?}");
-                self.0.push(Segment::Key(key));
+                path.push(Segment::Key(key));
                 return Err(de::Error::custom(message));
             }
-            match map.next_value_seed(Node(&mut *self.0)) {
+            let node = Node {
+                path: &mut *path,
+                resources: None,
+                elements: if key == "resources" {
+                    resources.take()
+                } else {
+                    None
+                },
+            };
+            match map.next_value_seed(node) {
                 Ok(v) => {
                     members.insert(key, v);
                 }
                 Err(e) => {
-                    self.0.push(Segment::Key(key));
+                    path.push(Segment::Key(key));
                     return Err(e);
                 }
             }
@@ -135,6 +191,7 @@ impl<'de> Visitor<'de> for Node<'_> {
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
+    use serde_json::json;
 
     fn error(json: &str) -> String {
         match parse_unique(json.as_bytes()) {
@@ -192,6 +249,30 @@ mod tests {
             error(&deep).contains("recursion limit exceeded"),
             "{}",
             error(&deep)
+        );
+    }
+
+    #[test]
+    fn top_level_resources_go_one_by_one_to_the_hook_and_nothing_else_does() {
+        let text = br#"{"a": {"resources": [1]}, "resources": [{"x": 1}, [2], "s"], "b": [3]}"#;
+        let mut seen = Vec::new();
+        let v = parse_config(text, Some(&mut |v| seen.push(v))).unwrap();
+        let expected: Value =
+            serde_json::from_str(r#"{"a": {"resources": [1]}, "resources": [], "b": [3]}"#)
+                .unwrap();
+        assert_eq!(v, expected);
+        assert_eq!(seen, [json!({"x": 1}), json!([2]), json!("s")]);
+    }
+
+    #[test]
+    fn a_problem_in_a_streamed_resource_is_named_by_its_index() {
+        let text = br#"{"resources": [{}, {}, {"spec": {"k": 1, "k": 2}}]}"#;
+        let e = parse_config(text, Some(&mut |_| {}))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.starts_with(r#"resources[2].spec.k: duplicate key "k""#),
+            "{e}"
         );
     }
 }

@@ -122,13 +122,18 @@ impl Diagnostics {
 
     /// Reads one `http` route of a VirtualService; routes are parsed one by one so that a bad
     /// route drops only itself. Not generic, so its serde code is built in this crate, for size.
-    pub fn parse_http_route(&mut self, value: Raw, path: &str) -> Option<HttpRoute> {
-        self.parse(value, path)
+    pub fn http_route(&mut self, entry: HttpRouteEntry, path: &str) -> Option<HttpRoute> {
+        self.found(entry.0, path)
     }
 
     /// Deserializes `value` as `T`, reporting a failure at `path` plus the path inside `value`.
     fn parse<T: DeserializeOwned>(&mut self, value: Raw, path: &str) -> Option<T> {
-        match path_de::from_value::<T>(value.0) {
+        self.found(path_de::from_value::<T>(value.0), path)
+    }
+
+    /// The value read, or its failure reported at `path` plus the path inside the value.
+    fn found<T>(&mut self, read: Result<T, path_de::PathError>, path: &str) -> Option<T> {
+        match read {
             Ok(v) => Some(v),
             Err(e) => {
                 self.error(join_path(path, &e.path()), e.message());
@@ -403,7 +408,16 @@ pub fn parse(json: &[u8], diags: &mut Diagnostics) -> PluginConfig {
         );
         return PluginConfig::default();
     }
-    let value = match json::parse_unique(json) {
+    // Each resource is read into its types as soon as its text is read; its problems are
+    // told after those of the top-level members, as if it had been read after them.
+    let mut read = Vec::new();
+    let mut resource_diags = Diagnostics::default();
+    let mut each = |v: Value| {
+        let path = format!("resources[{}]", read.len());
+        let res = parse_resource(Raw(v), &path, &mut resource_diags);
+        read.push((path, res));
+    };
+    let value = match json::parse_config(json, Some(&mut each)) {
         Ok(v) => v,
         Err(e) => {
             diags.errors.push(e);
@@ -433,19 +447,18 @@ pub fn parse(json: &[u8], diags: &mut Diagnostics) -> PluginConfig {
             None
         }
     };
-    let resources = raw.resources.unwrap_or_else(|| {
+    if raw.resources.is_none() {
         diags.error("resources", format!("is missing; {NO_RULES}"));
-        Vec::new()
-    });
-    if resources.is_empty() && diags.errors.is_empty() {
+    }
+    if read.is_empty() && diags.errors.is_empty() {
         diags.warn("resources", "no resources: every request passes untouched");
     }
-    let resources = resources
+    diags.errors.append(&mut resource_diags.errors);
+    diags.warnings.append(&mut resource_diags.warnings);
+    let resources = read
         .into_iter()
-        .enumerate()
-        .filter_map(|(i, v)| {
-            let path = format!("resources[{i}]");
-            let mut res = parse_resource(v, &path, diags)?;
+        .filter_map(|(path, res)| {
+            let mut res = res?;
             if res.metadata.namespace.is_empty() {
                 // As `kubectl apply` fills it in; said when the user did not choose it.
                 match &default_namespace {

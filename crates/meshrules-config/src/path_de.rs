@@ -14,14 +14,14 @@ use serde::forward_to_deserialize_any;
 use serde_json::{Map, Value};
 
 /// A failure and where in the value it happened.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct PathError {
     /// Innermost first: segments are added as the error leaves each level.
     segments: Vec<Segment>,
     message: String,
 }
 
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub(crate) enum Segment {
     Key(String),
     Index(usize),

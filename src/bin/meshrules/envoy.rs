@@ -193,7 +193,7 @@ fn destinations(pc: &config::PluginConfig) -> BTreeMap<String, Destination> {
             continue;
         };
         for raw in &vs.http {
-            let Some(http) = diags.parse_http_route(raw.clone(), "") else {
+            let Some(http) = diags.http_route(raw.clone(), "") else {
                 continue;
             };
             for dest in http.route.iter().filter_map(|rd| rd.destination.as_ref()) {
