@@ -5,6 +5,10 @@
 #![allow(clippy::panic)]
 
 #[cfg(not(target_arch = "wasm32"))]
+#[path = "support/virtual_services.rs"]
+mod virtual_services;
+
+#[cfg(not(target_arch = "wasm32"))]
 mod native {
     use criterion::{black_box, criterion_group, BenchmarkId, Criterion};
     use meshrules::authz::{Facts, Peer, Verdict};
@@ -17,25 +21,9 @@ mod native {
     /// `routes` routes spread over `hosts` VirtualServices. Each route matches a path prefix
     /// and a header, so a request for the last route of a host is tried against all of them.
     pub fn rule_set(routes: usize, hosts: usize) -> RuleSet {
-        let per_host = routes / hosts;
-        let resources: Vec<_> = (0..hosts)
-            .map(|h| {
-                let http: Vec<_> = (0..per_host)
-                    .map(|r| {
-                        json!({"name": format!("r{r}"),
-                            "match": [{"uri": {"prefix": format!("/r{r}/")}, "headers": {"x-tier": {"exact": "gold"}}}],
-                            "route": [
-                                {"destination": {"host": format!("svc{h}"), "subset": "v1", "port": {"number": 8080}}, "weight": 90},
-                                {"destination": {"host": format!("svc{h}"), "subset": "v2", "port": {"number": 8080}}, "weight": 10}],
-                            "timeout": "5s",
-                            "fault": {"delay": {"fixedDelay": "1s", "percentage": {"value": 0}}}})
-                    })
-                    .collect();
-                json!({"apiVersion": "networking.istio.io/v1", "kind": "VirtualService",
-                    "metadata": {"name": format!("svc{h}"), "namespace": "bench"},
-                    "spec": {"hosts": [format!("svc{h}")], "http": http}})
-            })
-            .collect();
+        use super::virtual_services::{destination_rules, virtual_services};
+        let mut resources = virtual_services(hosts, routes / hosts);
+        resources.extend(destination_rules(hosts));
         let config = json!({ "resources": resources });
         match load(config.to_string().as_bytes(), &Anonymous) {
             Ok(l) => l.rules,

@@ -11,6 +11,9 @@ use std::alloc::{GlobalAlloc, Layout, System};
 use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
 use std::time::Instant;
 
+#[path = "../benches/support/virtual_services.rs"]
+mod virtual_services;
+
 use meshrules::compile::{load, Anonymous};
 use serde_json::{json, Value};
 
@@ -62,29 +65,10 @@ fn measure<T>(what: &str, step: impl FnOnce() -> T) -> T {
 }
 
 fn config(n: usize) -> String {
-    let vs = |h: usize| {
-        let http: Vec<Value> = (0..10)
-            .map(|r| {
-                json!({"name": format!("r{r}"),
-                    "match": [{"uri": {"prefix": format!("/r{r}/")}, "headers": {"x-tier": {"exact": "gold"}}}],
-                    "route": [
-                        {"destination": {"host": format!("svc{h}"), "subset": "v1", "port": {"number": 8080}}, "weight": 90},
-                        {"destination": {"host": format!("svc{h}"), "subset": "v2", "port": {"number": 8080}}, "weight": 10}],
-                    "timeout": "5s",
-                    "fault": {"delay": {"fixedDelay": "1s", "percentage": {"value": 0}}}})
-            })
-            .collect();
-        json!({"apiVersion": "networking.istio.io/v1", "kind": "VirtualService",
-            "metadata": {"name": format!("svc{h}"), "namespace": "bench"},
-            "spec": {"hosts": [format!("svc{h}")], "http": http}})
-    };
-    let dr = |h: usize| {
-        json!({"apiVersion": "networking.istio.io/v1", "kind": "DestinationRule",
-            "metadata": {"name": format!("svc{h}"), "namespace": "bench"},
-            "spec": {"host": format!("svc{h}"), "subsets": [
-                {"name": "v1", "labels": {"version": "v1"}}, {"name": "v2", "labels": {"version": "v2"}}]}})
-    };
-    let resources: Vec<Value> = (0..n).map(vs).chain((0..n).map(dr)).collect();
+    let resources: Vec<Value> = virtual_services::virtual_services(n, 10)
+        .into_iter()
+        .chain(virtual_services::destination_rules(n))
+        .collect();
     json!({ "resources": resources }).to_string()
 }
 
