@@ -49,8 +49,12 @@ def _padding(kib: int) -> tuple[str, str]:
     return "\n".join(funcs), calls
 
 
-def floor_wat(pad_kib: int = 0) -> str:
+def floor_wat(pad_kib: int = 0, trivial: int = 0, export_trivial: bool = False) -> str:
+    """The floor, plus `pad_kib` KiB of padding, plus `trivial` one-instruction functions
+    (exported or not) for what a function costs whatever its size."""
     funcs, calls = _padding(pad_kib)
+    funcs += "".join(f'\n  (func $t{n}{f" (export {chr(34)}t{n}{chr(34)})" if export_trivial else ""} '
+                     "(result i32) (i32.const 1))" for n in range(trivial))
     cbs = []
     for name, sig, body in CALLBACKS:
         if name == "proxy_on_vm_start" and calls:
@@ -69,11 +73,15 @@ def floor_wat(pad_kib: int = 0) -> str:
     ])
 
 
-def build_floor(out: Path, pad_kib: int = 0) -> Path:
+def build_floor(out: Path, pad_kib: int = 0, trivial: int = 0, export_trivial: bool = False) -> Path:
     wat = out.with_suffix(".wat")
-    wat.write_text(floor_wat(pad_kib))
+    wat.write_text(floor_wat(pad_kib, trivial, export_trivial))
     subprocess.run(["wasm-as", str(wat), "-o", str(out)], check=True, capture_output=True)
     return out
+
+
+def function_count(module: Path) -> int:
+    return len(_function_results(dict(_sections(module.read_bytes())))[1])
 
 
 def code_section_bytes(module: Path) -> int:
@@ -173,3 +181,126 @@ def write_ecds(path: Path, resource: dict, version: int) -> None:
     tmp = path.with_name(f".{path.name}.{version}")
     tmp.write_text(json.dumps({"version_info": str(version), "resources": [resource]}))
     tmp.rename(path)
+
+
+def _leb(data: bytes, pos: int) -> tuple[int, int]:
+    value, shift = 0, 0
+    while True:
+        b = data[pos]
+        pos += 1
+        value |= (b & 0x7F) << shift
+        shift += 7
+        if b < 0x80:
+            return value, pos
+
+
+def _uleb(value: int) -> bytes:
+    out = bytearray()
+    while True:
+        b, value = value & 0x7F, value >> 7
+        out.append(b | (0x80 if value else 0))
+        if not value:
+            return bytes(out)
+
+
+def _sections(data: bytes) -> list[tuple[int, bytes]]:
+    out, pos = [], 8
+    while pos < len(data):
+        sid = data[pos]
+        size, start = _leb(data, pos + 1)
+        out.append((sid, data[start:start + size]))
+        pos = start + size
+    return out
+
+
+def _function_results(sections: dict[int, bytes]) -> tuple[int, list[int]]:
+    """The number of imported functions and, per defined function, its result count."""
+    types, body = [], sections[1]
+    count, pos = _leb(body, 0)
+    for _ in range(count):
+        params, pos = _leb(body, pos + 1)
+        pos += params
+        results, pos = _leb(body, pos)
+        pos += results
+        types.append(results)
+    imported, body = 0, sections.get(2, b"")
+    count, pos = _leb(body, 0) if body else (0, 0)
+    for _ in range(count):
+        for _ in range(2):  # module and field names
+            n, pos = _leb(body, pos)
+            pos += n
+        kind = body[pos]
+        pos += 1
+        if kind == 0:
+            imported += 1
+            _, pos = _leb(body, pos)
+        elif kind == 1:  # table: reftype and limits
+            pos += 1
+            flags, pos = _leb(body, pos + 0)
+            _, pos = _leb(body, pos)
+            if flags & 1:
+                _, pos = _leb(body, pos)
+        elif kind == 2:  # memory: limits
+            flags, pos = _leb(body, pos)
+            _, pos = _leb(body, pos)
+            if flags & 1:
+                _, pos = _leb(body, pos)
+        else:  # global: valtype and mutability
+            pos += 2
+    body = sections[3]
+    count, pos = _leb(body, 0)
+    results = []
+    for _ in range(count):
+        t, pos = _leb(body, pos)
+        results.append(types[t])
+    return imported, results
+
+
+def _exports(body: bytes) -> dict[int, str]:
+    count, pos = _leb(body, 0)
+    out = {}
+    for _ in range(count):
+        n, pos = _leb(body, pos)
+        name = body[pos:pos + n].decode()
+        kind = body[pos + n]
+        index, pos = _leb(body, pos + n + 1)
+        if kind == 0:
+            out[index] = name
+    return out
+
+
+def inert_module(src: Path, out: Path, keep: float = 1.0) -> Path:
+    """`src` with every exported function doing nothing (the floor's answers), so none of its
+    own code runs, and all but the `keep` share of the other functions' bytes replaced by
+    `unreachable`: V8 still compiles everything left, as it would the real module, so RSS
+    against code size on real code rather than synthetic padding."""
+    data = src.read_bytes()
+    secs = _sections(data)
+    by_id = {sid: body for sid, body in secs if sid != 0}
+    imported, results = _function_results(by_id)
+    exports = _exports(by_id[7])
+    count, pos = _leb(by_id[10], 0)
+    bodies = []
+    for _ in range(count):
+        size, start = _leb(by_id[10], pos)
+        bodies.append(by_id[10][start:start + size])
+        pos = start + size
+    others = sum(len(b) for i, b in enumerate(bodies) if imported + i not in exports)
+    budget, new = keep * others, []
+    for i, b in enumerate(bodies):
+        name = exports.get(imported + i)
+        if name is not None:
+            value = 0 if re.match(r"proxy_on_(request|response|downstream|upstream|new_connection)", name) else 1
+            b = bytes([0, 0x41, value, 0x0B]) if results[i] else bytes([0, 0x0B])
+        elif budget >= len(b):
+            budget -= len(b)
+        else:
+            b = bytes([0, 0x00, 0x0B])  # no locals; unreachable; end: valid for any signature
+        new.append(_uleb(len(b)) + b)
+    code = _uleb(count) + b"".join(new)
+    parts = [data[:8]]
+    for sid, body in secs:
+        body = code if sid == 10 else body
+        parts.append(bytes([sid]) + _uleb(len(body)) + body)
+    out.write_bytes(b"".join(parts))
+    return out

@@ -378,16 +378,26 @@ def rule_scaling(args: argparse.Namespace, work: Path, up_port: int) -> dict:
     return out
 
 
-def code_size_slope(args: argparse.Namespace, work: Path, up_port: int) -> dict:
-    """RSS of the floor padded with N KiB of reachable, exported code: what a module byte costs."""
-    out = {}
-    for kib in args.pad_kib:
-        module = mem.build_floor(work / f"floor-pad{kib}.wasm", kib)
-        m = measure_memory(work, up_port, f"pad-{kib}",
-                           [cfg.meshrules_listener(free_port(), str(module), EMPTY_RULES, name="pad")],
+def code_size_slope(args: argparse.Namespace, work: Path, up_port: int) -> list[dict]:
+    """RSS against code: meshrules' own code made inert (exports answer as the floor's do,
+    so nothing of it runs) with a share of its function bodies kept; the floor padded with
+    synthetic straight-line code; the floor plus as many one-instruction functions as
+    meshrules has (what a function costs whatever its size), exported or not."""
+    modules = [("meshrules code, inert", f"{keep:.0%} of bodies",
+                mem.inert_module(WASM, work / f"inert-{keep}.wasm", keep)) for keep in args.inert_keep]
+    modules += [("synthetic padding", f"{kib} KiB", mem.build_floor(work / f"floor-pad{kib}.wasm", kib))
+                for kib in args.pad_kib]
+    functions = mem.function_count(WASM)
+    modules += [("trivial functions", f"{functions}{' exported' if exported else ''}",
+                 mem.build_floor(work / f"floor-trivial-{exported}.wasm", trivial=functions, export_trivial=exported))
+                for exported in (False, True)]
+    out = []
+    for series, label, module in modules:
+        m = measure_memory(work, up_port, "code-size", [cfg.meshrules_listener(free_port(), str(module), EMPTY_RULES,
+                                                                                name="code")],
                            args.footprint_requests)
-        m["code_bytes"] = mem.code_section_bytes(module)
-        out[kib] = m
+        out.append({"series": series, "label": label, "module_bytes": module.stat().st_size,
+                    "code_bytes": mem.code_section_bytes(module), "functions": mem.function_count(module), **m})
     return out
 
 
@@ -489,12 +499,22 @@ def memory_report(args: argparse.Namespace, m: dict) -> list[str]:
         lines.append(f"| {n} | {x['json'] / 1024:.0f} | {mib(x['vm'] or 0)} | {ratio:.2f}x | {target} | {mib(x['rss'])} |"
                      if n else f"| 0 (empty) | {x['json'] / 1024:.0f} | {mib(x['vm'] or 0)} | | | {mib(x['rss'])} |")
     cs = m["code_size"]
-    k = slope([(x["code_bytes"], x["rss"]) for x in cs.values()]) * 100 * 1024 / 2**20
-    lines += ["", "### RSS against module code size (the floor padded with reachable, exported code)", "",
-              f"Slope: {k:.2f} MiB of RSS per 100 KiB of code section (least squares over {len(cs)} modules).", "",
-              "| padding KiB | code section KiB | RSS MiB | allocated MiB | heap MiB | code MiB |", "|---|---|---|---|---|---|"]
-    for kib, x in cs.items():
-        lines.append(f"| {kib} | {x['code_bytes'] / 1024:.0f} | {mib(x['rss'])} | {mib(x['allocated'])} | "
+    floor = m["footprint"][(1, "floor module")]["rss"]
+    lines += ["", "### RSS against module code (--concurrency 1, empty rules)", "",
+              "Inert meshrules: the shipped module with every export answering as the floor's do "
+              "(nothing of meshrules runs; V8 still compiles every function) and only a share of "
+              "the other functions' bodies kept (the rest `unreachable`). Slope: least squares of "
+              "RSS on code-section bytes within a series.", ""]
+    for series in dict.fromkeys(x["series"] for x in cs):
+        pts = [(x["code_bytes"], x["rss"]) for x in cs if x["series"] == series]
+        if max(x for x, _ in pts) - min(x for x, _ in pts) > 10 * 1024:
+            lines.append(f"- {series}: {slope(pts) * 100 * 1024 / 2**20:.2f} MiB of RSS per 100 KiB of code "
+                         f"({len(pts)} modules)")
+    lines += ["", "| series | module | module KiB | code section KiB | functions | RSS MiB | above floor MiB "
+              "| allocated MiB | heap MiB | code MiB |", "|---|---|---|---|---|---|---|---|---|---|"]
+    for x in cs:
+        lines.append(f"| {x['series']} | {x['label']} | {x['module_bytes'] / 1024:.0f} | {x['code_bytes'] / 1024:.0f} | "
+                     f"{x['functions']} | {mib(x['rss'])} | {(x['rss'] - floor) / 2**20:+.1f} | {mib(x['allocated'])} | "
                      f"{mib(x['heap'])} | {mib(x['code'])} |")
     lv = m["levers"]
     lines += ["", "### Memory levers (meshrules, demo rules, --concurrency 1)", "",
@@ -682,10 +702,10 @@ def main() -> int:
     p.add_argument("--smoke", action="store_true", help="seconds-long run that checks every step works")
     args = p.parse_args()
     args.concurrencies, args.listener_counts, args.vm_updates = (1, 2, 4, 8), (1, 2, 4, 8), 3
-    args.vs_counts, args.pad_kib = (100, 1000, 5000), (0, 200, 400, 800)
+    args.vs_counts, args.pad_kib, args.inert_keep = (100, 1000, 5000), (0, 400, 800), (1.0, 0.75, 0.5, 0.25, 0.0)
     if args.smoke:
         args.concurrencies, args.listener_counts, args.vm_updates = (1,), (1, 2), 1
-        args.vs_counts, args.pad_kib, args.memory_rounds = (100,), (0, 50), 1
+        args.vs_counts, args.pad_kib, args.inert_keep, args.memory_rounds = (100,), (0, 50), (1.0, 0.0), 1
         args.rounds, args.duration, args.fixed_duration, args.warmup = 1, 1, 1, 1
         args.warm_requests, args.memory_requests = 2048, 4096
     for tool in (ENVOY, OHA, WASM):
