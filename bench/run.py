@@ -460,18 +460,19 @@ def memory_report(args: argparse.Namespace, m: dict) -> list[str]:
         "callback and does nothing.",
         "",
         "| concurrency | variant | RSS MiB | anon MiB | file MiB | allocated MiB | heap MiB | code MiB "
-        "| above floor MiB | target |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        "| above floor MiB | anon above floor MiB | target |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for c in args.concurrencies:
-        floor = fp[(c, "floor module")]["rss"]
+        floor = fp[(c, "floor module")]
         for v in FOOTPRINT_VARIANTS:
             x = fp[(c, v)]
-            above = x["rss"] - floor
+            above = x["rss"] - floor["rss"]
             target = (f"<= {mib(FLOOR_TARGET)} ({'met' if above <= FLOOR_TARGET else 'not met'})"
                       if v.startswith("meshrules") else "")
             lines.append(f"| {c} | {v} | {mib(x['rss'])} | {mib(x['anon'])} | {mib(x['file'])} | "
-                         f"{mib(x['allocated'])} | {mib(x['heap'])} | {mib(x['code'])} | {above / 2**20:+.1f} | {target} |")
+                         f"{mib(x['allocated'])} | {mib(x['heap'])} | {mib(x['code'])} | {above / 2**20:+.1f} | "
+                         f"{(x['anon'] - floor['anon']) / 2**20:+.1f} | {target} |")
     ls = m["listeners"]
     lines += ["", "### Listeners carrying meshrules with one `vm_id` (demo rules, --concurrency 1)", "",
               "| listeners | RSS MiB | allocated MiB | heap MiB | RSS per extra listener MiB |", "|---|---|---|---|---|"]
