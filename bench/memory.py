@@ -132,7 +132,8 @@ def all_mappings(pid: int) -> list[dict]:
 
 def generated_virtual_services(count: int, routes: int = 10) -> dict:
     """`count` VirtualServices of `routes` routes each (a prefix match, a header match, a
-    90/10 split and a timeout per route), in the demo's namespace, one host each."""
+    90/10 split and a timeout per route), in the demo's namespace, one host each, with the
+    DestinationRule defining the subsets (without it every destination is a warning)."""
     resources = []
     for v in range(count):
         http = []
@@ -145,6 +146,9 @@ def generated_virtual_services(count: int, routes: int = 10) -> dict:
         resources.append({"apiVersion": "networking.istio.io/v1", "kind": "VirtualService",
                           "metadata": {"name": f"vs{v}", "namespace": "app"},
                           "spec": {"hosts": [f"svc{v}"], "http": http}})
+        resources.append({"apiVersion": "networking.istio.io/v1", "kind": "DestinationRule",
+                          "metadata": {"name": f"svc{v}", "namespace": "app"},
+                          "spec": {"host": f"svc{v}", "subsets": [{"name": "v1"}, {"name": "v2"}]}})
     return {"resources": resources}
 
 

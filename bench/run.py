@@ -8,6 +8,12 @@ the routing rules only, (f) as b with jwt_authn's token cache on. Every request 
 (Envoy with a direct_response) and the load generators share CPU 1. Rounds are interleaved
 a/b/c/d/e/f so drift cancels; medians and per-round ratios are reported.
 
+The memory section (issue 13, bench/memory.py) starts an Envoy per measurement: RSS with no
+filter, the floor module (every proxy-wasm callback exported, nothing done), meshrules with
+empty and demo rules at --concurrency 1/2/4/8; listeners sharing one vm_id; ECDS updates (new
+rules, then new VMs as a WasmPlugin's resource version makes them); generated VirtualServices
+against VM memory; RSS against module code; and the memory levers tried.
+
 `--smoke` runs every step for a second or so and checks that each produced numbers: it is part
 of `make test`, so the benchmark cannot rot. Its numbers mean nothing.
 """
