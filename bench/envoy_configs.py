@@ -177,14 +177,29 @@ def meshrules_filter(wasm: str, rules: dict, vm_id: str = "meshrules") -> dict:
                                  "code": {"local": {"filename": wasm}}}}}}
 
 
-def meshrules_listener(port: int, wasm: str, rules: dict, name: str = "c_meshrules") -> dict:
+def meshrules_listener(port: int, wasm: str, rules: dict, name: str = "c_meshrules", vm_id: str | None = None) -> dict:
     vhost = {"name": "all", "domains": ["*"], "routes": [
         {"match": {"prefix": "/", "headers": [{"name": "x-meshrules-cluster", "present_match": True}]},
          "route": {"cluster_header": "x-meshrules-cluster", "timeout": "0s", "retry_policy": ISTIO_RETRY}},
         {"match": {"prefix": "/"}, "route": {"cluster": PLAIN, "timeout": "0s"}},
     ]}
-    # One VM per listener: each carries its own configuration.
-    return _listener(name, port, [vhost], [meshrules_filter(wasm, rules, vm_id=name)])
+    # One VM per listener unless told: each carries its own configuration.
+    return _listener(name, port, [vhost], [meshrules_filter(wasm, rules, vm_id=vm_id or name)])
+
+
+def ecds_listener(port: int, path: str) -> dict:
+    """A listener whose meshrules filter comes through ECDS from a watched file, as in
+    envoy/envoy-ecds.yaml (the bootstrap needs a node: see `with_node`)."""
+    vhost = {"name": "all", "domains": ["*"], "routes": [{"match": {"prefix": "/"}, "route": {"cluster": PLAIN}}]}
+    source = {"path_config_source": {"path": path, "watched_directory": {"path": path.rsplit("/", 1)[0]}}}
+    return _listener("ecds", port, [vhost], [{"name": "meshrules", "config_discovery": {
+        "config_source": source,
+        "type_urls": ["type.googleapis.com/envoy.extensions.filters.http.wasm.v3.Wasm"]}}])
+
+
+def with_node(bootstrap_: dict) -> dict:
+    """Any xDS subscription, a file one included, needs a node id and cluster."""
+    return {**bootstrap_, "node": {"id": "bench", "cluster": "bench"}}
 
 
 def bootstrap(admin_port: int, listeners: list, upstream_port: int) -> dict:

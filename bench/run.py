@@ -8,6 +8,12 @@ the routing rules only, (f) as b with jwt_authn's token cache on. Every request 
 (Envoy with a direct_response) and the load generators share CPU 1. Rounds are interleaved
 a/b/c/d/e/f so drift cancels; medians and per-round ratios are reported.
 
+The memory section (issue 13, bench/memory.py) starts an Envoy per measurement: RSS with no
+filter, the floor module (every proxy-wasm callback exported, nothing done), meshrules with
+empty and demo rules at --concurrency 1/2/4/8; listeners sharing one vm_id; ECDS updates (new
+rules, then new VMs as a WasmPlugin's resource version makes them); generated VirtualServices
+against VM memory; RSS against module code; and the memory levers tried.
+
 `--smoke` runs every step for a second or so and checks that each produced numbers: it is part
 of `make test`, so the benchmark cannot rot. Its numbers mean nothing.
 """
@@ -33,6 +39,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import envoy_configs as cfg  # noqa: E402
+import memory as mem  # noqa: E402
 import size  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
@@ -79,13 +86,13 @@ def pinned(cpu: int, cmd: list[str]) -> list[str]:
 class Envoy:
     _base_ids = iter(range(40_000, 41_000))
 
-    def __init__(self, name: str, bootstrap: dict, workdir: Path, cpu: int):
+    def __init__(self, name: str, bootstrap: dict, workdir: Path, cpu: int | str, concurrency: int = 1):
         self.admin_port = bootstrap["admin"]["address"]["socket_address"]["port_value"]
         path = workdir / f"{name}.json"
         path.write_text(json.dumps(bootstrap))
         self.log = open(workdir / f"{name}.log", "w")
         self.proc = subprocess.Popen(
-            pinned(cpu, [str(ENVOY), "-c", str(path), "--concurrency", "1", "--base-id",
+            pinned(cpu, [str(ENVOY), "-c", str(path), "--concurrency", str(concurrency), "--base-id",
                          str(next(self._base_ids)), "--disable-hot-restart", "--log-level", "warn"]),
             cwd=REPO, stdout=self.log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
         deadline = time.monotonic() + 60
@@ -243,8 +250,10 @@ def run(args: argparse.Namespace) -> str:
         # VM linear memory: sampled by the filter every 1024 requests.
         hammer(ports["c"], args.warm_requests)
         mem_before = envoy.stat("wasmcustom.meshrules_vm_memory_bytes")
+        rss_before = envoy.rss_bytes()
         hammer(ports["c"], args.memory_requests)
         mem_after = envoy.stat("wasmcustom.meshrules_vm_memory_bytes")
+        long_run = {"rss": (rss_before, envoy.rss_bytes()), "vm": (mem_before, mem_after)}
         envoy.stop()
         started.remove(envoy)
 
@@ -260,12 +269,267 @@ def run(args: argparse.Namespace) -> str:
             e.stop()
             started.remove(e)
 
+        footprint_data = memory_section(args, work, up_port)
         decisions = decision_times(args.smoke)
     finally:
         for e in started:
             e.stop()
 
-    return report(args, rounds, fixed, rate, decisions, memory, mem_before, mem_after)
+    return report(args, rounds, fixed, rate, decisions, memory, long_run, footprint_data)
+
+
+# The memory section (issue 13): Envoy's RSS with no Wasm filter, with the floor module (every
+# proxy-wasm callback exported, doing nothing: V8 and one VM without meshrules' code) and with
+# meshrules, each in its own Envoy after the same requests.
+EMPTY_RULES: dict = {"resources": []}
+FOOTPRINT_VARIANTS = ("no filter", "floor module", "meshrules, empty rules", "meshrules, demo rules")
+FLOOR_TARGET = 15 * 2**20  # meshrules' RSS <= floor + 15 MiB
+RULES_TARGET = 4.0  # compiled rules <= 4x their JSON in VM memory
+
+
+def memory_listener(variant: str, port: int, floor: Path, wasm: Path = WASM) -> dict:
+    if variant == "no filter":
+        return cfg.plain_listener(port)
+    if variant == "floor module":
+        return cfg.meshrules_listener(port, str(floor), EMPTY_RULES, name="floor")
+    rules = EMPTY_RULES if "empty" in variant else cfg.RULES
+    return cfg.meshrules_listener(port, str(wasm), rules)
+
+
+def measure_memory(work: Path, up_port: int, name: str, listeners: list, requests: int, concurrency: int = 1,
+                   extra: dict | None = None) -> dict:
+    """One Envoy with `listeners`, `requests` sent to each, then its memory (bench/memory.py)."""
+    envoy = Envoy(name, {**cfg.bootstrap(free_port(), listeners, up_port), **(extra or {})}, work,
+                  cpu="0" if concurrency == 1 else "0-1", concurrency=concurrency)
+    try:
+        for lst in listeners:
+            hammer(lst["address"]["socket_address"]["port_value"], requests)
+        out = mem.snapshot(envoy)
+        try:
+            out["vm"] = envoy.stat("wasmcustom.meshrules_vm_memory_bytes")
+        except KeyError:
+            out["vm"] = None
+        return out
+    finally:
+        envoy.stop()
+
+
+def footprint(args: argparse.Namespace, work: Path, up_port: int, floor: Path) -> dict:
+    """RSS of each variant at each concurrency, rounds interleaved, median per cell."""
+    cells: dict = {}
+    for _ in range(args.memory_rounds):
+        for c in args.concurrencies:
+            for v in FOOTPRINT_VARIANTS:
+                m = measure_memory(work, up_port, f"footprint-{c}", [memory_listener(v, free_port(), floor)],
+                                   args.footprint_requests, concurrency=c)
+                cells.setdefault((c, v), []).append(m)
+    return {k: {f: median([m[f] for m in ms]) for f in ("rss", "anon", "file", "allocated", "heap", "code")}
+            for k, ms in cells.items()}
+
+
+def listener_scaling(args: argparse.Namespace, work: Path, up_port: int) -> dict:
+    """RSS against the number of listeners carrying meshrules with one vm_id (one VM shared,
+    one plugin each)."""
+    out = {}
+    for n in args.listener_counts:
+        lst = [cfg.meshrules_listener(free_port(), str(WASM), cfg.RULES, name=f"l{i}", vm_id="shared")
+               for i in range(n)]
+        out[n] = measure_memory(work, up_port, f"listeners-{n}", lst, args.footprint_requests)
+    return out
+
+
+def vm_updates(args: argparse.Namespace, work: Path, up_port: int) -> list[dict]:
+    """RSS across ECDS updates of the filter: first the rules only (same VM key), then a new
+    WasmPlugin resource version in the VM environment as istiod writes it (a new VM each)."""
+    ecds = work / "ecds" / "meshrules.json"
+    ecds.parent.mkdir(exist_ok=True)
+    steps = [("start", cfg.RULES, "1")]
+    # Each update differs from the one before (Envoy skips an identical one).
+    steps += [("rules changed", {**cfg.RULES, "routing": {}}, "1"), ("rules changed back", cfg.RULES, "1")]
+    steps += [(f"resource version {v} (new VM)", cfg.RULES, v) for v in map(str, range(2, 2 + args.vm_updates))]
+    port = free_port()
+    out = []
+    mem.write_ecds(ecds, mem.ecds_resource(str(WASM), steps[0][1], "meshrules", {mem.RESOURCE_VERSION_ENV: "1"}), 0)
+    envoy = Envoy("ecds", cfg.with_node(cfg.bootstrap(free_port(), [cfg.ecds_listener(port, str(ecds))], up_port)),
+                  work, cpu=0)
+    try:
+        reload = "extension_config_discovery.http_filter.meshrules.config_reload"
+        for version, (label, rules, resource_version) in enumerate(steps):
+            if version:
+                before = envoy.stat(reload)
+                mem.write_ecds(ecds, mem.ecds_resource(str(WASM), rules, "meshrules",
+                                                       {mem.RESOURCE_VERSION_ENV: resource_version}), version)
+                deadline = time.monotonic() + 30
+                while envoy.stat(reload) <= before:
+                    if time.monotonic() > deadline:
+                        raise RuntimeError(f"ECDS update {version} not applied")
+                    time.sleep(0.05)
+            hammer(port, args.footprint_requests)
+            out.append({"label": label, **mem.snapshot(envoy)})
+    finally:
+        envoy.stop()
+    return out
+
+
+def rule_scaling(args: argparse.Namespace, work: Path, up_port: int) -> dict:
+    """VM linear memory and RSS against N generated 10-route VirtualServices (--concurrency 1);
+    the compiled rules' share is the VM memory above the empty rule set's."""
+    out = {}
+    for n in (0, *args.vs_counts):
+        rules = mem.generated_virtual_services(n) if n else EMPTY_RULES
+        m = measure_memory(work, up_port, f"rules-{n}", [cfg.meshrules_listener(free_port(), str(WASM), rules)],
+                           args.footprint_requests)
+        m["json"] = len(json.dumps(rules))
+        out[n] = m
+    return out
+
+
+def code_size_slope(args: argparse.Namespace, work: Path, up_port: int) -> list[dict]:
+    """RSS against code: meshrules' own code made inert (exports answer as the floor's do,
+    so nothing of it runs) with a share of its function bodies kept; the floor padded with
+    synthetic straight-line code; the floor plus as many one-instruction functions as
+    meshrules has (what a function costs whatever its size), exported or not."""
+    modules = [("meshrules code, inert", f"{keep:.0%} of bodies",
+                mem.inert_module(WASM, work / f"inert-{keep}.wasm", keep)) for keep in args.inert_keep]
+    modules += [("synthetic padding", f"{kib} KiB", mem.build_floor(work / f"floor-pad{kib}.wasm", kib))
+                for kib in args.pad_kib]
+    functions = mem.function_count(WASM)
+    modules += [("trivial functions", f"{functions}{' exported' if exported else ''}",
+                 mem.build_floor(work / f"floor-trivial-{exported}.wasm", trivial=functions, export_trivial=exported))
+                for exported in (False, True)]
+    out = []
+    for series, label, module in modules:
+        m = measure_memory(work, up_port, "code-size", [cfg.meshrules_listener(free_port(), str(module), EMPTY_RULES,
+                                                                                name="code")],
+                           args.footprint_requests)
+        out.append({"series": series, "label": label, "module_bytes": module.stat().st_size,
+                    "code_bytes": mem.code_section_bytes(module), "functions": mem.function_count(module), **m})
+    return out
+
+
+def slope(points: list[tuple[float, float]]) -> float:
+    """Least-squares slope of y on x."""
+    n = len(points)
+    mx, my = sum(x for x, _ in points) / n, sum(y for _, y in points) / n
+    den = sum((x - mx) ** 2 for x, _ in points)
+    return sum((x - mx) * (y - my) for x, y in points) / den if den else 0.0
+
+
+# Levers tried on meshrules' RSS: each a variant of the demo-rules Envoy at --concurrency 1.
+LEVERS = {
+    # tcmalloc keeps the pages V8's compiler freed; Envoy >= 1.30 can hand them back.
+    "bootstrap memory_allocator_manager (release 100 MiB every 1 s)": {
+        "memory_allocator_manager": {"bytes_to_release": 100 * 2**20, "memory_release_interval": "1s"}},
+}
+
+
+def memory_levers(args: argparse.Namespace, work: Path, up_port: int, floor: Path) -> dict:
+    out = {}
+    for _ in range(args.memory_rounds):
+        for label, extra in {"baseline": {}, **LEVERS}.items():
+            m = measure_memory(work, up_port, "lever", [memory_listener("meshrules, demo rules", free_port(), floor)],
+                               args.footprint_requests, extra=extra)
+            out.setdefault(label, []).append(m)
+    return {k: {f: median([m[f] for m in ms]) for f in ("rss", "anon", "allocated", "heap")} for k, ms in out.items()}
+
+
+def memory_section(args: argparse.Namespace, work: Path, up_port: int) -> dict:
+    floor = mem.build_floor(work / "floor.wasm")
+    steps = {"footprint": lambda: footprint(args, work, up_port, floor),
+             "listeners": lambda: listener_scaling(args, work, up_port),
+             "updates": lambda: vm_updates(args, work, up_port),
+             "rules": lambda: rule_scaling(args, work, up_port),
+             "code_size": lambda: code_size_slope(args, work, up_port),
+             "levers": lambda: memory_levers(args, work, up_port, floor)}
+    out = {"floor_bytes": floor.stat().st_size}
+    for name, step in steps.items():
+        started = time.monotonic()
+        out[name] = step()
+        print(f"memory: {name} in {time.monotonic() - started:.1f} s", file=sys.stderr)
+    return out
+
+
+def mib(b: float) -> str:
+    return f"{b / 2**20:.1f}"
+
+
+def memory_report(args: argparse.Namespace, m: dict) -> list[str]:
+    fp = m["footprint"]
+    lines = [
+        "",
+        "## Memory footprint",
+        "",
+        f"Each cell is its own Envoy (one listener, {args.footprint_requests} requests served, "
+        f"median of {args.memory_rounds} rounds); RSS from /proc/PID/status, allocated and heap "
+        "from admin `/memory` (tcmalloc), code = resident rwx mappings (V8's Wasm code space). "
+        f"The floor module ({m['floor_bytes']} bytes, bench/memory.py) exports every proxy-wasm "
+        "callback and does nothing.",
+        "",
+        "| concurrency | variant | RSS MiB | anon MiB | file MiB | allocated MiB | heap MiB | code MiB "
+        "| above floor MiB | anon above floor MiB | target |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for c in args.concurrencies:
+        floor = fp[(c, "floor module")]
+        for v in FOOTPRINT_VARIANTS:
+            x = fp[(c, v)]
+            above = x["rss"] - floor["rss"]
+            target = (f"<= {mib(FLOOR_TARGET)} ({'met' if above <= FLOOR_TARGET else 'not met'})"
+                      if v.startswith("meshrules") else "")
+            lines.append(f"| {c} | {v} | {mib(x['rss'])} | {mib(x['anon'])} | {mib(x['file'])} | "
+                         f"{mib(x['allocated'])} | {mib(x['heap'])} | {mib(x['code'])} | {above / 2**20:+.1f} | "
+                         f"{(x['anon'] - floor['anon']) / 2**20:+.1f} | {target} |")
+    ls = m["listeners"]
+    lines += ["", "### Listeners carrying meshrules with one `vm_id` (demo rules, --concurrency 1)", "",
+              "| listeners | RSS MiB | allocated MiB | heap MiB | RSS per extra listener MiB |", "|---|---|---|---|---|"]
+    first = min(ls)
+    for n, x in ls.items():
+        per = (x["rss"] - ls[first]["rss"]) / (n - first) / 2**20 if n > first else 0
+        lines.append(f"| {n} | {mib(x['rss'])} | {mib(x['allocated'])} | {mib(x['heap'])} | {per:.2f} |")
+    lines += ["", "### Filter updates through ECDS (one Envoy, --concurrency 1)", "",
+              "Rules changed: new configuration, same VM key. Resource version: "
+              f"`{mem.RESOURCE_VERSION_ENV}` in the VM environment changes, as istiod writes for every "
+              "WasmPlugin change (a new VM key, so Envoy builds a new VM and drops the old one).", "",
+              "| step | RSS MiB | allocated MiB | heap MiB | code MiB |", "|---|---|---|---|---|"]
+    for x in m["updates"]:
+        lines.append(f"| {x['label']} | {mib(x['rss'])} | {mib(x['allocated'])} | {mib(x['heap'])} | {mib(x['code'])} |")
+    rs = m["rules"]
+    base = rs[0]["vm"] or 0
+    lines += ["", "### Rules: generated 10-route VirtualServices (--concurrency 1)", "",
+              "VM memory = `meshrules_vm_memory_bytes` (linear memory, which never shrinks, so it "
+              "includes the peak of parsing); compiled = above the empty rule set's.", "",
+              "| VirtualServices | JSON KiB | VM memory MiB | compiled / JSON | target | RSS MiB |",
+              "|---|---|---|---|---|---|"]
+    for n, x in rs.items():
+        ratio = ((x["vm"] or 0) - base) / x["json"] if n else 0
+        target = f"<= {RULES_TARGET:g}x ({'met' if ratio <= RULES_TARGET else 'not met'})" if n else ""
+        lines.append(f"| {n} | {x['json'] / 1024:.0f} | {mib(x['vm'] or 0)} | {ratio:.2f}x | {target} | {mib(x['rss'])} |"
+                     if n else f"| 0 (empty) | {x['json'] / 1024:.0f} | {mib(x['vm'] or 0)} | | | {mib(x['rss'])} |")
+    cs = m["code_size"]
+    floor = m["footprint"][(1, "floor module")]["rss"]
+    lines += ["", "### RSS against module code (--concurrency 1, empty rules)", "",
+              "Inert meshrules: the shipped module with every export answering as the floor's do "
+              "(nothing of meshrules runs; V8 still compiles every function) and only a share of "
+              "the other functions' bodies kept (the rest `unreachable`). Slope: least squares of "
+              "RSS on code-section bytes within a series.", ""]
+    for series in dict.fromkeys(x["series"] for x in cs):
+        pts = [(x["code_bytes"], x["rss"]) for x in cs if x["series"] == series]
+        if max(x for x, _ in pts) - min(x for x, _ in pts) > 10 * 1024:
+            lines.append(f"- {series}: {slope(pts) * 100 * 1024 / 2**20:.2f} MiB of RSS per 100 KiB of code "
+                         f"({len(pts)} modules)")
+    lines += ["", "| series | module | module KiB | code section KiB | functions | RSS MiB | above floor MiB "
+              "| allocated MiB | heap MiB | code MiB |", "|---|---|---|---|---|---|---|---|---|---|"]
+    for x in cs:
+        lines.append(f"| {x['series']} | {x['label']} | {x['module_bytes'] / 1024:.0f} | {x['code_bytes'] / 1024:.0f} | "
+                     f"{x['functions']} | {mib(x['rss'])} | {(x['rss'] - floor) / 2**20:+.1f} | {mib(x['allocated'])} | "
+                     f"{mib(x['heap'])} | {mib(x['code'])} |")
+    lv = m["levers"]
+    lines += ["", "### Memory levers (meshrules, demo rules, --concurrency 1)", "",
+              "| lever | RSS MiB | anon MiB | allocated MiB | heap MiB | RSS change MiB |", "|---|---|---|---|---|---|"]
+    for label, x in lv.items():
+        lines.append(f"| {label} | {mib(x['rss'])} | {mib(x['anon'])} | {mib(x['allocated'])} | {mib(x['heap'])} | "
+                     f"{(x['rss'] - lv['baseline']['rss']) / 2**20:+.1f} |")
+    return lines
 
 
 def versions() -> dict[str, str]:
@@ -292,7 +556,9 @@ def machine() -> str:
     return f"{platform.machine()}, {os.cpu_count()} CPUs ({model}), {mem:.0f} GiB, Linux {platform.release()}"
 
 
-def report(args, rounds, fixed, rate, decisions, memory, mem_before, mem_after) -> str:
+def report(args, rounds, fixed, rate, decisions, memory, long_run, footprint_data) -> str:
+    mem_before, mem_after = long_run["vm"]
+    rss_before, rss_after = long_run["rss"]
     v = versions()
     raw, opt = RAW_WASM.stat().st_size, WASM.stat().st_size
     try:
@@ -359,6 +625,8 @@ def report(args, rounds, fixed, rate, decisions, memory, mem_before, mem_after) 
         f"| largest function in the module (functions above 10 KiB) | {largest} | <= ~10 KB (0) |",
         f"| VM linear memory after {args.warm_requests} → +{args.memory_requests} requests | "
         f"{mem_before / 2**20:.2f} MiB → {mem_after / 2**20:.2f} MiB | flat |",
+        f"| Envoy RSS (7 listeners) after {args.warm_requests} → +{args.memory_requests} requests to c | "
+        f"{mib(rss_before)} MiB → {mib(rss_after)} MiB | flat |",
         "",
         "## Throughput (wrk, saturating)",
         "",
@@ -418,6 +686,7 @@ def report(args, rounds, fixed, rate, decisions, memory, mem_before, mem_after) 
         "",
         f"Filter VM linear memory (`meshrules_vm_memory_bytes`): {mem_before} bytes after warm-up, "
         f"{mem_after} bytes after {args.memory_requests} more requests.",
+        *memory_report(args, footprint_data),
         "",
         f"Wasm module: {raw} bytes raw (cargo release, wasm32-wasip1), {opt} bytes after wasm-opt.",
         "",
@@ -434,10 +703,17 @@ def main() -> int:
     p.add_argument("--warmup", type=float, default=3)
     p.add_argument("--warm-requests", type=int, default=20_000)
     p.add_argument("--memory-requests", type=int, default=1_000_000)
+    p.add_argument("--memory-rounds", type=int, default=3)
+    p.add_argument("--footprint-requests", type=int, default=300, help="requests before each memory snapshot")
     p.add_argument("--out", type=Path, default=REPO / "BENCHMARKS.md")
     p.add_argument("--smoke", action="store_true", help="seconds-long run that checks every step works")
     args = p.parse_args()
+    args.concurrencies, args.listener_counts, args.vm_updates = (1, 2, 4, 8), (1, 2, 4, 8), 3
+    # 1,600 x 10 routes: the per-filter limit of 16,000 routes (5,000 are refused).
+    args.vs_counts, args.pad_kib, args.inert_keep = (100, 1000, 1600), (0, 400, 800), (1.0, 0.75, 0.5, 0.25, 0.0)
     if args.smoke:
+        args.concurrencies, args.listener_counts, args.vm_updates = (1,), (1, 2), 1
+        args.vs_counts, args.pad_kib, args.inert_keep, args.memory_rounds = (100,), (0, 50), (1.0, 0.0), 1
         args.rounds, args.duration, args.fixed_duration, args.warmup = 1, 1, 1, 1
         args.warm_requests, args.memory_requests = 2048, 4096
     for tool in (ENVOY, OHA, WASM):
