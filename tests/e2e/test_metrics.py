@@ -5,11 +5,13 @@ The Envoy here carries the ``stats_config.stats_tags`` that README.md tells user
 labels; the names are the ones README.md lists.
 """
 
+import time
+
 import pytest
 import yaml
 
 from conftest import (
-    REPO, STAT_ABORTS, STAT_CONFIG_ACCEPTED, STAT_CONFIG_REJECTED, STAT_DELAYED_NOW, STAT_DELAYS,
+    REPO, STAT_ABORTS, cluster, STAT_CONFIG_ACCEPTED, STAT_CONFIG_REJECTED, STAT_DELAYED_NOW, STAT_DELAYS,
     plugin_config, prometheus_value, request, stat_route_requests, stat_unrouted_requests, to,
     virtual_service,
 )
@@ -102,3 +104,41 @@ def test_metric_names_are_the_ones_readme_lists():
                  "meshrules_fault_delays_injected", "meshrules_fault_aborts_injected",
                  "meshrules_requests_delayed", "meshrules_config_loads_accepted"]:
         assert name in readme, name
+
+
+def test_responses_are_counted_per_destination_and_code(prom):
+    # The canary route's 3 requests went to v2 and came back 200; route-3 (/ok) to v1.
+    def responses(route, subset, code):
+        return prometheus_value(prom, "meshrules_responses", namespace="app", virtual_service="demoapp",
+                                route=route, subset=subset, cluster=cluster(subset=subset).replace(".", "_"),
+                                code=code, code_class=f"{code[0]}xx")
+    assert responses("canary", "v2", "200") == 3, prom
+    assert responses("route-3", "v1", "200") == 4, prom
+    # The delayed route's request was forwarded after its delay and answered: counted too.
+    assert responses("route-2", "v1", "200") == 1, prom
+    # Aborted requests never reached a destination: they are the filter's own replies.
+    assert responses("faulty_route", "v1", "503") is None, prom
+
+
+def test_request_durations_are_histograms_per_destination(env):
+    # Envoy merges histogram samples into what it exports every stats_flush_interval (5 s).
+    def count():
+        return prometheus_value(env.stats_prometheus(), "meshrules_request_duration_milliseconds_count",
+                                namespace="app", virtual_service="demoapp", route="route-2", subset="v1",
+                                cluster=cluster(subset="v1").replace(".", "_"))
+    deadline = time.monotonic() + 15
+    while count() != 1 and time.monotonic() < deadline:
+        time.sleep(0.2)
+    prom = env.stats_prometheus()
+    assert count() == 1, prom
+    # The one request on the delay route waited its 0.2 s fault delay: its duration counts it
+    # (the 250 ms bucket holds it, the 100 ms one does not).
+    labels = dict(namespace="app", virtual_service="demoapp", route="route-2", subset="v1",
+                  cluster=cluster(subset="v1").replace(".", "_"))
+    assert prometheus_value(prom, "meshrules_request_duration_milliseconds_bucket", le="100", **labels) == 0, prom
+    assert prometheus_value(prom, "meshrules_request_duration_milliseconds_bucket", le="250", **labels) == 1, prom
+
+
+def test_local_replies_are_counted_under_envoys_response_code_details(prom):
+    assert prometheus_value(prom, "meshrules_local_replies", reason="fault_filter_abort") == 2, prom
+    assert prometheus_value(prom, "meshrules_local_replies", reason="route_not_found") == 2, prom
