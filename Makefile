@@ -15,7 +15,7 @@ NAMED_WASM  := target/$(WASM_TARGET)/release/meshrules.named.wasm
 CLI         := target/release/meshrules
 ENVOY_VERSION := 1.40.0
 
-.PHONY: build toolchain venv wrk tools image-tools image push require-registry run test lint unit wasm-test e2e bench bench-smoke size fuzz fuzz-smoke fuzz-seeds fuzz-tools fuzz-lint clean
+.PHONY: build toolchain venv wrk tools metrics-tools soak image-tools image push require-registry run test lint unit wasm-test e2e bench bench-smoke size fuzz fuzz-smoke fuzz-seeds fuzz-tools fuzz-lint clean
 
 # Tools a fresh machine lacks: the wasm target, wasm-opt (Debian's binaryen; its wasm-as
 # assembles the failure-policy tests' broken module), node for the in-VM unit tests, and Envoy
@@ -93,7 +93,13 @@ unit:
 wasm-test: toolchain
 	cargo test --workspace --lib --target $(WASM_TARGET)
 
-e2e: build venv wrk image-tools
+# Debian's prometheus (the metrics tests scrape Envoy with it) and docker-compose (validates
+# envoy/docker-compose.yaml without an engine).
+metrics-tools:
+	@command -v prometheus >/dev/null && command -v docker-compose >/dev/null || \
+		{ apt-get update -qq && apt-get install -y -qq --no-install-recommends prometheus docker-compose >/dev/null; }
+
+e2e: build venv wrk image-tools metrics-tools
 	$(PYTHON) -m pytest -q tests/e2e
 
 # What the filter costs against Envoy's native filters; regenerates BENCHMARKS.md.

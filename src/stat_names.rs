@@ -80,7 +80,10 @@ mod tests {
 
     #[test]
     fn subset_is_the_third_field_of_an_istio_cluster_name() {
-        assert_eq!(subset("outbound|8080|v2|reviews.app.svc.cluster.local"), "v2");
+        assert_eq!(
+            subset("outbound|8080|v2|reviews.app.svc.cluster.local"),
+            "v2"
+        );
         assert_eq!(subset("outbound|8080||reviews.app.svc.cluster.local"), NONE);
         assert_eq!(subset("passthrough"), NONE);
         assert_eq!(subset("a|b|c"), NONE);

@@ -257,7 +257,11 @@ fn bundle_envoy_has_the_stats_tags_of_the_demo_bootstraps() {
     assert_eq!(code, 0, "{err}");
     let tags = &yaml(&out)["stats_config"]["stats_tags"];
     assert!(tags.as_array().is_some_and(|t| t.len() >= 9), "{tags}");
-    for file in ["envoy/envoy.yaml", "envoy/envoy-ecds.yaml", "envoy/compose/envoy.yaml"] {
+    for file in [
+        "envoy/envoy.yaml",
+        "envoy/envoy-ecds.yaml",
+        "envoy/compose/envoy.yaml",
+    ] {
         let text = std::fs::read_to_string(repo().join(file)).unwrap();
         assert_eq!(&yaml(&text)["stats_config"]["stats_tags"], tags, "{file}");
     }

@@ -299,7 +299,8 @@ fn stats_tags() -> Value {
     let mut tags: Vec<Value> = chain
         .iter()
         .map(|(label, metrics)| {
-            let regex = format!(r"^wasmcustom\.meshrules_(?:{metrics}){before}(\.{label}\.([^.]*))");
+            let regex =
+                format!(r"^wasmcustom\.meshrules_(?:{metrics}){before}(\.{label}\.([^.]*))");
             before.push_str(&format!(r"(?:\.{label}\.[^.]*)?"));
             json!({ "tag_name": label, "regex": regex })
         })
