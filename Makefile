@@ -111,9 +111,17 @@ bench: build venv tools
 size: build
 	python3 bench/size.py --update BENCHMARKS.md
 
-# Every step of the benchmark for a second or so: keeps `make bench` working.
+# Every step of the benchmark for a second or so: keeps `make bench` working; a 20k-request
+# soak keeps `make soak` working.
 bench-smoke: build venv tools
 	$(PYTHON) bench/run.py --smoke --out $$(mktemp)
+	$(PYTHON) bench/soak.py --smoke
+
+# 1M requests through the demo rules with JWT, a rate limit and faults (bench/soak.py): VM
+# memory and RSS flat, no failed request; figures into BENCHMARKS.md's "Soak" section. Long
+# (a minute or two): not part of `make test`.
+soak: build venv tools
+	$(PYTHON) bench/soak.py
 
 # Fuzzing (fuzz/, cargo-fuzz and libFuzzer on nightly; the filter itself stays on stable).
 # Each target first replays its fuzz/regressions/ inputs (except `open-*`: findings whose fix

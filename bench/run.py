@@ -79,13 +79,13 @@ def pinned(cpu: int, cmd: list[str]) -> list[str]:
 class Envoy:
     _base_ids = iter(range(40_000, 41_000))
 
-    def __init__(self, name: str, bootstrap: dict, workdir: Path, cpu: int):
+    def __init__(self, name: str, bootstrap: dict, workdir: Path, cpu: int, concurrency: int = 1):
         self.admin_port = bootstrap["admin"]["address"]["socket_address"]["port_value"]
         path = workdir / f"{name}.json"
         path.write_text(json.dumps(bootstrap))
         self.log = open(workdir / f"{name}.log", "w")
         self.proc = subprocess.Popen(
-            pinned(cpu, [str(ENVOY), "-c", str(path), "--concurrency", "1", "--base-id",
+            pinned(cpu, [str(ENVOY), "-c", str(path), "--concurrency", str(concurrency), "--base-id",
                          str(next(self._base_ids)), "--disable-hot-restart", "--log-level", "warn"]),
             cwd=REPO, stdout=self.log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
         deadline = time.monotonic() + 60
@@ -210,7 +210,7 @@ def us(seconds_: float) -> str:
 def run(args: argparse.Namespace) -> str:
     work = Path(tempfile.mkdtemp(prefix="meshrules-bench-"))
     up_port, test_admin = free_port(), free_port()
-    ports = {k: free_port() for k in "abcdefg"}
+    ports = {k: free_port() for k in "abcdefgh"}
     jwks = jwt_material()
     started = []
     try:
@@ -222,7 +222,9 @@ def run(args: argparse.Namespace) -> str:
                                             name="d_meshrules_no_token_cache"),
                      cfg.meshrules_listener(ports["e"], str(WASM), cfg.RULES, name="e_meshrules_routing_only"),
                      cfg.native_listener(ports["f"], jwks, jwt_cache=True, name="f_native_jwt_cache"),
-                     cfg.meshrules_listener(ports["g"], str(WASM), cfg.RATE_LIMITED, name="g_meshrules_rate_limited")]
+                     cfg.meshrules_listener(ports["g"], str(WASM), cfg.RATE_LIMITED, name="g_meshrules_rate_limited"),
+                     cfg.meshrules_listener(ports["h"], str(WASM), cfg.RULES, name="h_meshrules_no_destination_metrics",
+                                            vm_env=cfg.NO_DESTINATION_METRICS)]
         envoy = Envoy("under-test", cfg.bootstrap(test_admin, listeners, up_port), work, cpu=0)
         started.append(envoy)
 
@@ -314,6 +316,7 @@ def report(args, rounds, fixed, rate, decisions, memory, mem_before, mem_after) 
     jwt_hit = [r["c"]["cpu_us"] - r["e"]["cpu_us"] for r in rounds]
     jwt_miss = [r["d"]["cpu_us"] - r["e"]["cpu_us"] for r in rounds]
     rate_limit = [r["g"]["cpu_us"] - r["e"]["cpu_us"] for r in rounds]
+    destination_metrics = [r["e"]["cpu_us"] - r["h"]["cpu_us"] for r in rounds]
     lines = [
         "# meshrules benchmarks",
         "",
@@ -335,7 +338,8 @@ def report(args, rounds, fixed, rate, decisions, memory, mem_before, mem_after) 
         "meshrules with the VirtualService only; (f) as b with jwt_authn's own verified-token "
         "cache on (`jwt_cache_config`, which istiod does not set), the like-for-like of c; "
         "(g) as e with a rate limit (a LocalRateLimit on every route, a bucket that never runs "
-        "dry, shared data across VMs). Every request carries the same valid token.",
+        "dry, shared data across VMs); (h) as e without the per-destination metrics "
+        "(`MESHRULES_DESTINATION_METRICS=off`). Every request carries the same valid token.",
         "",
         "## Headline",
         "",
@@ -355,6 +359,8 @@ def report(args, rounds, fixed, rate, decisions, memory, mem_before, mem_after) 
         f"| same, cache miss: ES256 signature verified every request (d − e) | {median(jwt_miss):+.1f} µs | |",
         f"| rate limit check (route bucket in shared data), Envoy CPU per request (g − e) "
         f"| {median(rate_limit):+.1f} µs | |",
+        f"| per-destination metrics (a response counter by code and a duration histogram sample), "
+        f"Envoy CPU per request (e − h) | {median(destination_metrics):+.1f} µs | |",
         f"| wasm module after wasm-opt (raw) | {opt / 1024:.0f} KiB ({raw / 1024:.0f} KiB) | <= 400 KB |",
         f"| largest function in the module (functions above 10 KiB) | {largest} | <= ~10 KB (0) |",
         f"| VM linear memory after {args.warm_requests} → +{args.memory_requests} requests | "
