@@ -42,6 +42,8 @@ WASM = Path(os.environ.get("MESHRULES_WASM", REPO / "wasm" / "meshrules.wasm"))
 RAW_WASM = REPO / "target" / "wasm32-wasip1" / "release" / "meshrules.wasm"
 HOST = "demoapp"
 CONNECTIONS = 16
+# bench/soak.py's section of BENCHMARKS.md (`make soak`): kept when the rest is regenerated.
+SOAK_HEADING = "## Soak"
 # Set by jwt_material(): the header every load generator sends.
 AUTH: list[str] = []
 
@@ -451,7 +453,8 @@ def main() -> int:
             print(f"missing {tool}: run through `make bench`", file=sys.stderr)
             return 2
     text = run(args)
-    args.out.write_text(text)
+    soak = size.section_of(args.out, SOAK_HEADING)
+    args.out.write_text(text + ("\n" + soak if soak else ""))
     print(text)
     return 0
 

@@ -76,7 +76,47 @@ pub fn code(status: u32) -> String {
 
 #[cfg(test)]
 mod tests {
+    use serde_json::json;
+
     use super::*;
+    use crate::compile::{load, Anonymous};
+
+    fn rules(http: serde_json::Value) -> RuleSet {
+        let config = json!({"resources": [{"apiVersion": "networking.istio.io/v1",
+            "kind": "VirtualService", "metadata": {"name": "demo.app", "namespace": "app"},
+            "spec": {"hosts": ["demoapp"], "http": http}}]});
+        match load(config.to_string().as_bytes(), &Anonymous) {
+            Ok(l) => l.rules,
+            Err(e) => panic!("config refused: {e:?}"),
+        }
+    }
+
+    #[test]
+    fn each_destination_of_a_split_is_labelled_with_its_subset_and_cluster() {
+        let r = rules(json!([
+            {"name": "split", "route": [
+                {"destination": {"host": "demoapp", "subset": "v1", "port": {"number": 8080}}, "weight": 90},
+                {"destination": {"host": "demoapp", "port": {"number": 8080}}, "weight": 10}]},
+        ]));
+        assert_eq!(
+            destinations(&r, 0),
+            [
+                "namespace.app.virtual_service.demo_app.route.split.subset.v1\
+                 .cluster.outbound|8080|v1|demoapp_app_svc_cluster_local",
+                "namespace.app.virtual_service.demo_app.route.split.subset.none\
+                 .cluster.outbound|8080||demoapp_app_svc_cluster_local",
+            ]
+        );
+    }
+
+    #[test]
+    fn a_route_that_forwards_nowhere_has_no_destinations() {
+        let r = rules(json!([
+            {"name": "moved", "redirect": {"uri": "/new"}},
+        ]));
+        assert!(destinations(&r, 0).is_empty());
+        assert!(destinations(&r, 7).is_empty());
+    }
 
     #[test]
     fn subset_is_the_third_field_of_an_istio_cluster_name() {

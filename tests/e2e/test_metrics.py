@@ -102,7 +102,10 @@ def test_metric_names_are_the_ones_readme_lists():
     for name in ["meshrules_route_requests{namespace,virtual_service,route}",
                  "meshrules_unrouted_requests{namespace,virtual_service}",
                  "meshrules_fault_delays_injected", "meshrules_fault_aborts_injected",
-                 "meshrules_requests_delayed", "meshrules_config_loads_accepted"]:
+                 "meshrules_requests_delayed", "meshrules_config_loads_accepted",
+                 "meshrules_responses{namespace,virtual_service,route,subset,cluster,code,code_class}",
+                 "meshrules_request_duration_milliseconds{namespace,virtual_service,route,subset,cluster}",
+                 "meshrules_local_replies{reason}"]:
         assert name in readme, name
 
 
