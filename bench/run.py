@@ -4,7 +4,8 @@
 One Envoy (--concurrency 1, pinned to CPU 0) carries listeners with the same demo rule set
 (routing, an ALLOW policy and a JWT check): (a) no rules, (b) the rules as Envoy native config,
 (c) meshrules, (d) meshrules re-verifying every token (no token cache), (e) meshrules with
-the routing rules only, (f) as b with jwt_authn's token cache on. Every request carries the same valid ES256 token. A fast upstream
+the routing rules only, (f) as b with jwt_authn's token cache on, (g) as e with a rate limit,
+(h) as e without the per-destination metrics. Every request carries the same valid ES256 token. A fast upstream
 (Envoy with a direct_response) and the load generators share CPU 1. Rounds are interleaved
 a/b/c/d/e/f so drift cancels; medians and per-round ratios are reported.
 

@@ -69,6 +69,30 @@ pub fn record(id: Option<u32>, value: u64) {
     }
 }
 
+/// Counters defined on their key's first use, for labels whose values only traffic tells
+/// (a response's status, a reply's reason). A handful of keys each: a scan finds them, and
+/// the name is formatted once, not per request.
+struct LazyCounters<K>(RefCell<Vec<(K, Option<u32>)>>);
+
+impl<K: PartialEq + Copy> LazyCounters<K> {
+    fn new() -> Self {
+        LazyCounters(RefCell::new(Vec::new()))
+    }
+
+    fn add(&self, key: K, name: impl FnOnce() -> String) {
+        let mut known = self.0.borrow_mut();
+        let id = match known.iter().find(|(k, _)| *k == key) {
+            Some((_, id)) => *id,
+            None => {
+                let id = define(MetricType::Counter, &name());
+                known.push((key, id));
+                id
+            }
+        };
+        add(id, 1);
+    }
+}
+
 pub fn add(id: Option<u32>, delta: i64) {
     if let Some(id) = id {
         // A failed metric update is not worth failing or logging the request for.
@@ -96,7 +120,7 @@ pub struct Globals {
     pub jwks_fetch_failed: Option<u32>,
     pub ratelimit_state_failed: Option<u32>,
     /// `meshrules_local_replies.reason.<details>`, defined on a reason's first reply.
-    local_replies: RefCell<Vec<(&'static str, Option<u32>)>>,
+    local_replies: LazyCounters<&'static str>,
 }
 
 impl Globals {
@@ -119,25 +143,16 @@ impl Globals {
             jwks_fetch_ok: define(MetricType::Counter, JWKS_FETCH_OK),
             jwks_fetch_failed: define(MetricType::Counter, JWKS_FETCH_FAILED),
             ratelimit_state_failed: define(MetricType::Counter, RATELIMIT_STATE_FAILED),
-            local_replies: RefCell::new(Vec::new()),
+            local_replies: LazyCounters::new(),
         }
     }
 
     /// Counts one of the filter's own replies under its reason: Envoy's response code details
-    /// (`fault_filter_abort`, `rbac_access_denied`, `local_rate_limited`, ...), a handful of
-    /// names, so the counter is found by a short scan.
+    /// (`fault_filter_abort`, `rbac_access_denied`, `local_rate_limited`, ...).
     pub fn local_reply(&self, details: &'static str) {
-        let mut known = self.local_replies.borrow_mut();
-        let id = match known.iter().find(|(d, _)| *d == details) {
-            Some((_, id)) => *id,
-            None => {
-                let name = format!("{LOCAL_REPLIES}.reason.{}", stat_names::segment(details));
-                let id = define(MetricType::Counter, &name);
-                known.push((details, id));
-                id
-            }
-        };
-        add(id, 1);
+        self.local_replies.add(details, || {
+            format!("{LOCAL_REPLIES}.reason.{}", stat_names::segment(details))
+        });
     }
 }
 
@@ -156,9 +171,8 @@ struct DestinationMetrics {
     /// The name's label segments, up to the cluster.
     labels: String,
     duration: Option<u32>,
-    /// `meshrules_responses` per status, defined on the status's first response: a
-    /// destination sees few distinct statuses, so a scan finds them.
-    codes: RefCell<Vec<(u32, Option<u32>)>>,
+    /// `meshrules_responses` per status, defined on the status's first response.
+    codes: LazyCounters<u32>,
 }
 
 impl DestinationMetrics {
@@ -169,22 +183,14 @@ impl DestinationMetrics {
                 &format!("{REQUEST_DURATION}.{labels}"),
             ),
             labels,
-            codes: RefCell::new(Vec::new()),
+            codes: LazyCounters::new(),
         }
     }
 
     fn response(&self, status: u32, elapsed_ms: u64) {
-        let mut codes = self.codes.borrow_mut();
-        let id = match codes.iter().find(|(s, _)| *s == status) {
-            Some((_, id)) => *id,
-            None => {
-                let name = format!("{RESPONSES}.{}.{}", self.labels, stat_names::code(status));
-                let id = define(MetricType::Counter, &name);
-                codes.push((status, id));
-                id
-            }
-        };
-        add(id, 1);
+        self.codes.add(status, || {
+            format!("{RESPONSES}.{}.{}", self.labels, stat_names::code(status))
+        });
         record(self.duration, elapsed_ms);
     }
 }
