@@ -145,3 +145,20 @@ def test_request_durations_are_histograms_per_destination(env):
 def test_local_replies_are_counted_under_envoys_response_code_details(prom):
     assert prometheus_value(prom, "meshrules_local_replies", reason="fault_filter_abort") == 2, prom
     assert prometheus_value(prom, "meshrules_local_replies", reason="route_not_found") == 2, prom
+
+
+def test_destination_metrics_can_be_left_out_through_the_vm_environment(envoy):
+    """MESHRULES_DESTINATION_METRICS=off in the VM's environment (README, Metrics): no
+    per-destination series, the per-route counters as before (bench listener h relies on it)."""
+    def without_destination_metrics(cfg):
+        hcm = cfg["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]["typed_config"]
+        vm = hcm["http_filters"][0]["typed_config"]["config"]["vm_config"]
+        vm["environment_variables"] = {"key_values": {"MESHRULES_DESTINATION_METRICS": "off"}}
+        return cfg
+
+    env = envoy(CONFIG, extra={"stats_config": {"stats_tags": STATS_TAGS}}, transform=without_destination_metrics)
+    for _ in range(3):
+        assert request(env, "GET", "/", host="demoapp", headers={"x-canary": "true"}).status == 200
+    prom = env.stats_prometheus()
+    assert route_requests(prom, "app", "demoapp", "canary") == 3, prom
+    assert "meshrules_responses" not in prom and "meshrules_request_duration" not in prom, prom
