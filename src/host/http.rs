@@ -306,7 +306,9 @@ impl HttpContext for Filter {
         if seen.is_multiple_of(metrics::MEMORY_SAMPLE_EVERY) {
             metrics::record_vm_memory(self.shared.globals.vm_memory);
         }
-        self.stream.borrow_mut().started_ms = now_ms();
+        if active.metrics.per_destination() {
+            self.stream.borrow_mut().started_ms = now_ms();
+        }
         process(&self.shared, &active, &self.stream)
     }
 
@@ -314,11 +316,13 @@ impl HttpContext for Filter {
         let stream = self.stream.borrow();
         if let Some(fw) = &stream.forwarded {
             // The upstream's status, or the router's own (503 when no upstream answered).
-            let status = abi::header(MapType::HttpResponseHeaders, ":status")
-                .ok()
-                .flatten()
-                .and_then(|s| s.parse::<u32>().ok());
-            if let Some(status) = status {
+            let status = fw.active.metrics.per_destination().then(|| {
+                abi::header(MapType::HttpResponseHeaders, ":status")
+                    .ok()
+                    .flatten()
+                    .and_then(|s| s.parse::<u32>().ok())
+            });
+            if let Some(status) = status.flatten() {
                 let elapsed = now_ms().saturating_sub(stream.started_ms);
                 fw.active.metrics.response(&fw.forward, status, elapsed);
             }

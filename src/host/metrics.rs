@@ -257,6 +257,12 @@ impl RuleMetrics {
         }
     }
 
+    /// Whether responses are counted per destination: when not, the request's clock and the
+    /// response's status are not read either.
+    pub fn per_destination(&self) -> bool {
+        !self.destinations.is_empty()
+    }
+
     /// Counts a forwarded request's response and how long it took.
     pub fn response(&self, forward: &Forward, status: u32, elapsed_ms: u64) {
         if let Some(d) = self
