@@ -15,7 +15,7 @@ NAMED_WASM  := target/$(WASM_TARGET)/release/meshrules.named.wasm
 CLI         := target/release/meshrules
 ENVOY_VERSION := 1.40.0
 
-.PHONY: build toolchain venv wrk tools image-tools image push require-registry run test lint unit wasm-test e2e bench bench-smoke size fuzz fuzz-smoke fuzz-seeds fuzz-tools fuzz-lint clean
+.PHONY: build toolchain venv wrk tools metrics-tools soak image-tools image push require-registry run test lint unit wasm-test e2e bench bench-smoke size fuzz fuzz-smoke fuzz-seeds fuzz-tools fuzz-lint clean
 
 # Tools a fresh machine lacks: the wasm target, wasm-opt (Debian's binaryen; its wasm-as
 # assembles the failure-policy tests' broken module), node for the in-VM unit tests, and Envoy
@@ -93,7 +93,13 @@ unit:
 wasm-test: toolchain
 	cargo test --workspace --lib --target $(WASM_TARGET)
 
-e2e: build venv wrk image-tools
+# Debian's prometheus (the metrics tests scrape Envoy with it) and docker-compose (validates
+# envoy/docker-compose.yaml without an engine).
+metrics-tools:
+	@command -v prometheus >/dev/null && command -v docker-compose >/dev/null || \
+		{ apt-get update -qq && apt-get install -y -qq --no-install-recommends prometheus docker-compose >/dev/null; }
+
+e2e: build venv wrk image-tools metrics-tools
 	$(PYTHON) -m pytest -q tests/e2e
 
 # What the filter costs against Envoy's native filters; regenerates BENCHMARKS.md.
@@ -105,9 +111,17 @@ bench: build venv tools
 size: build
 	python3 bench/size.py --update BENCHMARKS.md
 
-# Every step of the benchmark for a second or so: keeps `make bench` working.
+# Every step of the benchmark for a second or so: keeps `make bench` working; a 20k-request
+# soak keeps `make soak` working.
 bench-smoke: build venv tools
 	$(PYTHON) bench/run.py --smoke --out $$(mktemp)
+	$(PYTHON) bench/soak.py --smoke
+
+# 1M requests through the demo rules with JWT, a rate limit and faults (bench/soak.py): VM
+# memory and RSS flat, no failed request; figures into BENCHMARKS.md's "Soak" section. Long
+# (a minute or two): not part of `make test`.
+soak: build venv tools
+	$(PYTHON) bench/soak.py
 
 # Fuzzing (fuzz/, cargo-fuzz and libFuzzer on nightly; the filter itself stays on stable).
 # Each target first replays its fuzz/regressions/ inputs (except `open-*`: findings whose fix

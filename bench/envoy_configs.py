@@ -167,24 +167,31 @@ def native_listener(port: int, jwks: str, jwt_cache: bool = False, name: str = "
     return _listener(name, port, [vhost, _catch_all(PLAIN)], native_security_filters(jwks, jwt_cache) + [fault])
 
 
-def meshrules_filter(wasm: str, rules: dict, vm_id: str = "meshrules") -> dict:
+def meshrules_filter(wasm: str, rules: dict, vm_id: str = "meshrules", vm_env: dict | None = None) -> dict:
+    vm_config = {"vm_id": vm_id, "runtime": "envoy.wasm.runtime.v8", "code": {"local": {"filename": wasm}}}
+    if vm_env:
+        vm_config["environment_variables"] = {"key_values": vm_env}
     return {"name": "envoy.filters.http.wasm", "typed_config": {
         "@type": "type.googleapis.com/envoy.extensions.filters.http.wasm.v3.Wasm",
         "config": {"name": "meshrules", "root_id": "meshrules",
                    "configuration": {"@type": "type.googleapis.com/google.protobuf.StringValue",
                                      "value": json.dumps(rules)},
-                   "vm_config": {"vm_id": vm_id, "runtime": "envoy.wasm.runtime.v8",
-                                 "code": {"local": {"filename": wasm}}}}}}
+                   "vm_config": vm_config}}}
 
 
-def meshrules_listener(port: int, wasm: str, rules: dict, name: str = "c_meshrules", vm_id: str | None = None) -> dict:
+# The filter without its per-destination response and duration metrics (README, Metrics).
+NO_DESTINATION_METRICS = {"MESHRULES_DESTINATION_METRICS": "off"}
+
+
+def meshrules_listener(port: int, wasm: str, rules: dict, name: str = "c_meshrules",
+                       vm_id: str | None = None, vm_env: dict | None = None) -> dict:
     vhost = {"name": "all", "domains": ["*"], "routes": [
         {"match": {"prefix": "/", "headers": [{"name": "x-meshrules-cluster", "present_match": True}]},
          "route": {"cluster_header": "x-meshrules-cluster", "timeout": "0s", "retry_policy": ISTIO_RETRY}},
         {"match": {"prefix": "/"}, "route": {"cluster": PLAIN, "timeout": "0s"}},
     ]}
     # One VM per listener unless told: each carries its own configuration.
-    return _listener(name, port, [vhost], [meshrules_filter(wasm, rules, vm_id=vm_id or name)])
+    return _listener(name, port, [vhost], [meshrules_filter(wasm, rules, vm_id=vm_id or name, vm_env=vm_env)])
 
 
 def ecds_listener(port: int, path: str) -> dict:

@@ -4,7 +4,8 @@
 One Envoy (--concurrency 1, pinned to CPU 0) carries listeners with the same demo rule set
 (routing, an ALLOW policy and a JWT check): (a) no rules, (b) the rules as Envoy native config,
 (c) meshrules, (d) meshrules re-verifying every token (no token cache), (e) meshrules with
-the routing rules only, (f) as b with jwt_authn's token cache on. Every request carries the same valid ES256 token. A fast upstream
+the routing rules only, (f) as b with jwt_authn's token cache on, (g) as e with a rate limit,
+(h) as e without the per-destination metrics. Every request carries the same valid ES256 token. A fast upstream
 (Envoy with a direct_response) and the load generators share CPU 1. Rounds are interleaved
 a/b/c/d/e/f so drift cancels; medians and per-round ratios are reported.
 
@@ -49,6 +50,8 @@ WASM = Path(os.environ.get("MESHRULES_WASM", REPO / "wasm" / "meshrules.wasm"))
 RAW_WASM = REPO / "target" / "wasm32-wasip1" / "release" / "meshrules.wasm"
 HOST = "demoapp"
 CONNECTIONS = 16
+# bench/soak.py's section of BENCHMARKS.md (`make soak`): kept when the rest is regenerated.
+SOAK_HEADING = "## Soak"
 # Set by jwt_material(): the header every load generator sends.
 AUTH: list[str] = []
 
@@ -217,7 +220,7 @@ def us(seconds_: float) -> str:
 def run(args: argparse.Namespace) -> str:
     work = Path(tempfile.mkdtemp(prefix="meshrules-bench-"))
     up_port, test_admin = free_port(), free_port()
-    ports = {k: free_port() for k in "abcdefg"}
+    ports = {k: free_port() for k in "abcdefgh"}
     jwks = jwt_material()
     started = []
     try:
@@ -229,7 +232,9 @@ def run(args: argparse.Namespace) -> str:
                                             name="d_meshrules_no_token_cache"),
                      cfg.meshrules_listener(ports["e"], str(WASM), cfg.RULES, name="e_meshrules_routing_only"),
                      cfg.native_listener(ports["f"], jwks, jwt_cache=True, name="f_native_jwt_cache"),
-                     cfg.meshrules_listener(ports["g"], str(WASM), cfg.RATE_LIMITED, name="g_meshrules_rate_limited")]
+                     cfg.meshrules_listener(ports["g"], str(WASM), cfg.RATE_LIMITED, name="g_meshrules_rate_limited"),
+                     cfg.meshrules_listener(ports["h"], str(WASM), cfg.RULES, name="h_meshrules_no_destination_metrics",
+                                            vm_env=cfg.NO_DESTINATION_METRICS)]
         envoy = Envoy("under-test", cfg.bootstrap(test_admin, listeners, up_port), work, cpu=0)
         started.append(envoy)
 
@@ -580,6 +585,7 @@ def report(args, rounds, fixed, rate, decisions, memory, long_run, footprint_dat
     jwt_hit = [r["c"]["cpu_us"] - r["e"]["cpu_us"] for r in rounds]
     jwt_miss = [r["d"]["cpu_us"] - r["e"]["cpu_us"] for r in rounds]
     rate_limit = [r["g"]["cpu_us"] - r["e"]["cpu_us"] for r in rounds]
+    destination_metrics = [r["e"]["cpu_us"] - r["h"]["cpu_us"] for r in rounds]
     lines = [
         "# meshrules benchmarks",
         "",
@@ -601,7 +607,8 @@ def report(args, rounds, fixed, rate, decisions, memory, long_run, footprint_dat
         "meshrules with the VirtualService only; (f) as b with jwt_authn's own verified-token "
         "cache on (`jwt_cache_config`, which istiod does not set), the like-for-like of c; "
         "(g) as e with a rate limit (a LocalRateLimit on every route, a bucket that never runs "
-        "dry, shared data across VMs). Every request carries the same valid token.",
+        "dry, shared data across VMs); (h) as e without the per-destination metrics "
+        "(`MESHRULES_DESTINATION_METRICS=off`). Every request carries the same valid token.",
         "",
         "## Headline",
         "",
@@ -621,6 +628,8 @@ def report(args, rounds, fixed, rate, decisions, memory, long_run, footprint_dat
         f"| same, cache miss: ES256 signature verified every request (d − e) | {median(jwt_miss):+.1f} µs | |",
         f"| rate limit check (route bucket in shared data), Envoy CPU per request (g − e) "
         f"| {median(rate_limit):+.1f} µs | |",
+        f"| per-destination metrics (a response counter by code and a duration histogram sample), "
+        f"Envoy CPU per request (e − h) | {median(destination_metrics):+.1f} µs | |",
         f"| wasm module after wasm-opt (raw) | {opt / 1024:.0f} KiB ({raw / 1024:.0f} KiB) | <= 400 KB |",
         f"| largest function in the module (functions above 10 KiB) | {largest} | <= ~10 KB (0) |",
         f"| VM linear memory after {args.warm_requests} → +{args.memory_requests} requests | "
@@ -721,7 +730,8 @@ def main() -> int:
             print(f"missing {tool}: run through `make bench`", file=sys.stderr)
             return 2
     text = run(args)
-    args.out.write_text(text)
+    soak = size.section_of(args.out, SOAK_HEADING)
+    args.out.write_text(text + ("\n" + soak if soak else ""))
     print(text)
     return 0
 

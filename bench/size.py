@@ -541,15 +541,30 @@ def md(text: str) -> str:
     return text.replace("|", "\\|")
 
 
-def update(path: Path, section: str) -> None:
-    """Replaces the section (its heading to the next `## ` heading or the end) or appends it."""
-    text = path.read_text() if path.exists() else ""
-    start = text.find("\n" + HEADING + "\n")
+def _span(text: str, heading: str) -> tuple[int, int] | None:
+    """Where the section under `heading` is: to the next `## ` heading or the end."""
+    start = text.find("\n" + heading + "\n")
     if start < 0:
+        return None
+    nxt = text.find("\n## ", start + 1 + len(heading))
+    return start + 1, (nxt if nxt >= 0 else len(text))
+
+
+def section_of(path: Path, heading: str) -> str:
+    """The section under `heading` in the file, or "" when it has none."""
+    text = path.read_text() if path.exists() else ""
+    span = _span(text, heading)
+    return text[span[0]:span[1]] if span else ""
+
+
+def update(path: Path, section: str, heading: str = HEADING) -> None:
+    """Replaces the section under `heading` or appends it."""
+    text = path.read_text() if path.exists() else ""
+    span = _span(text, heading)
+    if span is None:
         text = text.rstrip("\n") + "\n\n" + section
     else:
-        nxt = text.find("\n## ", start + 1 + len(HEADING))
-        text = text[:start + 1] + section + (text[nxt:] if nxt >= 0 else "")
+        text = text[:span[0]] + section + text[span[1]:]
     path.write_text(text)
 
 

@@ -1,7 +1,7 @@
 //! meshrules: Istio traffic rules (VirtualService, DestinationRule) decided in a proxy-wasm
 //! filter, enforced by Envoy's router.
 //!
-//! The core (`config`, `compile`, `rules`, `http`, `authn`, `authz`, `engine`, `pipeline`)
+//! The core (`config`, `compile`, `rules`, `http`, `authn`, `authz`, `engine`, `pipeline`, `stat_names`)
 //! makes no host calls and is tested
 //! natively and inside a Wasm VM; `host` is the thin proxy-wasm shell.
 
@@ -17,6 +17,7 @@ pub mod jwt;
 pub mod pipeline;
 pub mod ratelimit;
 pub mod rules;
+pub mod stat_names;
 pub mod x509;
 
 // Test builds for wasm run in a plain WASI VM, which has no proxy-wasm host to link.

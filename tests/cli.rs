@@ -249,6 +249,24 @@ fn bundle_turns_the_demo_yaml_into_the_config_of_envoy_yaml() {
     assert_eq!(bundled, demo_envoy_config());
 }
 
+/// The metric name labels `bundle --output envoy` tells Envoy to extract are those the demo
+/// bootstraps ship: one set of `stats_tags`, written once in the CLI.
+#[test]
+fn bundle_envoy_has_the_stats_tags_of_the_demo_bootstraps() {
+    let (code, out, err) = meshrules(&["bundle", "--output", "envoy", DEMO]);
+    assert_eq!(code, 0, "{err}");
+    let tags = &yaml(&out)["stats_config"]["stats_tags"];
+    assert!(tags.as_array().is_some_and(|t| t.len() >= 9), "{tags}");
+    for file in [
+        "envoy/envoy.yaml",
+        "envoy/envoy-ecds.yaml",
+        "envoy/compose/envoy.yaml",
+    ] {
+        let text = std::fs::read_to_string(repo().join(file)).unwrap();
+        assert_eq!(&yaml(&text)["stats_config"]["stats_tags"], tags, "{file}");
+    }
+}
+
 #[test]
 fn bundle_refuses_an_invalid_config_and_prints_no_config() {
     let bad = TempFile::new("bad.yaml", BAD_YAML);

@@ -3,7 +3,8 @@
 
     python3 tests/upstream.py --listen NAME=PORT [--listen NAME=PORT ...]
 
-Starts one HTTP/1.1 server per listener, all on 127.0.0.1 in this one process. PORT may be 0:
+Starts one HTTP/1.1 server per listener, all on 127.0.0.1 (``--bind ADDR``: on ADDR, e.g.
+0.0.0.0 in the compose demo's container) in this one process. PORT may be 0:
 the kernel picks a free port. Once every listener is bound, one JSON line mapping each NAME to
 its port is printed on stdout (and flushed), e.g. ``{"v1": 41234, "v2": 41235}``.
 
@@ -209,9 +210,9 @@ class Server(ThreadingHTTPServer):
         super().handle_error(request, client_address)
 
 
-def make_server(name: str, port: int, verbose: bool) -> Server:
+def make_server(name: str, port: int, verbose: bool, bind: str = "127.0.0.1") -> Server:
     handler = type(f"Handler_{abs(hash(name))}", (Handler,), {"listener_name": name})
-    server = Server(("127.0.0.1", port), handler)
+    server = Server((bind, port), handler)
     server.verbose = verbose
     return server
 
@@ -234,6 +235,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--listen", action="append", type=parse_listen, required=True,
                     metavar="NAME=PORT", help="a listener; PORT 0 picks a free port")
     ap.add_argument("--verbose", action="store_true", help="log every request on stderr")
+    ap.add_argument("--bind", default="127.0.0.1", help="the address every listener binds")
     args = ap.parse_args(argv)
 
     names = [n for n, _ in args.listen]
@@ -246,7 +248,7 @@ def main(argv: list[str] | None = None) -> int:
     # before any thread starts, so every thread inherits the mask.
     stop_signals = {signal.SIGTERM, signal.SIGINT}
     signal.pthread_sigmask(signal.SIG_BLOCK, stop_signals)
-    servers = [make_server(name, port, args.verbose) for name, port in args.listen]
+    servers = [make_server(name, port, args.verbose, args.bind) for name, port in args.listen]
     threads = []
     for s in servers:
         t = threading.Thread(target=s.serve_forever, kwargs={"poll_interval": 0.2}, daemon=True)

@@ -24,6 +24,9 @@ pub struct Stream {
     pub context_id: u32,
     forwarded: Option<Forwarded>,
     held: bool,
+    /// When the request's headers reached the filter (Unix ms): its duration runs from here
+    /// to the response headers, fault delays and JWKS waits included, as the client sees it.
+    started_ms: u64,
 }
 
 /// What the response phase of a forwarded request needs: the rule set it was decided with,
@@ -59,12 +62,18 @@ fn fail(shared: &Shared, what: &'static str, e: Status) -> Action {
         "meshrules_error",
         "meshrules: could not apply the routing decision",
     );
-    let _ = abi::send_local_reply(&reply);
+    let _ = send_reply(shared, &reply);
     Action::Pause
 }
 
+/// Sends one of the filter's own replies and counts it under its reason.
+pub fn send_reply(shared: &Shared, reply: &LocalReply) -> Result<(), Status> {
+    shared.globals.local_reply(reply.details);
+    abi::send_local_reply(reply)
+}
+
 fn reply(shared: &Shared, reply: &LocalReply) -> Action {
-    if let Err(e) = abi::send_local_reply(reply) {
+    if let Err(e) = send_reply(shared, reply) {
         shared.log_once("cannot send a local reply", &format!("{e:?}"));
     }
     Action::Pause
@@ -272,6 +281,7 @@ impl Filter {
                 context_id,
                 forwarded: None,
                 held: false,
+                started_ms: 0,
             })),
         }
     }
@@ -298,11 +308,26 @@ impl HttpContext for Filter {
         if seen.is_multiple_of(metrics::MEMORY_SAMPLE_EVERY) {
             metrics::record_vm_memory(self.shared.globals.vm_memory);
         }
+        if active.metrics.per_destination() {
+            self.stream.borrow_mut().started_ms = now_ms();
+        }
         process(&self.shared, &active, &self.stream)
     }
 
     fn on_http_response_headers(&mut self, _num_headers: usize, _end_of_stream: bool) -> Action {
-        if let Some(fw) = &self.stream.borrow().forwarded {
+        let stream = self.stream.borrow();
+        if let Some(fw) = &stream.forwarded {
+            // The upstream's status, or the router's own (503 when no upstream answered).
+            let status = fw.active.metrics.per_destination().then(|| {
+                abi::header(MapType::HttpResponseHeaders, ":status")
+                    .ok()
+                    .flatten()
+                    .and_then(|s| s.parse::<u32>().ok())
+            });
+            if let Some(status) = status.flatten() {
+                let elapsed = now_ms().saturating_sub(stream.started_ms);
+                fw.active.metrics.response(&fw.forward, status, elapsed);
+            }
             let response = |e| apply(MapType::HttpResponseHeaders, e);
             let result = fw
                 .active

@@ -1,11 +1,15 @@
 //! The filter's metrics, defined through proxy-wasm (`wasmcustom.` in Envoy's stats).
-//! Per-route names carry their labels as `.namespace.<ns>.virtual_service.<vs>.route.<r>`
-//! segments that Envoy's `stats_tags` turn into Prometheus labels (see `envoy/envoy.yaml`).
+//! Per-route names carry their labels as segments that Envoy's `stats_tags` turn into
+//! Prometheus labels (see `crate::stat_names` and `envoy/envoy.yaml`).
+
+use std::cell::RefCell;
 
 use super::abi;
 use proxy_wasm::types::MetricType;
 
+use crate::engine::Forward;
 use crate::rules::RuleSet;
+use crate::stat_names;
 
 pub const CONFIG_ACCEPTED: &str = "meshrules_config_loads_accepted";
 pub const CONFIG_REJECTED: &str = "meshrules_config_loads_rejected";
@@ -31,6 +35,12 @@ pub const RATELIMIT_ALLOWED: &str = "meshrules_ratelimit_allowed";
 pub const RATELIMIT_LIMITED: &str = "meshrules_ratelimit_limited";
 pub const RATELIMIT_SHADOWED: &str = "meshrules_ratelimit_shadow_limited";
 pub const RATELIMIT_STATE_FAILED: &str = "meshrules_ratelimit_state_failed";
+pub const RESPONSES: &str = "meshrules_responses";
+pub const REQUEST_DURATION: &str = "meshrules_request_duration_milliseconds";
+pub const LOCAL_REPLIES: &str = "meshrules_local_replies";
+/// Set to `off` in the VM's `environment_variables` to leave out the per-destination response
+/// and latency metrics (their cardinality, or their cost: `make bench`).
+pub const DESTINATION_METRICS_ENV: &str = "MESHRULES_DESTINATION_METRICS";
 
 /// How often (in requests) the VM memory gauge is refreshed: often enough to see growth,
 /// rare enough to cost nothing.
@@ -51,6 +61,37 @@ pub fn record_vm_memory(id: Option<u32>) {
     if let Some(id) = id {
         let bytes = core::arch::wasm32::memory_size(0) as u64 * 65_536;
         let _ = abi::record_metric(id, bytes);
+    }
+}
+
+/// A histogram sample.
+pub fn record(id: Option<u32>, value: u64) {
+    if let Some(id) = id {
+        let _ = abi::record_metric(id, value);
+    }
+}
+
+/// Counters defined on their key's first use, for labels whose values only traffic tells
+/// (a response's status, a reply's reason). A handful of keys each: a scan finds them, and
+/// the name is formatted once, not per request.
+struct LazyCounters<K>(RefCell<Vec<(K, Option<u32>)>>);
+
+impl<K: PartialEq + Copy> LazyCounters<K> {
+    fn new() -> Self {
+        LazyCounters(RefCell::new(Vec::new()))
+    }
+
+    fn add(&self, key: K, name: impl FnOnce() -> String) {
+        let mut known = self.0.borrow_mut();
+        let id = match known.iter().find(|(k, _)| *k == key) {
+            Some((_, id)) => *id,
+            None => {
+                let id = define(MetricType::Counter, &name());
+                known.push((key, id));
+                id
+            }
+        };
+        add(id, 1);
     }
 }
 
@@ -83,6 +124,8 @@ pub struct Globals {
     pub jwks_fetch_ok: Option<u32>,
     pub jwks_fetch_failed: Option<u32>,
     pub ratelimit_state_failed: Option<u32>,
+    /// `meshrules_local_replies.reason.<details>`, defined on a reason's first reply.
+    local_replies: LazyCounters<&'static str>,
 }
 
 impl Globals {
@@ -107,7 +150,16 @@ impl Globals {
             jwks_fetch_ok: define(MetricType::Counter, JWKS_FETCH_OK),
             jwks_fetch_failed: define(MetricType::Counter, JWKS_FETCH_FAILED),
             ratelimit_state_failed: define(MetricType::Counter, RATELIMIT_STATE_FAILED),
+            local_replies: LazyCounters::new(),
         }
+    }
+
+    /// Counts one of the filter's own replies under its reason: Envoy's response code details
+    /// (`fault_filter_abort`, `rbac_access_denied`, `local_rate_limited`, ...).
+    pub fn local_reply(&self, details: &'static str) {
+        self.local_replies.add(details, || {
+            format!("{LOCAL_REPLIES}.reason.{}", stat_names::segment(details))
+        });
     }
 }
 
@@ -116,6 +168,38 @@ pub struct RuleMetrics {
     pub routes: Vec<Option<u32>>,
     pub unrouted: Vec<Option<u32>>,
     pub limits: Vec<(String, LimitMetrics)>,
+    /// Per route, per destination of its split (empty when left out, see
+    /// [`DESTINATION_METRICS_ENV`]).
+    destinations: Vec<Vec<DestinationMetrics>>,
+}
+
+/// What came back from one destination of one route.
+struct DestinationMetrics {
+    /// The name's label segments, up to the cluster.
+    labels: String,
+    duration: Option<u32>,
+    /// `meshrules_responses` per status, defined on the status's first response.
+    codes: LazyCounters<u32>,
+}
+
+impl DestinationMetrics {
+    fn new(labels: String) -> Self {
+        DestinationMetrics {
+            duration: define(
+                MetricType::Histogram,
+                &format!("{REQUEST_DURATION}.{labels}"),
+            ),
+            labels,
+            codes: LazyCounters::new(),
+        }
+    }
+
+    fn response(&self, status: u32, elapsed_ms: u64) {
+        self.codes.add(status, || {
+            format!("{RESPONSES}.{}.{}", self.labels, stat_names::code(status))
+        });
+        record(self.duration, elapsed_ms);
+    }
 }
 
 /// One rate limit's counters (`.limit.<name>` in the stat name).
@@ -125,33 +209,12 @@ pub struct LimitMetrics {
     pub shadowed: Option<u32>,
 }
 
-/// Stat names are dot-separated; a dot inside a Kubernetes or route name would split a label.
-fn segment(s: &str) -> String {
-    s.replace('.', "_")
-}
-
-fn vs_labels(id: &str) -> String {
-    let (ns, name) = id.split_once('/').unwrap_or(("", id));
-    format!(
-        "namespace.{}.virtual_service.{}",
-        segment(ns),
-        segment(name)
-    )
-}
-
 impl RuleMetrics {
     pub fn define(rules: &RuleSet) -> Self {
-        let routes = rules
-            .routes
-            .iter()
+        let routes = (0..rules.routes.len())
             .map(|r| {
-                let vs = &rules.virtual_services[r.virtual_service].id;
-                let name = format!(
-                    "{ROUTE_REQUESTS}.{}.route.{}",
-                    vs_labels(vs),
-                    segment(&r.name)
-                );
-                define(MetricType::Counter, &name)
+                let labels = stat_names::route(rules, r)?;
+                define(MetricType::Counter, &format!("{ROUTE_REQUESTS}.{labels}"))
             })
             .collect();
         let unrouted = rules
@@ -160,7 +223,10 @@ impl RuleMetrics {
             .map(|vs| {
                 define(
                     MetricType::Counter,
-                    &format!("{UNROUTED_REQUESTS}.{}", vs_labels(&vs.id)),
+                    &format!(
+                        "{UNROUTED_REQUESTS}.{}",
+                        stat_names::virtual_service(&vs.id)
+                    ),
                 )
             })
             .collect();
@@ -169,7 +235,8 @@ impl RuleMetrics {
             .limits
             .iter()
             .map(|l| {
-                let name = |metric: &str| format!("{metric}.limit.{}", segment(&l.name));
+                let name =
+                    |metric: &str| format!("{metric}.limit.{}", stat_names::segment(&l.name));
                 let m = LimitMetrics {
                     allowed: define(MetricType::Counter, &name(RATELIMIT_ALLOWED)),
                     limited: define(MetricType::Counter, &name(RATELIMIT_LIMITED)),
@@ -178,10 +245,39 @@ impl RuleMetrics {
                 (l.name.clone(), m)
             })
             .collect();
+        let per_destination = std::env::var(DESTINATION_METRICS_ENV).map_or(true, |v| v != "off");
+        let destinations = if per_destination {
+            (0..rules.routes.len())
+                .map(|r| {
+                    let labels = stat_names::destinations(rules, r);
+                    labels.into_iter().map(DestinationMetrics::new).collect()
+                })
+                .collect()
+        } else {
+            Vec::new()
+        };
         RuleMetrics {
             routes,
             unrouted,
             limits,
+            destinations,
+        }
+    }
+
+    /// Whether responses are counted per destination: when not, the request's clock and the
+    /// response's status are not read either.
+    pub fn per_destination(&self) -> bool {
+        !self.destinations.is_empty()
+    }
+
+    /// Counts a forwarded request's response and how long it took.
+    pub fn response(&self, forward: &Forward, status: u32, elapsed_ms: u64) {
+        if let Some(d) = self
+            .destinations
+            .get(forward.route)
+            .and_then(|r| r.get(forward.destination))
+        {
+            d.response(status, elapsed_ms);
         }
     }
 

@@ -172,7 +172,7 @@ impl RootContext for Root {
             }
             let result = match held.then {
                 AfterDelay::Resume => abi::resume_http_request(),
-                AfterDelay::Reply(r) => abi::send_local_reply(&r),
+                AfterDelay::Reply(r) => http::send_reply(&self.shared, &r),
             };
             if let Err(e) = result {
                 self.shared

@@ -14,7 +14,7 @@ from conftest import (
 def shipped_envoy_configs():
     """YAML files under envoy/ that are Envoy bootstraps (docker-compose files are not)."""
     out = []
-    for p in sorted((REPO / "envoy").glob("*.yaml")):
+    for p in sorted((REPO / "envoy").rglob("*.yaml")):
         text = p.read_text()
         if "static_resources" in text or "dynamic_resources" in text:
             out.append(p)

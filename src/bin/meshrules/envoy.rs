@@ -277,18 +277,37 @@ fn cluster(
     Ok(c)
 }
 
-/// The label segments of the filter's per-route and per-limit counters as Prometheus labels (the same tags
-/// as envoy/envoy.yaml).
+/// The `stats_tags` that turn the label segments of the filter's metric names (see the
+/// filter's `stat_names`) into Prometheus labels: envoy/envoy.yaml and envoy/envoy-ecds.yaml
+/// carry the same (tests/cli.rs checks). Envoy matches every tag against the whole name, so
+/// each regex skips the labels before its own.
 fn stats_tags() -> Value {
-    let prefix = r"^wasmcustom\.meshrules_";
-    json!([
-        { "tag_name": "namespace",
-          "regex": format!(r"{prefix}(?:route|unrouted)_requests(\.namespace\.([^.]*))") },
-        { "tag_name": "virtual_service",
-          "regex": format!(r"{prefix}(?:route|unrouted)_requests(?:\.namespace\.[^.]*)?(\.virtual_service\.([^.]*))") },
-        { "tag_name": "route",
-          "regex": format!(r"{prefix}route_requests(?:\.namespace\.[^.]*)?(?:\.virtual_service\.[^.]*)?(\.route\.([^.]*))") },
-        { "tag_name": "limit",
-          "regex": format!(r"{prefix}ratelimit_[a-z_]+(\.limit\.([^.]*))") },
-    ])
+    const NAMED: &str = "route_requests|unrouted_requests|responses|request_duration_milliseconds";
+    const ROUTED: &str = "route_requests|responses|request_duration_milliseconds";
+    const PER_DESTINATION: &str = "responses|request_duration_milliseconds";
+    // Each label, in name order, and the metrics that carry it.
+    let chain = [
+        ("namespace", NAMED),
+        ("virtual_service", NAMED),
+        ("route", ROUTED),
+        ("subset", PER_DESTINATION),
+        ("cluster", PER_DESTINATION),
+        ("code", "responses"),
+        ("code_class", "responses"),
+    ];
+    let mut before = String::new();
+    let mut tags: Vec<Value> = chain
+        .iter()
+        .map(|(label, metrics)| {
+            let regex =
+                format!(r"^wasmcustom\.meshrules_(?:{metrics}){before}(\.{label}\.([^.]*))");
+            before.push_str(&format!(r"(?:\.{label}\.[^.]*)?"));
+            json!({ "tag_name": label, "regex": regex })
+        })
+        .collect();
+    tags.push(json!({ "tag_name": "limit",
+        "regex": r"^wasmcustom\.meshrules_ratelimit_[a-z_]+(\.limit\.([^.]*))" }));
+    tags.push(json!({ "tag_name": "reason",
+        "regex": r"^wasmcustom\.meshrules_local_replies(\.reason\.([^.]*))" }));
+    Value::Array(tags)
 }
