@@ -47,6 +47,16 @@ RULES = {
     "routing": {"routeHasIstioDefaults": True},
 }
 
+# (j): only a 90/10 split, the smallest thing the filter decides (issue 13's "plain split").
+SPLIT_ONLY = {
+    "resources": [
+        {**RULES["resources"][0], "spec": {"hosts": ["demoapp"], "http": [
+            {"name": "split", "route": RULES["resources"][0]["spec"]["http"][1]["route"]}]}},
+        RULES["resources"][1],
+    ],
+    "routing": RULES["routing"],
+}
+
 # (g): a LocalRateLimit on every route of the demo VirtualService, far above any load, with a
 # per-user descriptor (no request sends x-user: the route's bucket is taken each time).
 RATE_LIMITED = {**RULES, "rateLimits": [{

@@ -220,12 +220,13 @@ def us(seconds_: float) -> str:
 def run(args: argparse.Namespace) -> str:
     work = Path(tempfile.mkdtemp(prefix="meshrules-bench-"))
     up_port, test_admin = free_port(), free_port()
-    ports = {k: free_port() for k in "abcdefgh"}
+    ports = {k: free_port() for k in "abcdefghij"}
     jwks = jwt_material()
     started = []
     try:
         upstream = Envoy("upstream", cfg.upstream(free_port(), up_port), work, cpu=1)
         started.append(upstream)
+        floor = mem.build_floor(work / "floor.wasm")
         listeners = [cfg.plain_listener(ports["a"]), cfg.native_listener(ports["b"], jwks),
                      cfg.meshrules_listener(ports["c"], str(WASM), cfg.rules_with_security(jwks)),
                      cfg.meshrules_listener(ports["d"], str(WASM), cfg.rules_with_security(jwks, token_cache=False),
@@ -234,7 +235,9 @@ def run(args: argparse.Namespace) -> str:
                      cfg.native_listener(ports["f"], jwks, jwt_cache=True, name="f_native_jwt_cache"),
                      cfg.meshrules_listener(ports["g"], str(WASM), cfg.RATE_LIMITED, name="g_meshrules_rate_limited"),
                      cfg.meshrules_listener(ports["h"], str(WASM), cfg.RULES, name="h_meshrules_no_destination_metrics",
-                                            vm_env=cfg.NO_DESTINATION_METRICS)]
+                                            vm_env=cfg.NO_DESTINATION_METRICS),
+                     cfg.meshrules_listener(ports["i"], str(floor), EMPTY_RULES, name="i_floor_module"),
+                     cfg.meshrules_listener(ports["j"], str(WASM), cfg.SPLIT_ONLY, name="j_meshrules_split_only")]
         envoy = Envoy("under-test", cfg.bootstrap(test_admin, listeners, up_port), work, cpu=0)
         started.append(envoy)
 
@@ -586,6 +589,10 @@ def report(args, rounds, fixed, rate, decisions, memory, long_run, footprint_dat
     jwt_miss = [r["d"]["cpu_us"] - r["e"]["cpu_us"] for r in rounds]
     rate_limit = [r["g"]["cpu_us"] - r["e"]["cpu_us"] for r in rounds]
     destination_metrics = [r["e"]["cpu_us"] - r["h"]["cpu_us"] for r in rounds]
+    floor_cost = [r["i"]["cpu_us"] - r["a"]["cpu_us"] for r in rounds]
+    over_floor = [r["j"]["cpu_us"] - r["i"]["cpu_us"] for r in rounds]
+    miss_vs_native = [(r["d"]["cpu_us"] - r["e"]["cpu_us"]) / (r["b"]["cpu_us"] - r["f"]["cpu_us"])
+                      for r in rounds if r["b"]["cpu_us"] > r["f"]["cpu_us"]]
     lines = [
         "# meshrules benchmarks",
         "",
@@ -608,7 +615,10 @@ def report(args, rounds, fixed, rate, decisions, memory, long_run, footprint_dat
         "cache on (`jwt_cache_config`, which istiod does not set), the like-for-like of c; "
         "(g) as e with a rate limit (a LocalRateLimit on every route, a bucket that never runs "
         "dry, shared data across VMs); (h) as e without the per-destination metrics "
-        "(`MESHRULES_DESTINATION_METRICS=off`). Every request carries the same valid token.",
+        "(`MESHRULES_DESTINATION_METRICS=off`); (i) the floor module (bench/memory.py: every "
+        "proxy-wasm callback exported, nothing done) on the same route table as the meshrules "
+        "listeners; (j) meshrules with a plain 90/10 split only. Every request carries the same "
+        "valid token.",
         "",
         "## Headline",
         "",
@@ -626,6 +636,13 @@ def report(args, rounds, fixed, rate, decisions, memory, long_run, footprint_dat
         f"| JWT check + ALLOW policy in meshrules, Envoy CPU per request: verified-token cache hit (c − e) "
         f"| {median(jwt_hit):+.1f} µs | |",
         f"| same, cache miss: ES256 signature verified every request (d − e) | {median(jwt_miss):+.1f} µs | |",
+        f"| cache miss against jwt_authn's signature check: (d − e) / (b − f) (median of per-round "
+        f"ratios, {len(miss_vs_native)} rounds) | "
+        + (f"{median(miss_vs_native):.2f}" if miss_vs_native else "n/a") + " | <= 2 |",
+        f"| the floor module (every proxy-wasm callback, nothing done) over no filter, Envoy CPU per "
+        f"request (i − a) | {median(floor_cost):+.1f} µs | |",
+        f"| meshrules on a plain 90/10 split over the floor module, Envoy CPU per request (j − i) "
+        f"| {median(over_floor):+.1f} µs | <= 3 µs |",
         f"| rate limit check (route bucket in shared data), Envoy CPU per request (g − e) "
         f"| {median(rate_limit):+.1f} µs | |",
         f"| per-destination metrics (a response counter by code and a duration histogram sample), "
@@ -634,7 +651,7 @@ def report(args, rounds, fixed, rate, decisions, memory, long_run, footprint_dat
         f"| largest function in the module (functions above 10 KiB) | {largest} | <= ~10 KB (0) |",
         f"| VM linear memory after {args.warm_requests} → +{args.memory_requests} requests | "
         f"{mem_before / 2**20:.2f} MiB → {mem_after / 2**20:.2f} MiB | flat |",
-        f"| Envoy RSS (7 listeners) after {args.warm_requests} → +{args.memory_requests} requests to c | "
+        f"| Envoy RSS ({len(rounds[0])} listeners) after {args.warm_requests} → +{args.memory_requests} requests to c | "
         f"{mib(rss_before)} MiB → {mib(rss_after)} MiB | flat |",
         "",
         "## Throughput (wrk, saturating)",

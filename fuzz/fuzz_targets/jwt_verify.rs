@@ -9,7 +9,7 @@
 use std::rc::Rc;
 
 use libfuzzer_sys::fuzz_target;
-use meshrules::jwt::{decode, verify, Expectation, Jwks, TokenCache};
+use meshrules::jwt::{decode, verify, Expectation, InModule, Jwks, TokenCache};
 
 const NOWS: [u64; 4] = [1, 1_700_000_000, 4_102_444_800, u64::MAX];
 
@@ -59,7 +59,7 @@ fuzz_target!(|data: &[u8]| {
         now,
         clock_skew: 60,
     };
-    let Ok(verified) = verify(decoded, &expect, &jwks) else {
+    let Ok(verified) = verify(decoded, &expect, &jwks, &InModule) else {
         return;
     };
     // The checks repeated on a cache hit agree with the ones verify made.

@@ -81,6 +81,8 @@ fn run<'r>(
             now_ms: now * 1000,
             keys: &no_remote_keys,
             token_cache: cache,
+            // The filter's own verifiers: what a VM without Envoy's verify_signature runs.
+            signatures: &meshrules::jwt::InModule,
             rng: &mut fastrand::Rng::with_seed(seed),
             buckets: &mut LocalBuckets::default(),
         },
