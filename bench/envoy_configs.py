@@ -204,10 +204,11 @@ def meshrules_listener(port: int, wasm: str, rules: dict, name: str = "c_meshrul
     return _listener(name, port, [vhost], [meshrules_filter(wasm, rules, vm_id=vm_id or name, vm_env=vm_env)])
 
 
-def ecds_listener(port: int, path: str) -> dict:
+def ecds_listener(port: int, path: str, timeout: str | None = None) -> dict:
     """A listener whose meshrules filter comes through ECDS from a watched file, as in
     envoy/envoy-ecds.yaml (the bootstrap needs a node: see `with_node`)."""
-    vhost = {"name": "all", "domains": ["*"], "routes": [{"match": {"prefix": "/"}, "route": {"cluster": PLAIN}}]}
+    route = {"cluster": PLAIN, **({"timeout": timeout} if timeout else {})}
+    vhost = {"name": "all", "domains": ["*"], "routes": [{"match": {"prefix": "/"}, "route": route}]}
     source = {"path_config_source": {"path": path, "watched_directory": {"path": path.rsplit("/", 1)[0]}}}
     return _listener("ecds", port, [vhost], [{"name": "meshrules", "config_discovery": {
         "config_source": source,

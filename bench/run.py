@@ -41,6 +41,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import envoy_configs as cfg  # noqa: E402
 import memory as mem  # noqa: E402
+import load_time  # noqa: E402
 import size  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
@@ -89,14 +90,15 @@ def pinned(cpu: int, cmd: list[str]) -> list[str]:
 class Envoy:
     _base_ids = iter(range(40_000, 41_000))
 
-    def __init__(self, name: str, bootstrap: dict, workdir: Path, cpu: int | str, concurrency: int = 1):
+    def __init__(self, name: str, bootstrap: dict, workdir: Path, cpu: int | str, concurrency: int = 1,
+                 args: list[str] = ()):
         self.admin_port = bootstrap["admin"]["address"]["socket_address"]["port_value"]
         path = workdir / f"{name}.json"
         path.write_text(json.dumps(bootstrap))
         self.log = open(workdir / f"{name}.log", "w")
         self.proc = subprocess.Popen(
             pinned(cpu, [str(ENVOY), "-c", str(path), "--concurrency", str(concurrency), "--base-id",
-                         str(next(self._base_ids)), "--disable-hot-restart", "--log-level", "warn"]),
+                         str(next(self._base_ids)), "--disable-hot-restart", "--log-level", "warn", *args]),
             cwd=REPO, stdout=self.log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
@@ -448,7 +450,8 @@ def memory_section(args: argparse.Namespace, work: Path, up_port: int) -> dict:
              "updates": lambda: vm_updates(args, work, up_port),
              "rules": lambda: rule_scaling(args, work, up_port),
              "code_size": lambda: code_size_slope(args, work, up_port),
-             "levers": lambda: memory_levers(args, work, up_port, floor)}
+             "levers": lambda: memory_levers(args, work, up_port, floor),
+             "load": lambda: load_time.section(sys.modules[__name__], args, work, up_port)}
     out = {"floor_bytes": floor.stat().st_size}
     for name, step in steps.items():
         started = time.monotonic()
@@ -537,7 +540,7 @@ def memory_report(args: argparse.Namespace, m: dict) -> list[str]:
     for label, x in lv.items():
         lines.append(f"| {label} | {mib(x['rss'])} | {mib(x['anon'])} | {mib(x['allocated'])} | {mib(x['heap'])} | "
                      f"{(x['rss'] - lv['baseline']['rss']) / 2**20:+.1f} |")
-    return lines
+    return lines + load_time.report(m["load"])
 
 
 def versions() -> dict[str, str]:
@@ -735,11 +738,12 @@ def main() -> int:
     p.add_argument("--smoke", action="store_true", help="seconds-long run that checks every step works")
     args = p.parse_args()
     args.concurrencies, args.listener_counts, args.vm_updates = (1, 2, 4, 8), (1, 2, 4, 8), 3
-    # 1,600 x 10 routes: the per-filter limit of 16,000 routes (5,000 are refused).
-    args.vs_counts, args.pad_kib, args.inert_keep = (100, 1000, 1600), (0, 400, 800), (1.0, 0.75, 0.5, 0.25, 0.0)
+    args.vs_counts, args.pad_kib, args.inert_keep = (100, 1000, 5000), (0, 400, 800), (1.0, 0.75, 0.5, 0.25, 0.0)
+    args.load_counts, args.load_concurrency, args.swap_seconds = (1000, 5000), 2, 20
     if args.smoke:
         args.concurrencies, args.listener_counts, args.vm_updates = (1,), (1, 2), 1
         args.vs_counts, args.pad_kib, args.inert_keep, args.memory_rounds = (100,), (0, 50), (1.0, 0.0), 1
+        args.load_counts, args.swap_seconds = (100,), 4
         args.rounds, args.duration, args.fixed_duration, args.warmup = 1, 1, 1, 1
         args.warm_requests, args.memory_requests = 2048, 4096
     for tool in (ENVOY, OHA, WASM):

@@ -23,7 +23,7 @@ pub(super) fn settings(sec: &Security, diags: &mut Diagnostics) -> Authn {
         sec.token_cache_size,
         0,
         1_000_000,
-        "security.tokenCacheSize",
+        &"security.tokenCacheSize",
         diags,
     );
     let signature_verifier = match sec.signature_verifier.as_str() {

@@ -71,7 +71,7 @@ pub(super) fn settings(sec: &Security, identity: &dyn Identity, diags: &mut Diag
         sec.xff_num_trusted_hops,
         0,
         64,
-        "security.xffNumTrustedHops",
+        &"security.xffNumTrustedHops",
         diags,
     );
     if sec.trust_domain.is_empty() {

@@ -6,6 +6,9 @@ use regex::{Regex, RegexBuilder};
 use crate::config::{Diagnostics, HttpMatchRequest, StringMatch};
 use crate::rules::{HeaderCondition, MatchBlock, QueryCondition, StrMatcher};
 
+use std::fmt;
+
+use super::path::Path;
 use super::{whole_number, Identity, ProxyKind, Scope};
 
 /// istiod refuses longer regexes (`validateStringRegexp`: "regex is too large, max length
@@ -20,7 +23,11 @@ pub const MAX_REGEX_BYTES: usize = 1 << 20;
 pub const MAX_TOTAL_REGEX_BYTES: usize = 64 << 20;
 
 /// Compiles an RE2-style pattern that must match the whole value (Envoy `safe_regex`).
-pub fn full_match_regex(pattern: &str, path: &str, diags: &mut Diagnostics) -> Option<Regex> {
+pub fn full_match_regex(
+    pattern: &str,
+    path: &dyn fmt::Display,
+    diags: &mut Diagnostics,
+) -> Option<Regex> {
     compile_regex(&format!("^(?:{pattern})$"), pattern, path, diags)
 }
 
@@ -28,7 +35,7 @@ pub fn full_match_regex(pattern: &str, path: &str, diags: &mut Diagnostics) -> O
 pub fn compile_regex(
     anchored: &str,
     shown: &str,
-    path: &str,
+    path: &dyn fmt::Display,
     diags: &mut Diagnostics,
 ) -> Option<Regex> {
     let refused = if shown.len() > MAX_REGEX_LEN {
@@ -55,7 +62,7 @@ pub fn compile_regex(
             Some(r)
         }
         Err(reason) => {
-            diags.error(path, format!("bad regex {shown:?}: {reason}"));
+            diags.error(path.to_string(), format!("bad regex {shown:?}: {reason}"));
             None
         }
     }
@@ -161,7 +168,7 @@ fn largest_repeat(pattern: &str) -> u64 {
 pub fn string_matcher(
     m: &StringMatch,
     ignore_case: bool,
-    path: &str,
+    path: &Path<'_>,
     diags: &mut Diagnostics,
 ) -> Option<StrMatcher> {
     let set = [m.exact.is_some(), m.prefix.is_some(), m.regex.is_some()]
@@ -189,12 +196,12 @@ pub fn string_matcher(
     match m.regex.as_deref() {
         Some("") => {
             diags.error(
-                format!("{path}.regex"),
+                path.field("regex"),
                 "empty match: the regex is empty (Istio refuses it)",
             );
             None
         }
-        Some(r) => full_match_regex(r, &format!("{path}.regex"), diags).map(StrMatcher::regex),
+        Some(r) => full_match_regex(r, &path.field("regex"), diags).map(StrMatcher::regex),
         None => None,
     }
 }
@@ -204,7 +211,7 @@ pub fn string_matcher(
 /// prefix (`validateStringMatch`).
 pub fn presence_or_matcher(
     m: &StringMatch,
-    path: &str,
+    path: &Path<'_>,
     diags: &mut Diagnostics,
 ) -> Option<StrMatcher> {
     if m.exact.is_none() && m.prefix.is_none() && m.regex.as_deref() == Some("*") {
@@ -212,7 +219,7 @@ pub fn presence_or_matcher(
     }
     if m.prefix.as_deref() == Some("") {
         diags.error(
-            format!("{path}.prefix"),
+            path.field("prefix"),
             "empty match: the prefix is empty (use {} to match presence)",
         );
         return None;
@@ -223,7 +230,7 @@ pub fn presence_or_matcher(
 fn request_field(
     m: &Option<StringMatch>,
     ignore_case: bool,
-    path: &str,
+    path: &Path<'_>,
     diags: &mut Diagnostics,
 ) -> Option<StrMatcher> {
     string_matcher(m.as_ref()?, ignore_case, path, diags)
@@ -234,21 +241,21 @@ fn request_field(
 #[inline(never)] // run once per load: kept out of its caller (see compile/mod.rs)
 pub fn match_block(
     m: &HttpMatchRequest,
-    path: &str,
+    path: &Path<'_>,
     scope: &Scope<'_>,
     diags: &mut Diagnostics,
 ) -> Option<MatchBlock> {
     let errors_before = diags.errors.len();
     let mut block = MatchBlock {
-        uri: request_field(&m.uri, m.ignore_uri_case, &format!("{path}.uri"), diags),
-        scheme: request_field(&m.scheme, false, &format!("{path}.scheme"), diags),
-        method: request_field(&m.method, false, &format!("{path}.method"), diags),
-        authority: request_field(&m.authority, false, &format!("{path}.authority"), diags),
+        uri: request_field(&m.uri, m.ignore_uri_case, &path.field("uri"), diags),
+        scheme: request_field(&m.scheme, false, &path.field("scheme"), diags),
+        method: request_field(&m.method, false, &path.field("method"), diags),
+        authority: request_field(&m.authority, false, &path.field("authority"), diags),
         ..MatchBlock::default()
     };
     if m.ignore_uri_case && matches!(block.uri, Some(StrMatcher::Regex(_))) {
         diags.warn(
-            format!("{path}.ignoreUriCase"),
+            path.field("ignoreUriCase"),
             "ignoreUriCase applies to exact and prefix only (as in Istio); the regex stays case-sensitive",
         );
     }
@@ -256,10 +263,11 @@ pub fn match_block(
         (false, &m.headers, "headers"),
         (true, &m.without_headers, "withoutHeaders"),
     ] {
+        let fpath = path.field(field);
         for (name, sm) in map {
-            let hpath = format!("{path}.{field}.{name}");
+            let hpath = fpath.field(name);
             if name.is_empty() {
-                diags.error(hpath.clone(), "header name is empty");
+                diags.error(hpath, "header name is empty");
             }
             // Envoy's header map answers `host` with the authority.
             let name = match name.to_ascii_lowercase() {
@@ -273,14 +281,15 @@ pub fn match_block(
             });
         }
     }
+    let qpath = path.field("queryParams");
     for (name, sm) in &m.query_params {
         block.query.push(QueryCondition {
             name: name.clone(),
-            matcher: presence_or_matcher(sm, &format!("{path}.queryParams.{name}"), diags),
+            matcher: presence_or_matcher(sm, &qpath.field(name), diags),
         });
     }
     if let Some(p) = m.port {
-        block.port = whole_number(p, 1, 65535, &format!("{path}.port"), diags).map(|p| p as u16);
+        block.port = whole_number(p, 1, 65535, &path.field("port"), diags).map(|p| p as u16);
     }
     if diags.errors.len() > errors_before {
         return None;
@@ -294,7 +303,7 @@ pub fn match_block(
 /// Conditions on the proxy running the filter are settled once, at configure time.
 pub(super) fn applies_to_proxy(
     m: &HttpMatchRequest,
-    path: &str,
+    path: &Path<'_>,
     scope: &Scope<'_>,
     diags: &mut Diagnostics,
 ) -> bool {
@@ -308,7 +317,7 @@ pub(super) fn applies_to_proxy(
                 .all(|(k, v)| id.label(k).as_deref() == Some(v.as_str()));
         } else {
             diags.warn(
-                format!("{path}.sourceLabels"),
+                path.field("sourceLabels"),
                 "ignored: the proxy has no Istio node metadata to match against",
             );
         }
@@ -317,7 +326,7 @@ pub(super) fn applies_to_proxy(
         match id.namespace() {
             Some(own) => applies &= &own == ns,
             None => diags.warn(
-                format!("{path}.sourceNamespace"),
+                path.field("sourceNamespace"),
                 "ignored: the proxy has no Istio node metadata to match against",
             ),
         }
@@ -333,7 +342,7 @@ pub(super) fn applies_to_proxy(
         ProxyKind::Sidecar => applies &= for_mesh,
         ProxyKind::Gateway => applies &= gateways.iter().any(|g| g != "mesh"),
         ProxyKind::Unknown if !gateways.is_empty() => diags.warn(
-            format!("{path}.gateways"),
+            path.field("gateways"),
             "ignored: the proxy has no Istio node metadata to tell sidecar from gateway",
         ),
         ProxyKind::Unknown => {}

@@ -9,6 +9,7 @@ mod authz;
 mod delegate;
 mod lint;
 mod matching;
+mod path;
 mod ratelimit;
 mod route;
 mod traffic_policy;
@@ -19,6 +20,7 @@ use crate::config::{
     self, dns1123_label, ConfigError, Diagnostics, PluginConfig, Routing, Spec, StickySplit,
 };
 use crate::rules::{Action, ClusterName, RuleSet, StickyKey, VirtualService};
+use path::Path;
 
 /// What kind of Envoy the filter runs in, from Istio's node metadata.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -200,10 +202,21 @@ pub fn expand_host(host: &str, namespace: &str, domain: &str) -> String {
 /// The Envoy cluster name for a destination: `routing.clusterName` with `{host}`, `{subset}`
 /// and `{port}` filled in (empty for no subset or port). Routes use it; so does the CLI.
 pub fn cluster_name(template: &str, host: &str, subset: &str, port: &str) -> String {
-    template
-        .replace("{host}", host)
-        .replace("{subset}", subset)
-        .replace("{port}", port)
+    // One pass, one allocation: three `str::replace`s per destination were 7% of a load.
+    let mut out = String::with_capacity(template.len() + host.len() + subset.len() + port.len());
+    let mut rest = template;
+    while let Some(at) = rest.find('{') {
+        out.push_str(&rest[..at]);
+        rest = &rest[at..];
+        let (value, len) = [("{host}", host), ("{subset}", subset), ("{port}", port)]
+            .into_iter()
+            .find(|(name, _)| rest.starts_with(name))
+            .map_or(("{", 1), |(name, value)| (value, name.len()));
+        out.push_str(value);
+        rest = &rest[len..];
+    }
+    out.push_str(rest);
+    out
 }
 
 /// istio `agent.ValidateWildcardDomain` (pkg/config/validation/agent/validation.go): at most
@@ -284,15 +297,21 @@ pub(crate) fn whole_number(
     v: f64,
     lo: i64,
     hi: i64,
-    path: &str,
+    path: &dyn std::fmt::Display,
     diags: &mut Diagnostics,
 ) -> Option<i64> {
     if !v.is_finite() || v.fract() != 0.0 {
-        diags.error(path, format!("{} is not a whole number", config::number(v)));
+        diags.error(
+            path.to_string(),
+            format!("{} is not a whole number", config::number(v)),
+        );
         return None;
     }
     if v < lo as f64 || v > hi as f64 {
-        diags.error(path, format!("{} is not in {lo}..={hi}", config::number(v)));
+        diags.error(
+            path.to_string(),
+            format!("{} is not in {lo}..={hi}", config::number(v)),
+        );
         return None;
     }
     Some(v as i64)
@@ -302,8 +321,8 @@ pub(crate) fn whole_number(
 /// (AuthorizationPolicies and RequestAuthentications) one configuration may hold: with
 /// [`config::MAX_CONFIG_BYTES`], what is accepted loads within the Wasm VM's memory
 /// (README: Limits has the measurements).
-pub const MAX_VIRTUAL_SERVICES: usize = 4000;
-pub const MAX_ROUTES: usize = 16000;
+pub const MAX_VIRTUAL_SERVICES: usize = 10000;
+pub const MAX_ROUTES: usize = 64000;
 pub const MAX_POLICIES: usize = 4000;
 
 /// Refuses a configuration over the limits before anything is compiled.
@@ -542,8 +561,14 @@ fn compile(mut config: PluginConfig, identity: &dyn Identity, diags: &mut Diagno
         let mut ids = Vec::new();
         for (i, rpath, http) in &pvs.routes {
             let Some(d) = &http.delegate else {
-                let compiled =
-                    route::compile_route(http, *i, vs_index, rpath, &scope(pvs.namespace), diags);
+                let compiled = route::compile_route(
+                    http,
+                    *i,
+                    vs_index,
+                    &Path::Text(rpath),
+                    &scope(pvs.namespace),
+                    diags,
+                );
                 // A delegate's own routes are checked here and run only merged into a root.
                 if let (Some(r), false) = (compiled, pvs.is_delegate) {
                     ids.push(rules.routes.len());
@@ -614,9 +639,14 @@ fn compile(mut config: PluginConfig, identity: &dyn Identity, diags: &mut Diagno
                 };
                 // Destinations resolve in the delegate's namespace; gateways are the root's.
                 let leaf_scope = scope(leaf_vs.namespace);
-                if let Some(r) =
-                    route::compile_route(&merged, *j, target, lpath, &leaf_scope, diags)
-                {
+                if let Some(r) = route::compile_route(
+                    &merged,
+                    *j,
+                    target,
+                    &Path::Text(lpath),
+                    &leaf_scope,
+                    diags,
+                ) {
                     ids.push(rules.routes.len());
                     rules.routes.push(r);
                 }

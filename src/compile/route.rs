@@ -13,6 +13,7 @@ use crate::rules::{
 };
 
 use super::matching::{applies_to_proxy, compile_regex, match_block, string_matcher};
+use super::path::Path;
 use super::{whole_number, Portless, Scope};
 
 /// Istio's retry policy when a route says nothing about retries (`retry.DefaultPolicy()`).
@@ -70,7 +71,7 @@ pub(crate) fn compile_route(
     http: &HttpRoute,
     index: usize,
     vs: usize,
-    path: &str,
+    path: &Path<'_>,
     scope: &Scope<'_>,
     diags: &mut Diagnostics,
 ) -> Option<Route> {
@@ -85,7 +86,7 @@ pub(crate) fn compile_route(
         .matches
         .iter()
         .enumerate()
-        .filter_map(|(i, m)| match_block(m, &format!("{path}.match[{i}]"), scope, diags))
+        .filter_map(|(i, m)| match_block(m, &path.index("match", i), scope, diags))
         .collect();
     // Blocks ruled out for this proxy leave the route out; a route with no blocks left never
     // matches here.
@@ -125,7 +126,7 @@ pub(crate) fn compile_route(
     ] {
         if v.is_some() {
             diags.error(
-                format!("{path}.{field}"),
+                path.field(field),
                 "mirroring is not supported by meshrules (a filter cannot copy a request cleanly); \
                  use Envoy's route request_mirror_policies or a native Istio VirtualService mirror",
             );
@@ -135,12 +136,12 @@ pub(crate) fn compile_route(
     let fault = http
         .fault
         .as_ref()
-        .and_then(|f| compile_fault(f, &format!("{path}.fault"), diags));
+        .and_then(|f| compile_fault(f, &path.field("fault"), diags));
     // istiod writes a 0s (disabled) route timeout when the VirtualService sets none. Each
     // header costs a host call per request, so defaults the Envoy route already has are skipped.
     let defaults_in_route = scope.route_has_istio_defaults;
     let timeout = match &http.timeout {
-        Some(t) => millis(t, &format!("{path}.timeout"), diags),
+        Some(t) => millis(t, &path.field("timeout"), diags),
         None if defaults_in_route => None,
         None => Some("0".to_string()),
     };
@@ -151,13 +152,13 @@ pub(crate) fn compile_route(
     if http.retries.is_some() || !defaults_in_route {
         retry_headers(
             http.retries.as_ref(),
-            &format!("{path}.retries"),
+            &path.field("retries"),
             &mut router_headers,
             diags,
         );
     }
     let path_rewrite = http.rewrite.as_ref().and_then(|rw| {
-        let rpath = format!("{path}.rewrite");
+        let rpath = path.field("rewrite");
         match (
             rw.uri.as_deref().filter(|u| !u.is_empty()),
             &rw.uri_regex_rewrite,
@@ -170,7 +171,7 @@ pub(crate) fn compile_route(
             (None, Some(rr)) => {
                 if rr.pattern.is_empty() || rr.rewrite.is_empty() {
                     diags.error(
-                        format!("{rpath}.uriRegexRewrite"),
+                        rpath.field("uriRegexRewrite"),
                         "match and rewrite are both required",
                     );
                     return None;
@@ -178,7 +179,7 @@ pub(crate) fn compile_route(
                 compile_regex(
                     &rr.pattern,
                     &rr.pattern,
-                    &format!("{rpath}.uriRegexRewrite.match"),
+                    &rpath.field("uriRegexRewrite.match"),
                     diags,
                 )
                 .map(|pattern| PathRewrite::Regex {
@@ -192,9 +193,9 @@ pub(crate) fn compile_route(
     let cors = http
         .cors_policy
         .as_ref()
-        .and_then(|c| compile_cors(c, &format!("{path}.corsPolicy"), diags));
+        .and_then(|c| compile_cors(c, &path.field("corsPolicy"), diags));
     let (request_headers, response_headers) =
-        header_ops(http.headers.as_ref(), &format!("{path}.headers"), diags);
+        header_ops(http.headers.as_ref(), &path.field("headers"), diags);
     let authority_rewrite = http
         .rewrite
         .as_ref()
@@ -209,7 +210,7 @@ pub(crate) fn compile_route(
         ] {
             if set {
                 diags.error(
-                    format!("{path}.{field}"),
+                    path.field(field),
                     format!("{field} cannot be combined with redirect or directResponse"),
                 );
             }
@@ -242,7 +243,7 @@ pub(crate) fn compile_route(
 #[inline(never)] // run once per load: kept out of its caller (see compile/mod.rs)
 fn compile_action(
     http: &HttpRoute,
-    path: &str,
+    path: &Path<'_>,
     scope: &Scope<'_>,
     diags: &mut Diagnostics,
 ) -> Option<Action> {
@@ -250,14 +251,14 @@ fn compile_action(
         return compile_split(http, path, scope, diags).map(Action::Forward);
     }
     if let Some(r) = &http.redirect {
-        let rpath = format!("{path}.redirect");
+        let rpath = path.field("redirect");
         let code = match r.redirect_code {
             None => 301,
             Some(c) => {
-                let c = whole_number(c, 0, 999, &format!("{rpath}.redirectCode"), diags)? as u32;
+                let c = whole_number(c, 0, 999, &rpath.field("redirectCode"), diags)? as u32;
                 if ![301, 302, 303, 307, 308].contains(&c) {
                     diags.error(
-                        format!("{rpath}.redirectCode"),
+                        rpath.field("redirectCode"),
                         format!("{c} is not a redirect code (301, 302, 303, 307 or 308)"),
                     );
                     return None;
@@ -271,15 +272,13 @@ fn compile_action(
                 return None;
             }
             (Some(p), None) => {
-                RedirectPort::Fixed(
-                    whole_number(p, 1, 65535, &format!("{rpath}.port"), diags)? as u16
-                )
+                RedirectPort::Fixed(whole_number(p, 1, 65535, &rpath.field("port"), diags)? as u16)
             }
             (None, Some("FROM_PROTOCOL_DEFAULT")) => RedirectPort::FromProtocolDefault,
             (None, Some("FROM_REQUEST_PORT")) => RedirectPort::FromRequestPort,
             (None, Some(other)) => {
                 diags.error(
-                    format!("{rpath}.derivePort"),
+                    rpath.field("derivePort"),
                     format!("{other:?} is not FROM_PROTOCOL_DEFAULT or FROM_REQUEST_PORT"),
                 );
                 return None;
@@ -289,7 +288,7 @@ fn compile_action(
         if let Some(scheme) = r.scheme.as_deref().filter(|s| !s.is_empty()) {
             if scheme != "http" && scheme != "https" {
                 diags.error(
-                    format!("{rpath}.scheme"),
+                    rpath.field("scheme"),
                     format!("{scheme:?} is not http or https"),
                 );
                 return None;
@@ -315,12 +314,12 @@ fn compile_action(
         }));
     }
     let d = http.direct_response.as_ref()?;
-    let dpath = format!("{path}.directResponse");
+    let dpath = path.field("directResponse");
     let Some(status) = d.status else {
-        diags.error(format!("{dpath}.status"), "status is required");
+        diags.error(dpath.field("status"), "status is required");
         return None;
     };
-    let status = whole_number(status, 200, 599, &format!("{dpath}.status"), diags)? as u32;
+    let status = whole_number(status, 200, 599, &dpath.field("status"), diags)? as u32;
     let body = match &d.body {
         None => Vec::new(),
         Some(b) => match (&b.string, &b.bytes) {
@@ -329,16 +328,13 @@ fn compile_action(
                 match base64::engine::general_purpose::STANDARD.decode(encoded) {
                     Ok(bytes) => bytes,
                     Err(e) => {
-                        diags.error(format!("{dpath}.body.bytes"), format!("not base64: {e}"));
+                        diags.error(dpath.field("body.bytes"), format!("not base64: {e}"));
                         return None;
                     }
                 }
             }
             _ => {
-                diags.error(
-                    format!("{dpath}.body"),
-                    "set exactly one of string or bytes",
-                );
+                diags.error(dpath.field("body"), "set exactly one of string or bytes");
                 return None;
             }
         },
@@ -349,7 +345,7 @@ fn compile_action(
 #[inline(never)] // run once per load: kept out of its caller (see compile/mod.rs)
 fn compile_split(
     http: &HttpRoute,
-    path: &str,
+    path: &Path<'_>,
     scope: &Scope<'_>,
     diags: &mut Diagnostics,
 ) -> Option<Split> {
@@ -358,9 +354,9 @@ fn compile_split(
     let mut total: u64 = 0;
     let errors_before = diags.errors.len();
     for (i, rd) in http.route.iter().enumerate() {
-        let dpath = format!("{path}.route[{i}]");
+        let dpath = path.index("route", i);
         let weight = match rd.weight {
-            Some(w) => whole_number(w, 0, i64::from(i32::MAX), &format!("{dpath}.weight"), diags)
+            Some(w) => whole_number(w, 0, i64::from(i32::MAX), &dpath.field("weight"), diags)
                 .unwrap_or(0) as u32,
             None => 0,
         };
@@ -368,7 +364,7 @@ fn compile_split(
         let weight = if single { 1 } else { weight };
         total += u64::from(weight);
         let Some(dest) = &rd.destination else {
-            diags.error(format!("{dpath}.destination"), "destination is required");
+            diags.error(dpath.field("destination"), "destination is required");
             continue;
         };
         // istiod's validateDestination: `*` is no destination; otherwise ValidateWildcardDomain.
@@ -377,7 +373,7 @@ fn compile_split(
             host => super::wildcard_domain(host),
         };
         if let Err(e) = valid {
-            diags.error(format!("{dpath}.destination.host"), e);
+            diags.error(dpath.field("destination.host"), e);
             continue;
         }
         let host = scope.fqdn(&dest.host);
@@ -385,14 +381,8 @@ fn compile_split(
         // istiod's GetDestinationCluster: the destination's port, else the service's only
         // port, else the listener's.
         let port = match dest.port.as_ref().and_then(|p| p.number) {
-            Some(n) => whole_number(
-                n,
-                1,
-                65535,
-                &format!("{dpath}.destination.port.number"),
-                diags,
-            )
-            .map(|p| p as u16),
+            Some(n) => whole_number(n, 1, 65535, &dpath.field("destination.port.number"), diags)
+                .map(|p| p as u16),
             None => scope.only_ports.get(&host).copied(),
         };
         let cluster = match (port, scope.portless) {
@@ -417,7 +407,7 @@ fn compile_split(
             }
             (None, Portless::Refuse) => {
                 diags.error(
-                    format!("{dpath}.destination.port"),
+                    dpath.field("destination.port"),
                     format!(
                         "needed on a gateway: istiod names the cluster with the service's port, \
                          which the gateway's listener port is not; give destination.port, or \
@@ -428,7 +418,7 @@ fn compile_split(
             }
         };
         if !subset.is_empty() {
-            let spath = format!("{dpath}.destination.subset");
+            let spath = dpath.field("destination.subset");
             match scope.subsets.get(&host) {
                 Some(known) if !known.contains(&subset) => diags.error(
                     spath,
@@ -451,7 +441,7 @@ fn compile_split(
             }
         }
         let (request_headers, response_headers) =
-            header_ops(rd.headers.as_ref(), &format!("{dpath}.headers"), diags);
+            header_ops(rd.headers.as_ref(), &dpath.field("headers"), diags);
         destinations.push(WeightedDestination {
             cluster,
             weight,
@@ -463,12 +453,12 @@ fn compile_split(
         return None;
     }
     if total == 0 {
-        diags.error(format!("{path}.route"), "all destination weights are zero");
+        diags.error(path.field("route"), "all destination weights are zero");
         return None;
     }
     let Ok(total_weight) = u32::try_from(total) else {
         diags.error(
-            format!("{path}.route"),
+            path.field("route"),
             "destination weights add up to more than 2^32",
         );
         return None;
@@ -482,7 +472,7 @@ fn compile_split(
 
 /// Percentages become parts per million, truncated like istiod's
 /// `translatePercentToFractionalPercent`.
-fn percent(value: Option<f64>, path: &str, diags: &mut Diagnostics) -> u32 {
+fn percent(value: Option<f64>, path: &Path<'_>, diags: &mut Diagnostics) -> u32 {
     match value {
         None => 0,
         Some(v) if (0.0..=100.0).contains(&v) => (v * 10_000.0) as u32,
@@ -494,30 +484,34 @@ fn percent(value: Option<f64>, path: &str, diags: &mut Diagnostics) -> u32 {
 }
 
 #[inline(never)] // run once per load: kept out of its caller (see compile/mod.rs)
-fn compile_fault(f: &HttpFaultInjection, path: &str, diags: &mut Diagnostics) -> Option<Fault> {
+fn compile_fault(
+    f: &HttpFaultInjection,
+    path: &Path<'_>,
+    diags: &mut Diagnostics,
+) -> Option<Fault> {
     let delay = f.delay.as_ref().and_then(|d| {
-        let dpath = format!("{path}.delay");
+        let dpath = path.field("delay");
         if d.exponential_delay.is_some() {
             diags.error(
-                format!("{dpath}.exponentialDelay"),
+                dpath.field("exponentialDelay"),
                 "exponentialDelay is not supported (Istio does not implement it either)",
             );
             return None;
         }
         let Some(fixed) = &d.fixed_delay else {
-            diags.error(format!("{dpath}.fixedDelay"), "fixedDelay is required");
+            diags.error(dpath.field("fixedDelay"), "fixedDelay is required");
             return None;
         };
         let duration = match config::duration::parse(fixed) {
             Ok(d) => d,
             Err(e) => {
-                diags.error(format!("{dpath}.fixedDelay"), e);
+                diags.error(dpath.field("fixedDelay"), e);
                 return None;
             }
         };
         let ppm = match (&d.percentage, d.percent) {
-            (Some(p), _) => percent(Some(p.value), &format!("{dpath}.percentage.value"), diags),
-            (None, Some(p)) => whole_number(p, 0, 100, &format!("{dpath}.percent"), diags)
+            (Some(p), _) => percent(Some(p.value), &dpath.field("percentage.value"), diags),
+            (None, Some(p)) => whole_number(p, 0, 100, &dpath.field("percent"), diags)
                 .map_or(0, |p| p as u32 * 10_000),
             // No percentage: Envoy's fault filter reads an unset fraction as 0%.
             (None, None) => 0,
@@ -525,27 +519,27 @@ fn compile_fault(f: &HttpFaultInjection, path: &str, diags: &mut Diagnostics) ->
         Some((duration, ppm))
     });
     let abort = f.abort.as_ref().and_then(|a| {
-        let apath = format!("{path}.abort");
+        let apath = path.field("abort");
         let ppm = percent(
             a.percentage.as_ref().map(|p| p.value),
-            &format!("{apath}.percentage.value"),
+            &apath.field("percentage.value"),
             diags,
         );
         if a.http2_error.is_some() {
             diags.error(
-                format!("{apath}.http2Error"),
+                apath.field("http2Error"),
                 "http2Error aborts are not supported; use httpStatus or grpcStatus",
             );
             return None;
         }
         match (a.http_status, &a.grpc_status) {
-            (Some(s), None) => whole_number(s, 200, 599, &format!("{apath}.httpStatus"), diags)
+            (Some(s), None) => whole_number(s, 200, 599, &apath.field("httpStatus"), diags)
                 .map(|s| (Abort::Http(s as u32), ppm)),
             (None, Some(name)) => match GRPC_CODES.iter().position(|c| c == name) {
                 Some(code) => Some((Abort::Grpc(code as u32), ppm)),
                 None => {
                     diags.error(
-                        format!("{apath}.grpcStatus"),
+                        apath.field("grpcStatus"),
                         format!("{name:?} is not a gRPC status name (e.g. UNAVAILABLE, NOT_FOUND)"),
                     );
                     None
@@ -565,7 +559,7 @@ fn compile_fault(f: &HttpFaultInjection, path: &str, diags: &mut Diagnostics) ->
 }
 
 /// A duration in whole milliseconds (rounded up, so `0.5ms` is not "no timeout").
-fn millis(text: &str, path: &str, diags: &mut Diagnostics) -> Option<String> {
+fn millis(text: &str, path: &Path<'_>, diags: &mut Diagnostics) -> Option<String> {
     match config::duration::parse(text) {
         Ok(d) => {
             let ms = d.as_nanos().div_ceil(1_000_000);
@@ -585,7 +579,7 @@ fn millis(text: &str, path: &str, diags: &mut Diagnostics) -> Option<String> {
 #[inline(never)] // run once per load: kept out of its caller (see compile/mod.rs)
 fn retry_headers(
     r: Option<&HttpRetry>,
-    path: &str,
+    path: &Path<'_>,
     out: &mut Vec<(String, String)>,
     diags: &mut Diagnostics,
 ) {
@@ -599,13 +593,7 @@ fn retry_headers(
         return;
     };
     let attempts = match r.attempts {
-        Some(a) => match whole_number(
-            a,
-            0,
-            i64::from(i32::MAX),
-            &format!("{path}.attempts"),
-            diags,
-        ) {
+        Some(a) => match whole_number(a, 0, i64::from(i32::MAX), &path.field("attempts"), diags) {
             Some(a) => a,
             None => return,
         },
@@ -613,13 +601,13 @@ fn retry_headers(
     };
     if r.retry_remote_localities == Some(true) {
         diags.warn(
-            format!("{path}.retryRemoteLocalities"),
+            path.field("retryRemoteLocalities"),
             "ignored: needs Envoy's retry priority, which headers cannot set",
         );
     }
     if r.backoff.is_some() {
         diags.warn(
-            format!("{path}.backoff"),
+            path.field("backoff"),
             "ignored: Envoy's retry backoff cannot be set by request headers (Envoy's 25ms base applies)",
         );
     }
@@ -639,7 +627,7 @@ fn retry_headers(
         .as_deref()
         .filter(|s| !s.is_empty())
         .unwrap_or(DEFAULT_RETRY_ON);
-    push_retry_on(spec, &format!("{path}.retryOn"), out, diags);
+    push_retry_on(spec, &path.field("retryOn"), out, diags);
     if r.retry_on.as_deref().is_none_or(str::is_empty) {
         // istiod's default policy carries its 503 even when only attempts is given.
         out.push((
@@ -648,14 +636,19 @@ fn retry_headers(
         ));
     }
     if let Some(t) = &r.per_try_timeout {
-        if let Some(ms) = millis(t, &format!("{path}.perTryTimeout"), diags) {
+        if let Some(ms) = millis(t, &path.field("perTryTimeout"), diags) {
             out.push(("x-envoy-upstream-rq-per-try-timeout-ms".into(), ms));
         }
     }
 }
 
 /// Splits a `retryOn` list into Envoy's HTTP and gRPC retry headers and status codes.
-fn push_retry_on(spec: &str, path: &str, out: &mut Vec<(String, String)>, diags: &mut Diagnostics) {
+fn push_retry_on(
+    spec: &str,
+    path: &Path<'_>,
+    out: &mut Vec<(String, String)>,
+    diags: &mut Diagnostics,
+) {
     let mut http = Vec::new();
     let mut grpc = Vec::new();
     let mut codes = Vec::new();
@@ -691,14 +684,14 @@ fn push_retry_on(spec: &str, path: &str, out: &mut Vec<(String, String)>, diags:
 }
 
 #[inline(never)] // run once per load: kept out of its caller (see compile/mod.rs)
-fn compile_cors(c: &config::CorsPolicy, path: &str, diags: &mut Diagnostics) -> Option<Cors> {
+fn compile_cors(c: &config::CorsPolicy, path: &Path<'_>, diags: &mut Diagnostics) -> Option<Cors> {
     // istiod reads the deprecated `allowOrigin` only when `allowOrigins` is empty.
     let mut origins = Vec::new();
     if c.allow_origins.is_empty() {
         origins.extend(c.allow_origin.iter().map(|o| StrMatcher::Exact(o.clone())));
     }
     for (i, o) in c.allow_origins.iter().enumerate() {
-        let opath = format!("{path}.allowOrigins[{i}]");
+        let opath = path.index("allowOrigins", i);
         match string_matcher(o, false, &opath, diags) {
             Some(m) => origins.push(m),
             None => diags.error(opath, "empty match: set one of exact, prefix or regex"),
@@ -708,11 +701,11 @@ fn compile_cors(c: &config::CorsPolicy, path: &str, diags: &mut Diagnostics) -> 
         Some(t) => match config::duration::parse(t) {
             Ok(d) if d.subsec_nanos() == 0 => d.as_secs().to_string(),
             Ok(_) => {
-                diags.error(format!("{path}.maxAge"), "must be whole seconds");
+                diags.error(path.field("maxAge"), "must be whole seconds");
                 return None;
             }
             Err(e) => {
-                diags.error(format!("{path}.maxAge"), e);
+                diags.error(path.field("maxAge"), e);
                 return None;
             }
         },
@@ -723,7 +716,7 @@ fn compile_cors(c: &config::CorsPolicy, path: &str, diags: &mut Diagnostics) -> 
         Some("IGNORE") => false,
         Some(other) => {
             diags.error(
-                format!("{path}.unmatchedPreflights"),
+                path.field("unmatchedPreflights"),
                 format!("{other:?} is not FORWARD or IGNORE"),
             );
             return None;
@@ -740,18 +733,17 @@ fn compile_cors(c: &config::CorsPolicy, path: &str, diags: &mut Diagnostics) -> 
     })
 }
 
-fn header_ops(h: Option<&Headers>, path: &str, diags: &mut Diagnostics) -> (HeaderOps, HeaderOps) {
+fn header_ops(
+    h: Option<&Headers>,
+    path: &Path<'_>,
+    diags: &mut Diagnostics,
+) -> (HeaderOps, HeaderOps) {
     let Some(h) = h else {
         return Default::default();
     };
     (
-        one_side(h.request.as_ref(), true, &format!("{path}.request"), diags),
-        one_side(
-            h.response.as_ref(),
-            false,
-            &format!("{path}.response"),
-            diags,
-        ),
+        one_side(h.request.as_ref(), true, &path.field("request"), diags),
+        one_side(h.response.as_ref(), false, &path.field("response"), diags),
     )
 }
 
@@ -764,7 +756,7 @@ fn is_authority(name: &str) -> bool {
 fn one_side(
     ops: Option<&HeaderOperations>,
     request: bool,
-    path: &str,
+    path: &Path<'_>,
     diags: &mut Diagnostics,
 ) -> HeaderOps {
     let Some(ops) = ops else {
@@ -776,7 +768,7 @@ fn one_side(
             !name.is_empty() && !name.starts_with(':') && !name.eq_ignore_ascii_case("host");
         if !editable {
             diags.error(
-                format!("{path}.{field}"),
+                path.field(field),
                 format!("{name:?} cannot be edited here (pseudo-header or host)"),
             );
         }

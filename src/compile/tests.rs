@@ -332,6 +332,18 @@ fn cluster_name_renders_what_compiled_routes_pick() {
     );
 }
 
+#[test]
+fn cluster_name_fills_every_placeholder_and_keeps_other_braces() {
+    assert_eq!(
+        cluster_name("{host}/{x}/{subset}{port}|{host}{", "h", "s", "80"),
+        "h/{x}/s80|h{"
+    );
+    assert_eq!(
+        cluster_name("outbound|{port}||{host}", "h", "", ""),
+        "outbound|||h"
+    );
+}
+
 fn refusals(json: &[u8]) -> Vec<String> {
     match load(json, &Anonymous) {
         Ok(_) => Vec::new(),

@@ -777,7 +777,7 @@ fn duration(v: &Option<String>, rule: Rule, path: &str, diags: &mut Diagnostics)
 
 /// A whole number in `lo..=hi`, when given.
 fn number(v: Option<f64>, lo: i64, hi: i64, path: &str, diags: &mut Diagnostics) -> Option<i64> {
-    whole_number(v?, lo, hi, path, diags)
+    whole_number(v?, lo, hi, &path, diags)
 }
 
 /// The CRD's `minimum: 0, maximum: 100` on a double.

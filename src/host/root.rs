@@ -117,6 +117,8 @@ impl RootContext for Root {
                 return false;
             }
         };
+        // Each VM compiles on its own thread, blocking it: the time is logged per load.
+        let started = now_ms();
         match compile::load(&config, &NodeMetadata) {
             Ok(loaded) => {
                 for w in &loaded.warnings {
@@ -124,9 +126,10 @@ impl RootContext for Root {
                 }
                 let metrics = RuleMetrics::define(&loaded.rules);
                 log::info!(
-                    "meshrules: config accepted: {} VirtualService(s), {} route(s)",
+                    "meshrules: config accepted: {} VirtualService(s), {} route(s) in {} ms",
                     loaded.rules.virtual_services.len(),
-                    loaded.rules.routes.len()
+                    loaded.rules.routes.len(),
+                    now_ms().saturating_sub(started)
                 );
                 let slots = loaded
                     .rules

@@ -389,7 +389,7 @@ const NO_RULES: &str = "give {\"resources\": []} to run the filter with no rules
 
 /// Largest configuration read, in bytes. The Wasm VM has about 1 GiB, and a parsed
 /// configuration takes several times its text: beyond this it cannot be loaded safely.
-pub const MAX_CONFIG_BYTES: usize = 16 * 1024 * 1024;
+pub const MAX_CONFIG_BYTES: usize = 32 * 1024 * 1024;
 
 /// Reads the plugin configuration JSON. Resources that fail to parse are reported and skipped,
 /// so that the problems of every resource are listed together.
