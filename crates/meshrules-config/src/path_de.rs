@@ -13,9 +13,14 @@ use serde::de::{self, DeserializeOwned, DeserializeSeed, IntoDeserializer, Visit
 use serde::forward_to_deserialize_any;
 use serde_json::{Map, Value};
 
-/// A failure and where in the value it happened.
+/// A failure and where in the value it happened. Boxed: every `Result` of the types' serde
+/// code carries it, and one pointer moves in a fraction of the code three words take
+/// (bench/size_levers.md).
 #[derive(Debug, Clone)]
-pub struct PathError {
+pub struct PathError(Box<Failure>);
+
+#[derive(Debug, Clone)]
+struct Failure {
     /// Innermost first: segments are added as the error leaves each level.
     segments: Vec<Segment>,
     message: String,
@@ -29,22 +34,22 @@ pub(crate) enum Segment {
 
 impl PathError {
     fn at(mut self, segment: Segment) -> Self {
-        self.segments.push(segment);
+        self.0.segments.push(segment);
         self
     }
 
     /// The path in serde_path_to_error's notation: `a.b[0].c`, `.` for the value itself.
     pub fn path(&self) -> String {
-        render_path(&self.segments)
+        render_path(&self.0.segments)
     }
 
     pub fn message(&self) -> &str {
-        &self.message
+        &self.0.message
     }
 
     /// Where the failure is, outermost first.
     pub(crate) fn segments(&self) -> impl Iterator<Item = &Segment> {
-        self.segments.iter().rev()
+        self.0.segments.iter().rev()
     }
 
     /// Removes from `value` what failed, so that reading it again can go on to the next
@@ -52,8 +57,8 @@ impl PathError {
     /// list (removing an element would renumber the later ones in later messages). `false`
     /// when the failure is the value itself.
     pub(crate) fn prune(&self, value: &mut Value) -> bool {
-        let keep = self
-            .segments
+        let segments = &self.0.segments;
+        let keep = segments
             .iter()
             .position(|s| matches!(s, Segment::Key(_)))
             .map(|innermost_key| innermost_key + 1);
@@ -61,7 +66,7 @@ impl PathError {
             return false;
         };
         // Outermost first, down to the object holding the key to remove.
-        let mut path = self.segments[depth..].iter().rev();
+        let mut path = segments[depth..].iter().rev();
         let mut node = value;
         for segment in path.by_ref() {
             node = match (segment, node) {
@@ -76,7 +81,7 @@ impl PathError {
                 _ => return false,
             };
         }
-        match (&self.segments[depth - 1], node) {
+        match (&segments[depth - 1], node) {
             (Segment::Key(k), Value::Object(map)) => map.remove(k).is_some(),
             _ => false,
         }
@@ -108,7 +113,7 @@ pub(crate) fn render_path(segments: &[Segment]) -> String {
 
 impl fmt::Display for PathError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}: {}", self.path(), self.message)
+        write!(f, "{}: {}", self.path(), self.0.message)
     }
 }
 
@@ -116,10 +121,10 @@ impl std::error::Error for PathError {}
 
 impl de::Error for PathError {
     fn custom<T: fmt::Display>(msg: T) -> Self {
-        PathError {
+        PathError(Box::new(Failure {
             segments: Vec::new(),
             message: msg.to_string(),
-        }
+        }))
     }
 
     // serde's texts, but `Unexpected` printed by `unexpected_text`.
