@@ -33,6 +33,9 @@ pub(crate) enum Segment {
 }
 
 impl PathError {
+    // Out of line, as the other non-generic halves below: the types' serde code is generic
+    // over each field's type, so whatever of this module it inlines is built once per field.
+    #[inline(never)]
     fn at(mut self, segment: Segment) -> Self {
         self.0.segments.push(segment);
         self
@@ -237,8 +240,9 @@ pub fn from_value<T: DeserializeOwned>(value: Value) -> Result<T, PathError> {
 struct ValueDe(Value);
 
 impl ValueDe {
-    fn invalid<E: de::Expected, T>(&self, expected: &E) -> Result<T, PathError> {
-        Err(de::Error::invalid_type(unexpected(&self.0), expected))
+    #[inline(never)]
+    fn invalid(&self, expected: &dyn de::Expected) -> PathError {
+        de::Error::invalid_type(unexpected(&self.0), expected)
     }
 }
 
@@ -250,7 +254,7 @@ macro_rules! number {
         fn $method<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, PathError> {
             match self.0 {
                 Value::Number(n) => number(n, visitor),
-                _ => self.invalid(&visitor),
+                _ => Err(self.invalid(&visitor)),
             }
         }
     )*};
@@ -261,7 +265,7 @@ macro_rules! string {
         fn $method<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, PathError> {
             match self.0 {
                 Value::String(s) => visitor.visit_string(s),
-                _ => self.invalid(&visitor),
+                _ => Err(self.invalid(&visitor)),
             }
         }
     )*};
@@ -285,8 +289,13 @@ fn seq<'de, V: Visitor<'de>>(items: Vec<Value>, visitor: V) -> Result<V::Value, 
     let out = visitor.visit_seq(&mut seq)?;
     match seq.items.len() {
         0 => Ok(out),
-        _ => Err(de::Error::invalid_length(len, &"fewer elements in array")),
+        _ => Err(too_long(len)),
     }
+}
+
+#[inline(never)]
+fn too_long(len: usize) -> PathError {
+    de::Error::invalid_length(len, &"fewer elements in array")
 }
 
 impl<'de> de::Deserializer<'de> for ValueDe {
@@ -312,14 +321,14 @@ impl<'de> de::Deserializer<'de> for ValueDe {
     fn deserialize_bool<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, PathError> {
         match self.0 {
             Value::Bool(b) => visitor.visit_bool(b),
-            _ => self.invalid(&visitor),
+            _ => Err(self.invalid(&visitor)),
         }
     }
 
     fn deserialize_unit<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, PathError> {
         match self.0 {
             Value::Null => visitor.visit_unit(),
-            _ => self.invalid(&visitor),
+            _ => Err(self.invalid(&visitor)),
         }
     }
 
@@ -334,7 +343,7 @@ impl<'de> de::Deserializer<'de> for ValueDe {
     fn deserialize_seq<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, PathError> {
         match self.0 {
             Value::Array(items) => seq(items, visitor),
-            _ => self.invalid(&visitor),
+            _ => Err(self.invalid(&visitor)),
         }
     }
 
@@ -358,7 +367,7 @@ impl<'de> de::Deserializer<'de> for ValueDe {
     fn deserialize_map<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, PathError> {
         match self.0 {
             Value::Object(map) => visitor.visit_map(MapDe::new(map)),
-            _ => self.invalid(&visitor),
+            _ => Err(self.invalid(&visitor)),
         }
     }
 
@@ -405,7 +414,7 @@ impl<'de> de::Deserializer<'de> for ValueDe {
             Value::String(s) => {
                 visitor.visit_enum(IntoDeserializer::<PathError>::into_deserializer(s))
             }
-            _ => self.invalid(&"a string"),
+            _ => Err(self.invalid(&"a string")),
         }
     }
 
@@ -450,16 +459,31 @@ impl<'de> de::SeqAccess<'de> for SeqDe {
 
 struct MapDe {
     entries: serde_json::map::IntoIter,
-    /// The entry whose key was read and whose value is next.
-    pending: Option<(String, Value)>,
+    /// The last key read, and its value until it is read.
+    key: String,
+    value: Option<Value>,
 }
 
 impl MapDe {
     fn new(map: Map<String, Value>) -> Self {
         MapDe {
             entries: map.into_iter(),
-            pending: None,
+            key: String::new(),
+            value: None,
         }
+    }
+
+    /// A failure at the last key read (an unknown field there, or a bad value).
+    #[inline(never)]
+    fn keyed(&mut self, e: PathError) -> PathError {
+        e.at(Segment::Key(std::mem::take(&mut self.key)))
+    }
+
+    #[inline(never)]
+    fn take_value(&mut self) -> Result<Value, PathError> {
+        self.value
+            .take()
+            .ok_or_else(|| de::Error::custom("a map value was read before its key"))
     }
 }
 
@@ -473,24 +497,15 @@ impl<'de> de::MapAccess<'de> for MapDe {
         let Some((key, value)) = self.entries.next() else {
             return Ok(None);
         };
-        let de: StrDeserializer<'_, PathError> = key.as_str().into_deserializer();
-        match seed.deserialize(de) {
-            Ok(k) => {
-                self.pending = Some((key, value));
-                Ok(Some(k))
-            }
-            // An unknown field is reported at its own path.
-            Err(e) => Err(e.at(Segment::Key(key))),
-        }
+        self.key = key;
+        self.value = Some(value);
+        let de: StrDeserializer<'_, PathError> = self.key.as_str().into_deserializer();
+        seed.deserialize(de).map(Some).map_err(|e| self.keyed(e))
     }
 
     fn next_value_seed<V: DeserializeSeed<'de>>(&mut self, seed: V) -> Result<V::Value, PathError> {
-        match self.pending.take() {
-            Some((key, value)) => seed
-                .deserialize(ValueDe(value))
-                .map_err(|e| e.at(Segment::Key(key))),
-            None => Err(de::Error::custom("a map value was read before its key")),
-        }
+        let value = self.take_value()?;
+        seed.deserialize(ValueDe(value)).map_err(|e| self.keyed(e))
     }
 
     fn size_hint(&self) -> Option<usize> {
