@@ -13,9 +13,14 @@ use serde::de::{self, DeserializeOwned, DeserializeSeed, IntoDeserializer, Visit
 use serde::forward_to_deserialize_any;
 use serde_json::{Map, Value};
 
-/// A failure and where in the value it happened.
+/// A failure and where in the value it happened. Boxed: every `Result` of the types' serde
+/// code carries it, and one pointer moves in a fraction of the code three words take
+/// (bench/size_levers.md).
 #[derive(Debug, Clone)]
-pub struct PathError {
+pub struct PathError(Box<Failure>);
+
+#[derive(Debug, Clone)]
+struct Failure {
     /// Innermost first: segments are added as the error leaves each level.
     segments: Vec<Segment>,
     message: String,
@@ -28,23 +33,26 @@ pub(crate) enum Segment {
 }
 
 impl PathError {
+    // Out of line, as the other non-generic halves below: the types' serde code is generic
+    // over each field's type, so whatever of this module it inlines is built once per field.
+    #[inline(never)]
     fn at(mut self, segment: Segment) -> Self {
-        self.segments.push(segment);
+        self.0.segments.push(segment);
         self
     }
 
     /// The path in serde_path_to_error's notation: `a.b[0].c`, `.` for the value itself.
     pub fn path(&self) -> String {
-        render_path(&self.segments)
+        render_path(&self.0.segments)
     }
 
     pub fn message(&self) -> &str {
-        &self.message
+        &self.0.message
     }
 
     /// Where the failure is, outermost first.
     pub(crate) fn segments(&self) -> impl Iterator<Item = &Segment> {
-        self.segments.iter().rev()
+        self.0.segments.iter().rev()
     }
 
     /// Removes from `value` what failed, so that reading it again can go on to the next
@@ -52,8 +60,8 @@ impl PathError {
     /// list (removing an element would renumber the later ones in later messages). `false`
     /// when the failure is the value itself.
     pub(crate) fn prune(&self, value: &mut Value) -> bool {
-        let keep = self
-            .segments
+        let segments = &self.0.segments;
+        let keep = segments
             .iter()
             .position(|s| matches!(s, Segment::Key(_)))
             .map(|innermost_key| innermost_key + 1);
@@ -61,7 +69,7 @@ impl PathError {
             return false;
         };
         // Outermost first, down to the object holding the key to remove.
-        let mut path = self.segments[depth..].iter().rev();
+        let mut path = segments[depth..].iter().rev();
         let mut node = value;
         for segment in path.by_ref() {
             node = match (segment, node) {
@@ -76,7 +84,7 @@ impl PathError {
                 _ => return false,
             };
         }
-        match (&self.segments[depth - 1], node) {
+        match (&segments[depth - 1], node) {
             (Segment::Key(k), Value::Object(map)) => map.remove(k).is_some(),
             _ => false,
         }
@@ -108,7 +116,7 @@ pub(crate) fn render_path(segments: &[Segment]) -> String {
 
 impl fmt::Display for PathError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}: {}", self.path(), self.message)
+        write!(f, "{}: {}", self.path(), self.0.message)
     }
 }
 
@@ -116,10 +124,10 @@ impl std::error::Error for PathError {}
 
 impl de::Error for PathError {
     fn custom<T: fmt::Display>(msg: T) -> Self {
-        PathError {
+        PathError(Box::new(Failure {
             segments: Vec::new(),
             message: msg.to_string(),
-        }
+        }))
     }
 
     // serde's texts, but `Unexpected` printed by `unexpected_text`.
@@ -232,8 +240,9 @@ pub fn from_value<T: DeserializeOwned>(value: Value) -> Result<T, PathError> {
 struct ValueDe(Value);
 
 impl ValueDe {
-    fn invalid<E: de::Expected, T>(&self, expected: &E) -> Result<T, PathError> {
-        Err(de::Error::invalid_type(unexpected(&self.0), expected))
+    #[inline(never)]
+    fn invalid(&self, expected: &dyn de::Expected) -> PathError {
+        de::Error::invalid_type(unexpected(&self.0), expected)
     }
 }
 
@@ -245,7 +254,7 @@ macro_rules! number {
         fn $method<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, PathError> {
             match self.0 {
                 Value::Number(n) => number(n, visitor),
-                _ => self.invalid(&visitor),
+                _ => Err(self.invalid(&visitor)),
             }
         }
     )*};
@@ -256,7 +265,7 @@ macro_rules! string {
         fn $method<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, PathError> {
             match self.0 {
                 Value::String(s) => visitor.visit_string(s),
-                _ => self.invalid(&visitor),
+                _ => Err(self.invalid(&visitor)),
             }
         }
     )*};
@@ -280,8 +289,13 @@ fn seq<'de, V: Visitor<'de>>(items: Vec<Value>, visitor: V) -> Result<V::Value, 
     let out = visitor.visit_seq(&mut seq)?;
     match seq.items.len() {
         0 => Ok(out),
-        _ => Err(de::Error::invalid_length(len, &"fewer elements in array")),
+        _ => Err(too_long(len)),
     }
+}
+
+#[inline(never)]
+fn too_long(len: usize) -> PathError {
+    de::Error::invalid_length(len, &"fewer elements in array")
 }
 
 impl<'de> de::Deserializer<'de> for ValueDe {
@@ -307,14 +321,14 @@ impl<'de> de::Deserializer<'de> for ValueDe {
     fn deserialize_bool<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, PathError> {
         match self.0 {
             Value::Bool(b) => visitor.visit_bool(b),
-            _ => self.invalid(&visitor),
+            _ => Err(self.invalid(&visitor)),
         }
     }
 
     fn deserialize_unit<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, PathError> {
         match self.0 {
             Value::Null => visitor.visit_unit(),
-            _ => self.invalid(&visitor),
+            _ => Err(self.invalid(&visitor)),
         }
     }
 
@@ -329,7 +343,7 @@ impl<'de> de::Deserializer<'de> for ValueDe {
     fn deserialize_seq<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, PathError> {
         match self.0 {
             Value::Array(items) => seq(items, visitor),
-            _ => self.invalid(&visitor),
+            _ => Err(self.invalid(&visitor)),
         }
     }
 
@@ -353,7 +367,7 @@ impl<'de> de::Deserializer<'de> for ValueDe {
     fn deserialize_map<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, PathError> {
         match self.0 {
             Value::Object(map) => visitor.visit_map(MapDe::new(map)),
-            _ => self.invalid(&visitor),
+            _ => Err(self.invalid(&visitor)),
         }
     }
 
@@ -400,7 +414,7 @@ impl<'de> de::Deserializer<'de> for ValueDe {
             Value::String(s) => {
                 visitor.visit_enum(IntoDeserializer::<PathError>::into_deserializer(s))
             }
-            _ => self.invalid(&"a string"),
+            _ => Err(self.invalid(&"a string")),
         }
     }
 
@@ -445,16 +459,31 @@ impl<'de> de::SeqAccess<'de> for SeqDe {
 
 struct MapDe {
     entries: serde_json::map::IntoIter,
-    /// The entry whose key was read and whose value is next.
-    pending: Option<(String, Value)>,
+    /// The last key read, and its value until it is read.
+    key: String,
+    value: Option<Value>,
 }
 
 impl MapDe {
     fn new(map: Map<String, Value>) -> Self {
         MapDe {
             entries: map.into_iter(),
-            pending: None,
+            key: String::new(),
+            value: None,
         }
+    }
+
+    /// A failure at the last key read (an unknown field there, or a bad value).
+    #[inline(never)]
+    fn keyed(&mut self, e: PathError) -> PathError {
+        e.at(Segment::Key(std::mem::take(&mut self.key)))
+    }
+
+    #[inline(never)]
+    fn take_value(&mut self) -> Result<Value, PathError> {
+        self.value
+            .take()
+            .ok_or_else(|| de::Error::custom("a map value was read before its key"))
     }
 }
 
@@ -468,24 +497,15 @@ impl<'de> de::MapAccess<'de> for MapDe {
         let Some((key, value)) = self.entries.next() else {
             return Ok(None);
         };
-        let de: StrDeserializer<'_, PathError> = key.as_str().into_deserializer();
-        match seed.deserialize(de) {
-            Ok(k) => {
-                self.pending = Some((key, value));
-                Ok(Some(k))
-            }
-            // An unknown field is reported at its own path.
-            Err(e) => Err(e.at(Segment::Key(key))),
-        }
+        self.key = key;
+        self.value = Some(value);
+        let de: StrDeserializer<'_, PathError> = self.key.as_str().into_deserializer();
+        seed.deserialize(de).map(Some).map_err(|e| self.keyed(e))
     }
 
     fn next_value_seed<V: DeserializeSeed<'de>>(&mut self, seed: V) -> Result<V::Value, PathError> {
-        match self.pending.take() {
-            Some((key, value)) => seed
-                .deserialize(ValueDe(value))
-                .map_err(|e| e.at(Segment::Key(key))),
-            None => Err(de::Error::custom("a map value was read before its key")),
-        }
+        let value = self.take_value()?;
+        seed.deserialize(ValueDe(value)).map_err(|e| self.keyed(e))
     }
 
     fn size_hint(&self) -> Option<usize> {
