@@ -322,7 +322,7 @@ pub(crate) fn whole_number(
 /// [`config::MAX_CONFIG_BYTES`], what is accepted loads within the Wasm VM's memory
 /// (README: Limits has the measurements).
 pub const MAX_VIRTUAL_SERVICES: usize = 10000;
-pub const MAX_ROUTES: usize = 64000;
+pub const MAX_ROUTES: usize = 60000;
 pub const MAX_POLICIES: usize = 4000;
 
 /// Refuses a configuration over the limits before anything is compiled.

@@ -233,8 +233,9 @@ def test_a_huge_refused_value_is_cut_in_the_log_line(rejected_envoy):
 
 
 # Limits (README, Configuration: Limits). Near the limits loads; just over is refused with the reason.
-MAX_VIRTUAL_SERVICES = 4000
-MAX_CONFIG_BYTES = 16 * 1024 * 1024
+MAX_VIRTUAL_SERVICES = 10000
+MAX_ROUTES = 60000
+MAX_CONFIG_BYTES = 32 * 1024 * 1024
 
 
 def many_virtual_services(n: int, routes: int = 4) -> dict:
@@ -248,16 +249,16 @@ def many_virtual_services(n: int, routes: int = 4) -> dict:
 
 
 def test_the_most_virtual_services_and_routes_load(envoy):
-    env = envoy(many_virtual_services(MAX_VIRTUAL_SERVICES))
-    assert "config accepted: 4000 VirtualService(s), 16000 route(s)" in env.log_text()
+    env = envoy(many_virtual_services(MAX_VIRTUAL_SERVICES, routes=MAX_ROUTES // MAX_VIRTUAL_SERVICES))
+    assert "config accepted: 10000 VirtualService(s), 60000 route(s)" in env.log_text()
 
 
 def test_one_virtual_service_over_the_limit_is_refused(rejected_envoy):
     assert_refused_with(rejected_envoy(many_virtual_services(MAX_VIRTUAL_SERVICES + 1, routes=1)), "resources",
-                        "4001 VirtualServices, over the limit of 4000 per filter")
+                        "10001 VirtualServices, over the limit of 10000 per filter")
 
 
-def test_a_configuration_over_16_mib_is_refused_before_it_is_read(rejected_envoy):
+def test_a_configuration_over_32_mib_is_refused_before_it_is_read(rejected_envoy):
     config = json.dumps(plugin_config(demo_vs(route_v1())))
     padded = config[:-1] + ', "pad": "' + "p" * (MAX_CONFIG_BYTES - len(config)) + '"}'
     assert len(padded) > MAX_CONFIG_BYTES
