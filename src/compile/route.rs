@@ -9,7 +9,7 @@ use crate::config::{
 use crate::rules::ClusterName;
 use crate::rules::{
     Abort, Action, Cors, DirectResponse, Fault, HeaderOps, PathRewrite, Redirect, RedirectPort,
-    Route, Split, StrMatcher, WeightedDestination,
+    Route, RouterHeader, SparseHeaderOps, Split, StrMatcher, WeightedDestination,
 };
 
 use super::matching::{applies_to_proxy, compile_regex, match_block, string_matcher};
@@ -147,7 +147,7 @@ pub(crate) fn compile_route(
     };
     let mut router_headers = Vec::new();
     if let Some(ms) = timeout {
-        router_headers.push(("x-envoy-upstream-rq-timeout-ms".to_string(), ms));
+        router_headers.push(("x-envoy-upstream-rq-timeout-ms", ms.into()));
     }
     if http.retries.is_some() || !defaults_in_route {
         retry_headers(
@@ -580,14 +580,14 @@ fn millis(text: &str, path: &Path<'_>, diags: &mut Diagnostics) -> Option<String
 fn retry_headers(
     r: Option<&HttpRetry>,
     path: &Path<'_>,
-    out: &mut Vec<(String, String)>,
+    out: &mut Vec<RouterHeader>,
     diags: &mut Diagnostics,
 ) {
     let Some(r) = r else {
-        out.push(("x-envoy-max-retries".into(), DEFAULT_RETRY_ATTEMPTS.into()));
+        out.push(("x-envoy-max-retries", DEFAULT_RETRY_ATTEMPTS.into()));
         push_retry_on(DEFAULT_RETRY_ON, path, out, diags);
         out.push((
-            "x-envoy-retriable-status-codes".into(),
+            "x-envoy-retriable-status-codes",
             DEFAULT_RETRIABLE_CODES.into(),
         ));
         return;
@@ -618,10 +618,10 @@ fn retry_headers(
                 "retryOn and perTryTimeout need attempts > 0 (attempts: 0 disables retries)",
             );
         }
-        out.push(("x-envoy-max-retries".into(), "0".into()));
+        out.push(("x-envoy-max-retries", "0".into()));
         return;
     }
-    out.push(("x-envoy-max-retries".into(), attempts.to_string()));
+    out.push(("x-envoy-max-retries", attempts.to_string().into()));
     let spec = r
         .retry_on
         .as_deref()
@@ -631,13 +631,13 @@ fn retry_headers(
     if r.retry_on.as_deref().is_none_or(str::is_empty) {
         // istiod's default policy carries its 503 even when only attempts is given.
         out.push((
-            "x-envoy-retriable-status-codes".into(),
+            "x-envoy-retriable-status-codes",
             DEFAULT_RETRIABLE_CODES.into(),
         ));
     }
     if let Some(t) = &r.per_try_timeout {
         if let Some(ms) = millis(t, &path.field("perTryTimeout"), diags) {
-            out.push(("x-envoy-upstream-rq-per-try-timeout-ms".into(), ms));
+            out.push(("x-envoy-upstream-rq-per-try-timeout-ms", ms.into()));
         }
     }
 }
@@ -646,7 +646,7 @@ fn retry_headers(
 fn push_retry_on(
     spec: &str,
     path: &Path<'_>,
-    out: &mut Vec<(String, String)>,
+    out: &mut Vec<RouterHeader>,
     diags: &mut Diagnostics,
 ) {
     let mut http = Vec::new();
@@ -673,13 +673,13 @@ fn push_retry_on(
         http.push("retriable-status-codes");
     }
     if !http.is_empty() {
-        out.push(("x-envoy-retry-on".into(), http.join(",")));
+        out.push(("x-envoy-retry-on", http.join(",").into()));
     }
     if !grpc.is_empty() {
-        out.push(("x-envoy-retry-grpc-on".into(), grpc.join(",")));
+        out.push(("x-envoy-retry-grpc-on", grpc.join(",").into()));
     }
     if !codes.is_empty() {
-        out.push(("x-envoy-retriable-status-codes".into(), codes.join(",")));
+        out.push(("x-envoy-retriable-status-codes", codes.join(",").into()));
     }
 }
 
@@ -737,13 +737,13 @@ fn header_ops(
     h: Option<&Headers>,
     path: &Path<'_>,
     diags: &mut Diagnostics,
-) -> (HeaderOps, HeaderOps) {
+) -> (SparseHeaderOps, SparseHeaderOps) {
     let Some(h) = h else {
         return Default::default();
     };
     (
-        one_side(h.request.as_ref(), true, &path.field("request"), diags),
-        one_side(h.response.as_ref(), false, &path.field("response"), diags),
+        one_side(h.request.as_ref(), true, &path.field("request"), diags).into(),
+        one_side(h.response.as_ref(), false, &path.field("response"), diags).into(),
     )
 }
 

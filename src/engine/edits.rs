@@ -110,7 +110,7 @@ impl RuleSet {
         let (route, dest, single) = self.forward_parts(f);
         layered(
             &route.request_headers,
-            dest.map(|d| &d.request_headers),
+            dest.map(|d| &*d.request_headers),
             single,
             &mut apply,
         )?;
@@ -122,7 +122,7 @@ impl RuleSet {
             apply(Edit::Set("x-envoy-original-path", original_path))?;
             apply(Edit::Set(":path", path))?;
         }
-        if let Some(a) = authority(route, dest.map(|d| &d.request_headers), single) {
+        if let Some(a) = authority(route, dest.map(|d| &*d.request_headers), single) {
             apply(Edit::Set(":authority", a))?;
         }
         if let Some(d) = dest {
@@ -146,7 +146,7 @@ impl RuleSet {
         let (route, dest, single) = self.forward_parts(f);
         layered(
             &route.response_headers,
-            dest.map(|d| &d.response_headers),
+            dest.map(|d| &*d.response_headers),
             single,
             &mut apply,
         )?;

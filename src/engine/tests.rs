@@ -418,7 +418,11 @@ fn grpc_abort_answers_http_200_with_grpc_status() {
 }
 
 fn router_headers(rules: &RuleSet, name: &str) -> Vec<(String, String)> {
-    route_named(rules, name).router_headers.clone()
+    let headers = &route_named(rules, name).router_headers;
+    headers
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
 }
 
 #[test]
@@ -661,10 +665,7 @@ fn delegate_routes_apply_below_the_root_match_and_fall_through_when_none_match()
     // The delegate sets no timeout: the root route's applies (istiod's mergeHTTPRoute).
     assert_eq!(
         rules.routes[f.route].router_headers[0],
-        (
-            "x-envoy-upstream-rq-timeout-ms".to_string(),
-            "3000".to_string()
-        )
+        ("x-envoy-upstream-rq-timeout-ms", "3000".into())
     );
     assert_eq!(
         rules.routes[forward(&rules, &Req::get("/reviews/v1")).route].name,

@@ -400,7 +400,7 @@ fn print_forward(rules: &RuleSet, f: &Forward, req: &Request<'_>, before_routing
         }
     }
     for (name, value) in &route.router_headers {
-        let text = match name.as_str() {
+        let text = match *name {
             "x-envoy-upstream-rq-timeout-ms" if value == "0" => "timeout: none".to_string(),
             "x-envoy-upstream-rq-timeout-ms" => format!("timeout: {value} ms"),
             "x-envoy-upstream-rq-per-try-timeout-ms" => {
