@@ -546,7 +546,8 @@ fn compile(mut config: PluginConfig, identity: &dyn Identity, diags: &mut Diagno
     }
 
     // Pass 2: compile. A delegating route is replaced by the delegate's routes merged into it.
-    for (vs_index, pvs) in parsed.iter().enumerate() {
+    for vs_index in 0..parsed.len() {
+        let pvs = &parsed[vs_index];
         let scope = |namespace| Scope {
             namespace,
             gateways: pvs.gateways,
@@ -653,6 +654,12 @@ fn compile(mut config: PluginConfig, identity: &dyn Identity, diags: &mut Diagno
             }
         }
         rules.virtual_services[vs_index].routes = ids;
+        // Linear memory never shrinks: what the typed routes of a compiled VirtualService free
+        // is where later compiled routes go, instead of growing the VM. Delegates are merged
+        // under later roots, so theirs stay.
+        if !parsed[vs_index].is_delegate {
+            parsed[vs_index].routes = Vec::new();
+        }
     }
     rules.needs_listener_port = rules.routes.iter().any(|r| match &r.action {
         Action::Forward(split) => split
