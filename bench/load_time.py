@@ -102,7 +102,7 @@ def live_swap(run, work: Path, up_port: int, count: int, seconds: int) -> dict:
     times = load_times(work / f"{name}.log")[initial:]
     if not applied or len(times) < 2:
         raise RuntimeError(f"the swap was not applied during the load (loads logged: {times})")
-    return {"json": len(json.dumps(first)), "vm_ms": times, **wrk_counts(run, out)}
+    return {"count": count, "json": len(json.dumps(first)), "vm_ms": times, **wrk_counts(run, out)}
 
 
 def settled_loads(log: Path) -> int:
@@ -138,7 +138,7 @@ def report(m: dict) -> list[str]:
                      f"({'met' if worst <= LOAD_TARGET_MS else 'not met'}) | {x['vm'] / 2**20:.1f} | "
                      f"{x['rss'] / 2**20:.1f} |")
     s = m["swap"]
-    lines += ["", f"Live swap over ECDS of {s['json'] / 2**20:.1f} MiB of rules under wrk "
+    lines += ["", f"Live swap over ECDS of {s['count']} VirtualServices ({s['json'] / 2**20:.1f} MiB) under wrk "
               f"({ROUTE_TIMEOUT} request timeout, the routes' own): the new rules compiled in "
               f"{', '.join(map(str, s['vm_ms']))} ms per VM; "
               f"{s['requests']} requests, {s['non2xx']} answered other than 2xx/3xx, {s['timeouts']} "

@@ -464,6 +464,29 @@ def mib(b: float) -> str:
     return f"{b / 2**20:.1f}"
 
 
+def footprint_headline(args: argparse.Namespace, m: dict) -> list[str]:
+    """Headline rows for issue 13's memory and load targets, from the memory section."""
+    fp = m["footprint"]
+    above = [fp[(c, "meshrules, demo rules")]["rss"] - fp[(c, "floor module")]["rss"] for c in args.concurrencies]
+    rs = m["rules"]
+    most = max(rs)
+    ratio = ((rs[most]["vm"] or 0) - (rs[0]["vm"] or 0)) / rs[most]["json"]
+    big = max(m["load"]["static"], key=lambda x: x["count"])
+    swap = m["load"]["swap"]
+    return [
+        f"| Envoy RSS with meshrules (demo rules) over the floor module at --concurrency "
+        f"{'/'.join(map(str, args.concurrencies))} | {', '.join(f'{a / 2**20:+.1f}' for a in above)} MiB "
+        f"| <= +{mib(FLOOR_TARGET)} MiB |",
+        f"| compiled rules in VM memory / their JSON, {most} VirtualServices of 10 routes | {ratio:.1f}x "
+        f"| <= {RULES_TARGET:g}x |",
+        f"| {big['count']} VirtualServices: compile per VM (each VM's own log line) | "
+        f"{', '.join(map(str, big['vm_ms']))} ms | <= {load_time.LOAD_TARGET_MS} ms |",
+        f"| live ECDS swap of {swap['count']} VirtualServices under wrk: requests timed out "
+        f"({load_time.ROUTE_TIMEOUT}) or answered other than 2xx/3xx, of all; slowest | {swap['timeouts'] + swap['non2xx']} "
+        f"of {swap['requests']}; {swap['max_s']:.2f} s | 0 |",
+    ]
+
+
 def memory_report(args: argparse.Namespace, m: dict) -> list[str]:
     fp = m["footprint"]
     lines = [
@@ -656,6 +679,7 @@ def report(args, rounds, fixed, rate, decisions, memory, long_run, footprint_dat
         f"{mem_before / 2**20:.2f} MiB → {mem_after / 2**20:.2f} MiB | flat |",
         f"| Envoy RSS ({len(rounds[0])} listeners) after {args.warm_requests} → +{args.memory_requests} requests to c | "
         f"{mib(rss_before)} MiB → {mib(rss_after)} MiB | flat |",
+        *footprint_headline(args, footprint_data),
         "",
         "## Throughput (wrk, saturating)",
         "",
