@@ -6,12 +6,13 @@ One Envoy (--concurrency 1, pinned to CPU 0) carries listeners with the same dem
 (c) meshrules, (d) meshrules re-verifying every token (no token cache), (e) meshrules with
 the routing rules only, (f) as b with jwt_authn's token cache on, (g) as e with a rate limit,
 (h) as e without the per-destination metrics, (i) the floor module, (j) meshrules on a plain
-split, (k) as b without jwt_authn and RBAC (the native routing rules, e's like-for-like), and
+split, (k) as b without jwt_authn and RBAC (the native routing rules, e's like-for-like),
 (l..s) the floor plus one kind of host call each (bench/host_calls.py: the routing cost
-decomposed), (t) meshrules' module made inert (its exports answer as the floor's). Every request carries the same valid ES256 token. A fast upstream (Envoy with a
-direct_response) and the load generators share CPU 1. Rounds are interleaved a/b/c/... so
-drift cancels; medians and per-round ratios are reported. `--listeners` with
-`--throughput-only` measures only some listeners (and only the CPU sections of the report).
+decomposed) and (t) meshrules' module made inert (its exports answer as the floor's). Every
+request carries the same valid ES256 token. A fast upstream (Envoy with a direct_response) and
+the load generators share CPU 1. Rounds are interleaved a/b/c/... so drift cancels; medians
+and per-round ratios are reported. `--listeners` with `--throughput-only` measures only some
+listeners (and reports only their CPU sections).
 
 The memory section (issue 13, bench/memory.py) starts an Envoy per measurement: RSS with no
 filter, the floor module (every proxy-wasm callback exported, nothing done), meshrules with
