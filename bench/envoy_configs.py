@@ -4,7 +4,7 @@ meshrules filter; plus (d) meshrules without its verified-token cache (every JWT
 again), (e) meshrules with the routing rules only, to isolate what the JWT check costs, and
 (f) as b with jwt_authn's own verified-token cache on (istiod leaves it off), and (g) as e
 with a rate limit on every route whose bucket never runs dry, to isolate what a limit check
-costs."""
+costs; (k) as b without jwt_authn and RBAC, the native routing rules alone."""
 
 from __future__ import annotations
 
@@ -161,7 +161,10 @@ def plain_listener(port: int) -> dict:
     return _listener("a_plain", port, [_catch_all(PLAIN)], [])
 
 
-def native_listener(port: int, jwks: str, jwt_cache: bool = False, name: str = "b_native") -> dict:
+def native_listener(port: int, jwks: str, jwt_cache: bool = False, name: str = "b_native",
+                    security: bool = True) -> dict:
+    """b: the demo rules as istiod writes them; `security=False` drops jwt_authn and RBAC, the
+    routing rules alone (k), the like-for-like of meshrules with the VirtualService only (e)."""
     def route(match: dict, action: dict) -> dict:
         action.update({"timeout": "5s", "retry_policy": ISTIO_RETRY})
         return {"match": match, "route": action,
@@ -174,7 +177,8 @@ def native_listener(port: int, jwks: str, jwt_cache: bool = False, name: str = "
               {"weighted_clusters": {"clusters": [{"name": V1, "weight": 90}, {"name": V2, "weight": 10}]}}),
     ]}
     fault = {"name": "envoy.filters.http.fault", "typed_config": {"@type": FAULT_TYPE}}
-    return _listener(name, port, [vhost, _catch_all(PLAIN)], native_security_filters(jwks, jwt_cache) + [fault])
+    security_filters = native_security_filters(jwks, jwt_cache) if security else []
+    return _listener(name, port, [vhost, _catch_all(PLAIN)], security_filters + [fault])
 
 
 def meshrules_filter(wasm: str, rules: dict, vm_id: str = "meshrules", vm_env: dict | None = None) -> dict:

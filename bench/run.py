@@ -5,9 +5,14 @@ One Envoy (--concurrency 1, pinned to CPU 0) carries listeners with the same dem
 (routing, an ALLOW policy and a JWT check): (a) no rules, (b) the rules as Envoy native config,
 (c) meshrules, (d) meshrules re-verifying every token (no token cache), (e) meshrules with
 the routing rules only, (f) as b with jwt_authn's token cache on, (g) as e with a rate limit,
-(h) as e without the per-destination metrics. Every request carries the same valid ES256 token. A fast upstream
-(Envoy with a direct_response) and the load generators share CPU 1. Rounds are interleaved
-a/b/c/d/e/f so drift cancels; medians and per-round ratios are reported.
+(h) as e without the per-destination metrics, (i) the floor module, (j) meshrules on a plain
+split, (k) as b without jwt_authn and RBAC (the native routing rules, e's like-for-like),
+(l..s) the floor plus one kind of host call each (bench/host_calls.py: the routing cost
+decomposed) and (t) meshrules' module made inert (its exports answer as the floor's). Every
+request carries the same valid ES256 token. A fast upstream (Envoy with a direct_response) and
+the load generators share CPU 1. Rounds are interleaved a/b/c/... so drift cancels; medians
+and per-round ratios are reported. `--listeners` with `--throughput-only` measures only some
+listeners (and reports only their CPU sections).
 
 The memory section (issue 13, bench/memory.py) starts an Envoy per measurement: RSS with no
 filter, the floor module (every proxy-wasm callback exported, nothing done), meshrules with
@@ -40,6 +45,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import envoy_configs as cfg  # noqa: E402
+import host_calls  # noqa: E402
 import memory as mem  # noqa: E402
 import load_time  # noqa: E402
 import size  # noqa: E402
@@ -222,24 +228,33 @@ def us(seconds_: float) -> str:
 def run(args: argparse.Namespace) -> str:
     work = Path(tempfile.mkdtemp(prefix="meshrules-bench-"))
     up_port, test_admin = free_port(), free_port()
-    ports = {k: free_port() for k in "abcdefghij"}
+    ports = {k: free_port() for k in args.listeners}
     jwks = jwt_material()
     started = []
     try:
         upstream = Envoy("upstream", cfg.upstream(free_port(), up_port), work, cpu=1)
         started.append(upstream)
         floor = mem.build_floor(work / "floor.wasm")
-        listeners = [cfg.plain_listener(ports["a"]), cfg.native_listener(ports["b"], jwks),
-                     cfg.meshrules_listener(ports["c"], str(WASM), cfg.rules_with_security(jwks)),
-                     cfg.meshrules_listener(ports["d"], str(WASM), cfg.rules_with_security(jwks, token_cache=False),
-                                            name="d_meshrules_no_token_cache"),
-                     cfg.meshrules_listener(ports["e"], str(WASM), cfg.RULES, name="e_meshrules_routing_only"),
-                     cfg.native_listener(ports["f"], jwks, jwt_cache=True, name="f_native_jwt_cache"),
-                     cfg.meshrules_listener(ports["g"], str(WASM), cfg.RATE_LIMITED, name="g_meshrules_rate_limited"),
-                     cfg.meshrules_listener(ports["h"], str(WASM), cfg.RULES, name="h_meshrules_no_destination_metrics",
-                                            vm_env=cfg.NO_DESTINATION_METRICS),
-                     cfg.meshrules_listener(ports["i"], str(floor), EMPTY_RULES, name="i_floor_module"),
-                     cfg.meshrules_listener(ports["j"], str(WASM), cfg.SPLIT_ONLY, name="j_meshrules_split_only")]
+        steps = host_calls.modules(work)
+        inert = mem.inert_module(WASM, work / "inert.wasm")
+        every = {
+            "a": lambda p: cfg.plain_listener(p), "b": lambda p: cfg.native_listener(p, jwks),
+            "c": lambda p: cfg.meshrules_listener(p, str(WASM), cfg.rules_with_security(jwks)),
+            "d": lambda p: cfg.meshrules_listener(p, str(WASM), cfg.rules_with_security(jwks, token_cache=False),
+                                                  name="d_meshrules_no_token_cache"),
+            "e": lambda p: cfg.meshrules_listener(p, str(WASM), cfg.RULES, name="e_meshrules_routing_only"),
+            "f": lambda p: cfg.native_listener(p, jwks, jwt_cache=True, name="f_native_jwt_cache"),
+            "g": lambda p: cfg.meshrules_listener(p, str(WASM), cfg.RATE_LIMITED, name="g_meshrules_rate_limited"),
+            "h": lambda p: cfg.meshrules_listener(p, str(WASM), cfg.RULES, name="h_meshrules_no_destination_metrics",
+                                                  vm_env=cfg.NO_DESTINATION_METRICS),
+            "i": lambda p: cfg.meshrules_listener(p, str(floor), EMPTY_RULES, name="i_floor_module"),
+            "j": lambda p: cfg.meshrules_listener(p, str(WASM), cfg.SPLIT_ONLY, name="j_meshrules_split_only"),
+            "k": lambda p: cfg.native_listener(p, jwks, name="k_native_routing_only", security=False),
+            **{k: (lambda p, m=m, k=k: cfg.meshrules_listener(p, str(m), EMPTY_RULES, name=f"{k}_floor_step"))
+               for k, m in steps.items()},
+            "t": lambda p: cfg.meshrules_listener(p, str(inert), EMPTY_RULES, name="t_meshrules_inert"),
+        }
+        listeners = [every[k](p) for k, p in ports.items()]
         envoy = Envoy("under-test", cfg.bootstrap(test_admin, listeners, up_port), work, cpu=0)
         started.append(envoy)
 
@@ -250,6 +265,9 @@ def run(args: argparse.Namespace) -> str:
         rounds = []
         for _ in range(args.rounds):
             rounds.append({k: measured(envoy, p, args.duration) for k, p in ports.items()})
+        check_steps(envoy, ports)
+        if args.throughput_only:
+            return cpu_report(args, rounds)
 
         sat_b = median([r["b"]["rps"] for r in rounds])
         rate = sat_b / 2
@@ -286,6 +304,112 @@ def run(args: argparse.Namespace) -> str:
             e.stop()
 
     return report(args, rounds, fixed, rate, decisions, memory, long_run, footprint_data)
+
+
+# t: meshrules' own module made inert (bench/memory.py inert_module: every export answers as the
+# floor's do), so t − i is what carrying its code costs per request and j − t what running it does.
+LISTENERS = "abcdefghijk" + "".join(host_calls.STEPS) + host_calls.ALL_CALLS[0] + "t"
+
+
+def check_steps(envoy: Envoy, ports: dict) -> None:
+    """The host-call steps did their calls: their metrics counted, their cluster header routed."""
+    if {"q", "s"} & set(ports) and envoy.stat("wasmcustom.floor_responses") == 0:
+        raise RuntimeError("the metrics step counted nothing")
+    if {"o", "s"} & set(ports) and envoy.stat(f"cluster.{cfg.V1}.upstream_rq_total") == 0:
+        raise RuntimeError("the cluster header step routed nothing to its cluster")
+
+
+def per_round(rounds: list[dict], f) -> list[float]:
+    return [f(r) for r in rounds]
+
+
+def cpu_diff(rounds: list[dict], x: str, y: str) -> list[float]:
+    return per_round(rounds, lambda r: r[x]["cpu_us"] - r[y]["cpu_us"])
+
+
+def listeners_table(rounds: list[dict]) -> list[str]:
+    """Every listener measured: medians over the rounds."""
+    lines = [f"| listener | req/s | p99 µs | Envoy CPU µs/req | Envoy CPU µs/req per round ({len(rounds)} rounds) |",
+             "|---|---|---|---|---|"]
+    for k in rounds[0]:
+        lines.append(f"| {k} | {median([r[k]['rps'] for r in rounds]):.0f} | {us(median([r[k]['p99'] for r in rounds]))} "
+                     f"| {median([r[k]['cpu_us'] for r in rounds]):.1f} | "
+                     + " ".join(f"{r[k]['cpu_us']:.0f}" for r in rounds) + " |")
+    return lines
+
+
+def routing_rows(rounds: list[dict]) -> list[str]:
+    """The headline rows on the routing rules alone (e against k) and on a plain split (j − i)."""
+    have = set(rounds[0])
+    lines = []
+    if {"e", "k"} <= have:
+        ek = per_round(rounds, lambda r: r["e"]["rps"] / r["k"]["rps"])
+        cpu_ek = per_round(rounds, lambda r: r["e"]["cpu_us"] / r["k"]["cpu_us"])
+        lines += [f"| throughput e/k, the routing rules alone: meshrules against native (median of per-round "
+                  f"ratios) | {median(ek):.3f} | >= 0.95 |",
+                  f"| Envoy CPU per request e/k (median of per-round ratios) | {median(cpu_ek):.3f} "
+                  f"(e costs {median(cpu_diff(rounds, 'e', 'k')):+.1f} µs CPU per request) | |"]
+    if {"j", "i"} <= have:
+        lines.append(f"| meshrules on a plain 90/10 split over the floor module, Envoy CPU per request (j − i) "
+                     f"| {median(cpu_diff(rounds, 'j', 'i')):+.1f} µs | <= 3 µs |")
+    return lines
+
+
+def decomposition(rounds: list[dict]) -> list[str]:
+    """Each host-call step over the floor, and what is left of j for meshrules' own code."""
+    have = set(rounds[0])
+    if "i" not in have or not set(host_calls.STEPS) & have:
+        return []
+    n = len(rounds)
+    lines = ["", "## Where the routing cost goes (host calls over the floor)", "",
+             "The floor module (i) plus one kind of host call each (bench/host_calls.py), on the meshrules "
+             "listeners' route table; Envoy CPU per request over the floor, median of the per-round "
+             f"differences over {n} rounds. Steps marked ×{host_calls.REPEAT} make their calls "
+             f"{host_calls.REPEAT} times per request (one call is below the noise) and are divided back. "
+             "'in j': the step as many times as meshrules makes it per request on the plain split "
+             "(per-destination metrics on).", "",
+             "| listener | step | over the floor µs/req (per set of calls) | in j, µs/req |", "|---|---|---|---|"]
+    in_j = 0.0
+    for k, (label, _, _, repeated, count) in host_calls.STEPS.items():
+        if k not in have:
+            continue
+        times = host_calls.REPEAT if repeated else 1
+        one = median(cpu_diff(rounds, k, "i")) / times
+        in_j += one * count
+        lines.append(f"| {k} | {label}{f' ×{times}' if repeated else ''} | {one:+.2f} | {one * count:+.2f} |")
+    lines.append(f"| | sum of the steps as meshrules makes them | | {in_j:+.2f} |")
+    if {"n", "o"} <= have:
+        lines.append(f"| o − n | of the cluster header's cost, the `cluster_header` route (Istio's retry policy, "
+                     f"another cluster) rather than the plain one | {median(cpu_diff(rounds, 'o', 'n')):+.1f} | |")
+    key, label, _, _ = host_calls.ALL_CALLS
+    if key in have:
+        lines.append(f"| {key} | {label} | {median(cpu_diff(rounds, key, 'i')):+.1f} | |")
+    if "j" in have:
+        lines.append(f"| j | meshrules on the plain split (j − i) | {median(cpu_diff(rounds, 'j', 'i')):+.1f} | |")
+        if key in have:
+            lines.append(f"| j − {key} | meshrules' own code: j minus the floor making all its host calls "
+                         f"| {median(cpu_diff(rounds, 'j', key)):+.1f} | |")
+    if {"t", "i"} <= have:
+        lines.append(f"| t − i | meshrules' module loaded, nothing of it run (every export answers as the floor's) "
+                     f"| {median(cpu_diff(rounds, 't', 'i')):+.1f} | |")
+    if {"j", "t"} <= have:
+        lines.append(f"| j − t | meshrules' code running on the plain split, host calls included "
+                     f"| {median(cpu_diff(rounds, 'j', 't')):+.1f} | |")
+    if "a" in have:
+        lines.append(f"| i − a | the floor itself: Envoy's per-stream Wasm callbacks, nothing done "
+                     f"| {median(cpu_diff(rounds, 'i', 'a')):+.1f} | |")
+    return lines
+
+
+def cpu_report(args: argparse.Namespace, rounds: list[dict]) -> str:
+    """`--throughput-only`: the listeners asked for, the routing rows and the decomposition."""
+    return "\n".join([
+        "# meshrules benchmarks: throughput only", "",
+        f"- Date: {dt.datetime.now(dt.timezone.utc):%Y-%m-%d %H:%M UTC}",
+        f"- Command: `{' '.join(['bench/run.py', *sys.argv[1:]])}`",
+        f"- {args.rounds} interleaved rounds of {args.duration:g} s per listener; listeners as in BENCHMARKS.md.",
+        "", "| measure | value | target |", "|---|---|---|", *routing_rows(rounds), "",
+        *listeners_table(rounds), *decomposition(rounds), ""])
 
 
 # The memory section (issue 13): Envoy's RSS with no Wasm filter, with the floor module (every
@@ -616,7 +740,6 @@ def report(args, rounds, fixed, rate, decisions, memory, long_run, footprint_dat
     rate_limit = [r["g"]["cpu_us"] - r["e"]["cpu_us"] for r in rounds]
     destination_metrics = [r["e"]["cpu_us"] - r["h"]["cpu_us"] for r in rounds]
     floor_cost = [r["i"]["cpu_us"] - r["a"]["cpu_us"] for r in rounds]
-    over_floor = [r["j"]["cpu_us"] - r["i"]["cpu_us"] for r in rounds]
     miss_vs_native = [(r["d"]["cpu_us"] - r["e"]["cpu_us"]) / (r["b"]["cpu_us"] - r["f"]["cpu_us"])
                       for r in rounds if r["b"]["cpu_us"] > r["f"]["cpu_us"]]
     lines = [
@@ -643,8 +766,11 @@ def report(args, rounds, fixed, rate, decisions, memory, long_run, footprint_dat
         "dry, shared data across VMs); (h) as e without the per-destination metrics "
         "(`MESHRULES_DESTINATION_METRICS=off`); (i) the floor module (bench/memory.py: every "
         "proxy-wasm callback exported, nothing done) on the same route table as the meshrules "
-        "listeners; (j) meshrules with a plain 90/10 split only. Every request carries the same "
-        "valid token.",
+        "listeners; (j) meshrules with a plain 90/10 split only; (k) as b without `jwt_authn` and "
+        "RBAC: the native routing rules alone, the like-for-like of e; (l..s) the floor module plus "
+        "one kind of host call each, as meshrules makes them (bench/host_calls.py, \"Where the "
+        "routing cost goes\" below); (t) meshrules' module with every export answering as the "
+        "floor's (bench/memory.py `inert_module`): its code loaded, none of it run. Every request carries the same valid token.",
         "",
         "## Headline",
         "",
@@ -667,8 +793,7 @@ def report(args, rounds, fixed, rate, decisions, memory, long_run, footprint_dat
         + (f"{median(miss_vs_native):.2f}" if miss_vs_native else "n/a") + " | <= 2 |",
         f"| the floor module (every proxy-wasm callback, nothing done) over no filter, Envoy CPU per "
         f"request (i − a) | {median(floor_cost):+.1f} µs | |",
-        f"| meshrules on a plain 90/10 split over the floor module, Envoy CPU per request (j − i) "
-        f"| {median(over_floor):+.1f} µs | <= 3 µs |",
+        *routing_rows(rounds),
         f"| rate limit check (route bucket in shared data), Envoy CPU per request (g − e) "
         f"| {median(rate_limit):+.1f} µs | |",
         f"| per-destination metrics (a response counter by code and a duration histogram sample), "
@@ -704,6 +829,7 @@ def report(args, rounds, fixed, rate, decisions, memory, long_run, footprint_dat
         + " | ".join(us(med(k, 'p99')) for k in "abc") + " | "
         + " | ".join(f"{med(k, 'cpu_us'):.1f}" for k in "abcdef")
         + f" | {median(cpu_cb):.3f} | {median(cpu_cf):.3f} |")
+    lines += ["", "### Every listener", "", *listeners_table(rounds), *decomposition(rounds)]
     lines += [
         "",
         f"## Latency at a fixed rate (oha, {rate:.0f} req/s, latency-corrected)",
@@ -758,9 +884,16 @@ def main() -> int:
     p.add_argument("--memory-requests", type=int, default=1_000_000)
     p.add_argument("--memory-rounds", type=int, default=3)
     p.add_argument("--footprint-requests", type=int, default=300, help="requests before each memory snapshot")
-    p.add_argument("--out", type=Path, default=REPO / "BENCHMARKS.md")
+    p.add_argument("--out", type=Path, help="default BENCHMARKS.md; with --throughput-only, stdout only")
     p.add_argument("--smoke", action="store_true", help="seconds-long run that checks every step works")
+    p.add_argument("--listeners", default=LISTENERS,
+                   help=f"the listeners to measure (letters out of {LISTENERS}); all but with --throughput-only")
+    p.add_argument("--throughput-only", action="store_true",
+                   help="only the saturating rounds, the routing rows and the decomposition, into --out")
     args = p.parse_args()
+    if set(args.listeners) - set(LISTENERS) or (set(args.listeners) != set(LISTENERS) and not args.throughput_only):
+        p.error(f"--listeners: letters out of {LISTENERS}, a subset only with --throughput-only")
+    args.listeners = "".join(k for k in LISTENERS if k in args.listeners)
     args.concurrencies, args.listener_counts, args.vm_updates = (1, 2, 4, 8), (1, 2, 4, 8), 3
     args.vs_counts, args.pad_kib, args.inert_keep = (100, 1000, 5000), (0, 400, 800), (1.0, 0.75, 0.5, 0.25, 0.0)
     args.load_counts, args.load_concurrency, args.swap_seconds = (1000, 5000), 2, 20
@@ -770,11 +903,18 @@ def main() -> int:
         args.load_counts, args.swap_seconds = (100,), 4
         args.rounds, args.duration, args.fixed_duration, args.warmup = 1, 1, 1, 1
         args.warm_requests, args.memory_requests = 2048, 4096
-    for tool in (ENVOY, OHA, WASM):
+    # --throughput-only loads with wrk alone.
+    for tool in (ENVOY, WASM) if args.throughput_only else (ENVOY, OHA, WASM):
         if not Path(tool).exists():
             print(f"missing {tool}: run through `make bench`", file=sys.stderr)
             return 2
     text = run(args)
+    if args.throughput_only:
+        if args.out:
+            args.out.write_text(text)
+        print(text)
+        return 0
+    args.out = args.out or REPO / "BENCHMARKS.md"
     soak = size.section_of(args.out, SOAK_HEADING)
     args.out.write_text(text + ("\n" + soak if soak else ""))
     print(text)

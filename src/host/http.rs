@@ -194,11 +194,13 @@ fn log_request(plan: &Plan<'_>, event: &Event<'_>) {
 
 /// Runs the request through the pipeline and applies its plan. Called from the request's
 /// own context, or from the root once JWKS it waited for have arrived (the root then
-/// resumes it on `Continue`).
+/// resumes it on `Continue`). `now_ms` is the caller's reading of the clock: one host call
+/// per request instead of two when the request's start is also recorded.
 pub fn process(
     shared: &Rc<Shared>,
     active: &Rc<Active>,
     stream_rc: &Rc<RefCell<Stream>>,
+    now_ms: u64,
 ) -> Action {
     let headers = match abi::headers(MapType::HttpRequestHeaders) {
         Ok(h) => h,
@@ -216,7 +218,7 @@ pub fn process(
             headers,
             Env {
                 connection: &Attributes,
-                now_ms: now_ms(),
+                now_ms,
                 keys: &keys,
                 token_cache: &mut active.token_cache.borrow_mut(),
                 signatures: &Signatures::new(shared, active.rules.authn.signature_verifier),
@@ -308,10 +310,11 @@ impl HttpContext for Filter {
         if seen.is_multiple_of(metrics::MEMORY_SAMPLE_EVERY) {
             metrics::record_vm_memory(self.shared.globals.vm_memory);
         }
+        let now = now_ms();
         if active.metrics.per_destination() {
-            self.stream.borrow_mut().started_ms = now_ms();
+            self.stream.borrow_mut().started_ms = now;
         }
-        process(&self.shared, &active, &self.stream)
+        process(&self.shared, &active, &self.stream, now)
     }
 
     fn on_http_response_headers(&mut self, _num_headers: usize, _end_of_stream: bool) -> Action {

@@ -226,7 +226,7 @@ impl Root {
                 log::debug!("meshrules: request {context_id} waiting for JWKS is gone: {e:?}");
                 continue;
             }
-            if let Action::Continue = http::process(&self.shared, active, &waiter) {
+            if let Action::Continue = http::process(&self.shared, active, &waiter, now_ms()) {
                 if let Err(e) = abi::resume_http_request() {
                     self.shared
                         .log_once("cannot resume a request after JWKS", &format!("{e:?}"));
