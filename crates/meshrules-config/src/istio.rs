@@ -35,6 +35,34 @@ pub struct HttpRouteEntry(pub Result<HttpRoute, crate::path_de::PathError>);
 
 impl<'de> Deserialize<'de> for HttpRouteEntry {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_newtype_struct(crate::path_de::ROUTE, EntryVisitor)
+    }
+}
+
+/// The route is read by the configuration's deserializer itself, from its tree, and handed
+/// over out of band (as a [`Raw`] is): no `Value` of it is built.
+struct EntryVisitor;
+
+impl<'de> serde::de::Visitor<'de> for EntryVisitor {
+    type Value = HttpRouteEntry;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("an HTTP route")
+    }
+
+    fn visit_unit<E>(self) -> Result<HttpRouteEntry, E> {
+        let route = crate::path_de::ROUTE_HANDOFF.with(|h| h.take());
+        Ok(HttpRouteEntry(match route {
+            Some(route) => *route,
+            None => Err(serde::de::Error::custom("a route was not handed over")),
+        }))
+    }
+
+    /// From any other deserializer: the route kept as a `Value`, then read by itself.
+    fn visit_newtype_struct<D: serde::Deserializer<'de>>(
+        self,
+        d: D,
+    ) -> Result<Self::Value, D::Error> {
         let Raw(value) = Raw::deserialize(d)?;
         Ok(HttpRouteEntry(crate::path_de::from_value(value)))
     }

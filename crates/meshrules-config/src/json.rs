@@ -4,168 +4,205 @@
 //! "ALLOW"` would read as an ALLOW. Envoy reads JSON into a protobuf `Struct` with protobuf's
 //! parser, which refuses duplicates (jwt_authn answers such a token `Jwt header is an invalid
 //! JSON`); so does the YAML reader of the CLI. This reader builds the same `Value` serde_json
-//! builds and stops at the first duplicate, naming its JSON path.
+//! builds (for a configuration, a [`Tree`] borrowing from the text) and stops at the first
+//! duplicate, naming its JSON path.
 
+use std::borrow::Cow;
 use std::fmt;
 
 use serde::de::{self, DeserializeSeed, MapAccess, SeqAccess, Visitor};
 use serde_json::{Map, Number, Value};
 
-use crate::path_de::{render_path, Segment};
+use crate::path_de::{render_path, Segment, Tree};
 use crate::ConfigError;
 
 /// Parses one JSON text (nesting bounded by serde_json's recursion limit of 128). The error's
 /// path is where the problem is (`$` for the text as a whole), its message serde_json's with
 /// the line and column.
 pub fn parse_unique(json: &[u8]) -> Result<Value, ConfigError> {
-    parse_config(json, None)
-}
-
-/// [`parse_unique`] for a configuration: with `resources` given, each element of the top-level
-/// `resources` array goes to it as soon as it is read, and the array is left empty in the value
-/// returned. A JSON tree takes about 25 times its text, and the Wasm VM's memory never shrinks:
-/// the whole configuration is never one tree.
-pub fn parse_config(
-    json: &[u8],
-    resources: Option<&mut dyn FnMut(Value)>,
-) -> Result<Value, ConfigError> {
     let mut segments = Vec::new();
-    read(json, &mut segments, resources).map_err(|e| {
-        let path = match render_path(&segments) {
-            p if p == "." => "$".to_string(),
-            p => p,
-        };
-        let message = if e.is_data() {
-            e.to_string()
-        } else {
-            format!("not valid JSON: {e}")
-        };
-        ConfigError::new(path, message)
-    })
+    read(json, &mut segments).map_err(|e| config_error(&segments, &e))
 }
 
-/// The same reader for JSON that is not configuration (tokens, key sets): serde_json's error,
-/// with its line and column, and no path.
-pub fn read_unique(json: &[u8]) -> Result<Value, serde_json::Error> {
-    read(json, &mut Vec::new(), None)
+/// [`parse_unique`] for a configuration, into a [`Tree`] borrowing from `json`: each element
+/// of the top-level `resources` array goes to `resources` as soon as it is read, and the array
+/// is left empty in the tree returned. A JSON tree takes about 25 times its text, and the Wasm
+/// VM's memory never shrinks: the whole configuration is never one tree.
+pub(crate) fn parse_config<'a>(
+    json: &'a [u8],
+    resources: &mut dyn FnMut(Tree<'a>),
+) -> Result<Tree<'a>, ConfigError> {
+    let mut state = Reading::default();
+    read_tree(json, &mut state, Some(resources)).map_err(|e| config_error(&state.path, &e))
 }
 
-/// On an error, `segments` holds the path to where it happened, innermost first.
-fn read(
-    json: &[u8],
-    segments: &mut Vec<Segment>,
-    resources: Option<&mut dyn FnMut(Value)>,
-) -> Result<Value, serde_json::Error> {
+/// The one reader: on an error, `state.path` holds the path to where it happened, innermost
+/// first.
+fn read_tree<'a>(
+    json: &'a [u8],
+    state: &mut Reading<'a>,
+    resources: Option<&mut dyn FnMut(Tree<'a>)>,
+) -> Result<Tree<'a>, serde_json::Error> {
     let mut de = serde_json::Deserializer::from_slice(json);
-    let top = Node {
-        path: segments,
+    let top = TreeNode {
+        state,
         resources,
         elements: None,
     };
     top.deserialize(&mut de).and_then(|v| de.end().map(|()| v))
 }
 
-/// Builds a value; on a failure below it, adds its own key or index to the path (innermost
-/// first), so only a failure costs the path.
-struct Node<'p, 'h> {
-    path: &'p mut Vec<Segment>,
+/// A reader's failure as a configuration problem.
+fn config_error(segments: &[Segment], e: &serde_json::Error) -> ConfigError {
+    let path = match render_path(segments) {
+        p if p == "." => "$".to_string(),
+        p => p,
+    };
+    let message = if e.is_data() {
+        e.to_string()
+    } else {
+        format!("not valid JSON: {e}")
+    };
+    ConfigError::new(path, message)
+}
+
+/// The same reader for JSON that is not configuration (tokens, key sets): serde_json's error,
+/// with its line and column, and no path.
+pub fn read_unique(json: &[u8]) -> Result<Value, serde_json::Error> {
+    read(json, &mut Vec::new())
+}
+
+/// On an error, `segments` holds the path to where it happened, innermost first. Read as a
+/// configuration is, then made a `Value`: one reader in the module.
+fn read(json: &[u8], segments: &mut Vec<Segment>) -> Result<Value, serde_json::Error> {
+    let mut state = Reading::default();
+    let read = read_tree(json, &mut state, None);
+    *segments = std::mem::take(&mut state.path);
+    read.map(Tree::into_value)
+}
+
+/// What the levels of [`TreeNode`] share: the path of a failure, and the members and elements
+/// read so far of the objects and arrays open, each moved at its end into a `Vec` of its
+/// exact length (one allocation, where growing a `Vec` element by element takes several).
+#[derive(Default)]
+struct Reading<'a> {
+    path: Vec<Segment>,
+    members: Vec<(Cow<'a, str>, Tree<'a>)>,
+    items: Vec<Tree<'a>>,
+}
+
+/// Builds a [`Tree`], borrowing each string and member name that has no escape from the text;
+/// on a failure below it, adds its own key or index to the path (innermost first), so only a
+/// failure costs the path.
+struct TreeNode<'p, 'h, 'a> {
+    state: &'p mut Reading<'a>,
     /// At the top: where the elements of a `resources` array go.
-    resources: Option<&'h mut dyn FnMut(Value)>,
+    resources: Option<&'h mut dyn FnMut(Tree<'a>)>,
     /// Where this value's elements go, if it is an array, instead of into it.
-    elements: Option<&'h mut dyn FnMut(Value)>,
+    elements: Option<&'h mut dyn FnMut(Tree<'a>)>,
 }
 
-/// A value inside another: no hooks.
-fn child<'p>(path: &'p mut Vec<Segment>) -> Node<'p, 'static> {
-    Node {
-        path,
-        resources: None,
-        elements: None,
-    }
-}
+impl<'a> DeserializeSeed<'a> for TreeNode<'_, '_, 'a> {
+    type Value = Tree<'a>;
 
-impl<'de> DeserializeSeed<'de> for Node<'_, '_> {
-    type Value = Value;
-
-    fn deserialize<D: de::Deserializer<'de>>(self, d: D) -> Result<Value, D::Error> {
+    fn deserialize<D: de::Deserializer<'a>>(self, d: D) -> Result<Tree<'a>, D::Error> {
         d.deserialize_any(self)
     }
 }
 
-impl<'de> Visitor<'de> for Node<'_, '_> {
-    type Value = Value;
+impl<'a> Visitor<'a> for TreeNode<'_, '_, 'a> {
+    type Value = Tree<'a>;
 
     fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str("a JSON value")
     }
 
-    fn visit_unit<E>(self) -> Result<Value, E> {
-        Ok(Value::Null)
+    fn visit_unit<E>(self) -> Result<Tree<'a>, E> {
+        Ok(Tree::Null)
     }
 
-    fn visit_bool<E>(self, b: bool) -> Result<Value, E> {
-        Ok(Value::Bool(b))
+    fn visit_bool<E>(self, b: bool) -> Result<Tree<'a>, E> {
+        Ok(Tree::Bool(b))
     }
 
-    fn visit_i64<E>(self, n: i64) -> Result<Value, E> {
-        Ok(Value::Number(n.into()))
+    fn visit_i64<E>(self, n: i64) -> Result<Tree<'a>, E> {
+        Ok(Tree::Number(n.into()))
     }
 
-    fn visit_u64<E>(self, n: u64) -> Result<Value, E> {
-        Ok(Value::Number(n.into()))
+    fn visit_u64<E>(self, n: u64) -> Result<Tree<'a>, E> {
+        Ok(Tree::Number(n.into()))
     }
 
-    fn visit_f64<E>(self, n: f64) -> Result<Value, E> {
+    fn visit_f64<E>(self, n: f64) -> Result<Tree<'a>, E> {
         // serde_json never yields a non-finite number; Null is what its own Value would hold.
-        Ok(Number::from_f64(n).map_or(Value::Null, Value::Number))
+        Ok(Number::from_f64(n).map_or(Tree::Null, Tree::Number))
     }
 
-    fn visit_str<E>(self, s: &str) -> Result<Value, E> {
-        Ok(Value::String(s.to_owned()))
+    fn visit_borrowed_str<E>(self, s: &'a str) -> Result<Tree<'a>, E> {
+        Ok(Tree::Str(Cow::Borrowed(s)))
     }
 
-    fn visit_string<E>(self, s: String) -> Result<Value, E> {
-        Ok(Value::String(s))
+    fn visit_str<E>(self, s: &str) -> Result<Tree<'a>, E> {
+        Ok(Tree::Str(Cow::Owned(s.to_owned())))
     }
 
-    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Value, A::Error> {
-        let Node { path, elements, .. } = self;
-        let mut items = Vec::new();
+    fn visit_seq<A: SeqAccess<'a>>(self, mut seq: A) -> Result<Tree<'a>, A::Error> {
+        let TreeNode {
+            state, elements, ..
+        } = self;
+        let start = state.items.len();
         let mut read = 0;
         let mut elements = elements;
         loop {
-            match seq.next_element_seed(child(&mut *path)) {
+            let node = TreeNode {
+                state: &mut *state,
+                resources: None,
+                elements: None,
+            };
+            match seq.next_element_seed(node) {
                 Ok(Some(v)) => {
                     read += 1;
                     match elements.as_mut() {
                         Some(each) => each(v),
-                        None => items.push(v),
+                        None => state.items.push(v),
                     }
                 }
-                Ok(None) => return Ok(Value::Array(items)),
+                Ok(None) => return Ok(Tree::Array(state.items.drain(start..).collect())),
                 Err(e) => {
-                    path.push(Segment::Index(read));
+                    state.path.push(Segment::Index(read));
                     return Err(e);
                 }
             }
         }
     }
 
-    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Value, A::Error> {
-        let Node {
-            path,
+    fn visit_map<A: MapAccess<'a>>(self, mut map: A) -> Result<Tree<'a>, A::Error> {
+        let TreeNode {
+            state,
             mut resources,
             ..
         } = self;
-        let mut members = Map::new();
-        while let Some(key) = map.next_key::<String>()? {
-            if members.contains_key(&key) {
+        let start = state.members.len();
+        // Once the object is too large to keep its members sorted by moving them: each name
+        // with the place of its member, in the map type serde_json's `Value` already builds.
+        let mut large = Map::new();
+        while let Some(key) = map.next_key_seed(Name)? {
+            let read = state.members.len() - start;
+            let place = if read <= SORTED_MEMBERS {
+                state.members[start..].binary_search_by(|(name, _)| name.cmp(&key))
+            } else {
+                match large.insert(key.to_string(), Value::from(read)) {
+                    Some(_) => Ok(0),
+                    None => Err(read),
+                }
+            };
+            let Err(place) = place else {
                 let message = format!("duplicate key {key:?}");
-                path.push(Segment::Key(key));
+                state.path.push(Segment::Key(key.into_owned()));
                 return Err(de::Error::custom(message));
-            }
-            let node = Node {
-                path: &mut *path,
+            };
+            let node = TreeNode {
+                state: &mut *state,
                 resources: None,
                 elements: if key == "resources" {
                     resources.take()
@@ -175,15 +212,62 @@ impl<'de> Visitor<'de> for Node<'_, '_> {
             };
             match map.next_value_seed(node) {
                 Ok(v) => {
-                    members.insert(key, v);
+                    state.members.insert(start + place, (key, v));
+                    if read == SORTED_MEMBERS {
+                        for (at, (name, _)) in state.members[start..].iter().enumerate() {
+                            large.insert(name.to_string(), Value::from(at));
+                        }
+                    }
                 }
                 Err(e) => {
-                    path.push(Segment::Key(key));
+                    state.path.push(Segment::Key(key.into_owned()));
                     return Err(e);
                 }
             }
         }
-        Ok(Value::Object(members))
+        let members = state.members.drain(start..);
+        if large.is_empty() {
+            return Ok(Tree::Object(members.collect()));
+        }
+        // The members in the order of their names.
+        let mut members: Vec<_> = members.map(Some).collect();
+        let sorted = large
+            .values()
+            .filter_map(|at| members.get_mut(at.as_u64()? as usize)?.take())
+            .collect();
+        Ok(Tree::Object(sorted))
+    }
+}
+
+/// Up to this many members, an object's are kept sorted (as serde_json's `Value` keeps them)
+/// by moving the later ones; beyond, sorted through a map of their names, so that a large
+/// object is not read in quadratic time.
+const SORTED_MEMBERS: usize = 32;
+
+/// A member name, borrowed from the text unless it has an escape.
+struct Name;
+
+impl<'a> DeserializeSeed<'a> for Name {
+    type Value = Cow<'a, str>;
+
+    fn deserialize<D: de::Deserializer<'a>>(self, d: D) -> Result<Cow<'a, str>, D::Error> {
+        d.deserialize_str(self)
+    }
+}
+
+impl<'a> Visitor<'a> for Name {
+    type Value = Cow<'a, str>;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a string")
+    }
+
+    fn visit_borrowed_str<E>(self, s: &'a str) -> Result<Cow<'a, str>, E> {
+        Ok(Cow::Borrowed(s))
+    }
+
+    fn visit_str<E>(self, s: &str) -> Result<Cow<'a, str>, E> {
+        Ok(Cow::Owned(s.to_owned()))
     }
 }
 
@@ -242,6 +326,52 @@ mod tests {
         assert!(error("{} x").starts_with("$: not valid JSON: trailing characters"));
     }
 
+    /// An object of `n` members named `k0`..., in an order that is not theirs, with `extra`
+    /// members at the end.
+    fn object(n: usize, extra: &str) -> String {
+        let members: Vec<String> = (0..n)
+            .map(|i| {
+                format!(
+                    "\"k{}\": [{i}, {{\"b\": 1, \"a\": \"\\u0041\"}}]",
+                    (i * 7) % n
+                )
+            })
+            .collect();
+        format!("{{{}{extra}}}", members.join(", "))
+    }
+
+    #[test]
+    fn small_and_large_objects_read_as_serde_json_reads_them() {
+        for n in [0, 1, 5, 32, 33, 34, 200] {
+            let text = object(n, "");
+            let expected: Value = serde_json::from_str(&text).unwrap();
+            assert_eq!(parse_unique(text.as_bytes()).unwrap(), expected, "{n}");
+            let tree = parse_config(text.as_bytes(), &mut |_| {}).unwrap();
+            let names: Vec<&str> = match &tree {
+                Tree::Object(members) => members.iter().map(|(k, _)| k.as_ref()).collect(),
+                _ => Vec::new(),
+            };
+            assert_eq!(names.len(), n);
+            let mut sorted = names.clone();
+            sorted.sort_unstable();
+            assert_eq!(names, sorted, "members sorted by name, as a Value's");
+        }
+    }
+
+    #[test]
+    fn a_duplicate_is_found_in_small_and_large_objects_where_it_is() {
+        for n in [3, 32, 33, 200] {
+            let text = object(n, r#", "k1": 0"#);
+            // serde_json places the error just after the name.
+            let column = text.len() - 4;
+            assert_eq!(
+                error(&text),
+                format!("k1: duplicate key \"k1\" at line 1 column {column}"),
+                "{n}"
+            );
+        }
+    }
+
     #[test]
     fn nesting_is_bounded_by_serde_jsons_recursion_limit() {
         let deep = "[".repeat(200) + &"]".repeat(200);
@@ -256,20 +386,18 @@ mod tests {
     fn top_level_resources_go_one_by_one_to_the_hook_and_nothing_else_does() {
         let text = br#"{"a": {"resources": [1]}, "resources": [{"x": 1}, [2], "s"], "b": [3]}"#;
         let mut seen = Vec::new();
-        let v = parse_config(text, Some(&mut |v| seen.push(v))).unwrap();
+        let v = parse_config(text, &mut |v| seen.push(v.into_value())).unwrap();
         let expected: Value =
             serde_json::from_str(r#"{"a": {"resources": [1]}, "resources": [], "b": [3]}"#)
                 .unwrap();
-        assert_eq!(v, expected);
+        assert_eq!(v.into_value(), expected);
         assert_eq!(seen, [json!({"x": 1}), json!([2]), json!("s")]);
     }
 
     #[test]
     fn a_problem_in_a_streamed_resource_is_named_by_its_index() {
         let text = br#"{"resources": [{}, {}, {"spec": {"k": 1, "k": 2}}]}"#;
-        let e = parse_config(text, Some(&mut |_| {}))
-            .unwrap_err()
-            .to_string();
+        let e = parse_config(text, &mut |_| {}).unwrap_err().to_string();
         assert!(
             e.starts_with(r#"resources[2].spec.k: duplicate key "k""#),
             "{e}"

@@ -19,6 +19,7 @@ use serde_json::Value;
 
 pub use istio::*;
 pub use path_de::Raw;
+use path_de::Tree;
 pub use security::*;
 
 /// One problem with the configuration, named by its JSON path.
@@ -129,6 +130,11 @@ impl Diagnostics {
     /// Deserializes `value` as `T`, reporting a failure at `path` plus the path inside `value`.
     fn parse<T: DeserializeOwned>(&mut self, value: Raw, path: &str) -> Option<T> {
         self.found(path_de::from_value::<T>(value.0), path)
+    }
+
+    /// [`Diagnostics::parse`] for a value as the configuration reader read it.
+    fn parse_tree<T: DeserializeOwned>(&mut self, tree: Tree<'_>, path: &str) -> Option<T> {
+        self.found(path_de::from_tree::<T>(tree), path)
     }
 
     /// The value read, or its failure reported at `path` plus the path inside the value.
@@ -303,8 +309,11 @@ struct RawResource {
     kind: String,
     #[serde(default)]
     metadata: ObjectMeta,
+    /// Taken out of the resource's tree before the rest is read (and read into its kind's
+    /// type); named here so that an unknown field's message lists it.
     #[serde(default)]
-    spec: Raw,
+    #[allow(dead_code)]
+    spec: Option<serde::de::IgnoredAny>,
     /// Accepted so that `kubectl get -o yaml` output loads; never read.
     #[serde(default)]
     #[allow(dead_code)]
@@ -412,19 +421,19 @@ pub fn parse(json: &[u8], diags: &mut Diagnostics) -> PluginConfig {
     // told after those of the top-level members, as if it had been read after them.
     let mut read = Vec::new();
     let mut resource_diags = Diagnostics::default();
-    let mut each = |v: Value| {
+    let mut each = |v: Tree<'_>| {
         let path = format!("resources[{}]", read.len());
-        let res = parse_resource(Raw(v), &path, &mut resource_diags);
+        let res = parse_resource(v, &path, &mut resource_diags);
         read.push((path, res));
     };
-    let value = match json::parse_config(json, Some(&mut each)) {
+    let tree = match json::parse_config(json, &mut each) {
         Ok(v) => v,
         Err(e) => {
             diags.errors.push(e);
             return PluginConfig::default();
         }
     };
-    let Some(raw) = diags.parse::<RawPluginConfig>(Raw(value), "") else {
+    let Some(raw) = diags.parse_tree::<RawPluginConfig>(tree, "") else {
         return PluginConfig::default();
     };
     let routing = match raw.routing {
@@ -495,8 +504,17 @@ pub fn parse(json: &[u8], diags: &mut Diagnostics) -> PluginConfig {
     }
 }
 
-fn parse_resource(value: Raw, path: &str, diags: &mut Diagnostics) -> Option<Resource> {
-    let raw: RawResource = diags.parse(value, path)?;
+fn parse_resource(mut tree: Tree<'_>, path: &str, diags: &mut Diagnostics) -> Option<Resource> {
+    // The spec is read by itself once the kind is known, from the tree as it is.
+    let spec = match &mut tree {
+        Tree::Object(members) => members
+            .iter()
+            .position(|(name, _)| name == "spec")
+            .map(|at| members.remove(at).1),
+        _ => None,
+    };
+    let raw: RawResource = diags.parse_tree(tree, path)?;
+    let spec = spec.unwrap_or(Tree::Null);
     let spec_path = format!("{path}.spec");
     let versions: &[&str] = match raw.kind.as_str() {
         "VirtualService" | "DestinationRule" => &NETWORKING_VERSIONS,
@@ -525,10 +543,10 @@ fn parse_resource(value: Raw, path: &str, diags: &mut Diagnostics) -> Option<Res
         return None;
     }
     let spec = match raw.kind.as_str() {
-        "VirtualService" => Spec::VirtualService(diags.parse(raw.spec, &spec_path)?),
-        "DestinationRule" => Spec::DestinationRule(diags.parse(raw.spec, &spec_path)?),
-        "AuthorizationPolicy" => Spec::AuthorizationPolicy(diags.parse(raw.spec, &spec_path)?),
-        _ => Spec::RequestAuthentication(diags.parse(raw.spec, &spec_path)?),
+        "VirtualService" => Spec::VirtualService(diags.parse_tree(spec, &spec_path)?),
+        "DestinationRule" => Spec::DestinationRule(diags.parse_tree(spec, &spec_path)?),
+        "AuthorizationPolicy" => Spec::AuthorizationPolicy(diags.parse_tree(spec, &spec_path)?),
+        _ => Spec::RequestAuthentication(diags.parse_tree(spec, &spec_path)?),
     };
     Some(Resource {
         path: path.to_string(),

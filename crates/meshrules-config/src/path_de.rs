@@ -6,12 +6,15 @@
 //! 1,043 KB filter after wasm-opt. Here the path is added to the error on the way out
 //! instead, one map key or list index per level, so the types' code is built once.
 
+use std::borrow::Cow;
 use std::fmt;
 
 use serde::de::value::StrDeserializer;
 use serde::de::{self, DeserializeOwned, DeserializeSeed, IntoDeserializer, Visitor};
 use serde::forward_to_deserialize_any;
-use serde_json::{Map, Value};
+use serde_json::Value;
+
+use crate::HttpRoute;
 
 /// A failure and where in the value it happened. Boxed: every `Result` of the types' serde
 /// code carries it, and one pointer moves in a fraction of the code three words take
@@ -196,12 +199,12 @@ impl std::ops::Deref for Raw {
     }
 }
 
-/// The newtype name by which [`ValueDe`] recognizes a [`Raw`] (serde_json's `RawValue` uses the
+/// The newtype name by which [`TreeDe`] recognizes a [`Raw`] (serde_json's `RawValue` uses the
 /// same kind of token): serde gives a `Deserialize` impl no other way to take the value whole.
 const RAW: &str = "$meshrules::Raw";
 
 thread_local! {
-    /// Where [`ValueDe`] leaves the value for the [`Raw`] being read: the value is handed over
+    /// Where [`TreeDe`] leaves the value for the [`Raw`] being read: the value is handed over
     /// out of band, the visitor only told to take it.
     static HANDOFF: std::cell::Cell<Option<Value>> = const { std::cell::Cell::new(None) };
 }
@@ -221,7 +224,7 @@ impl<'de> Visitor<'de> for RawVisitor {
         f.write_str("a JSON value")
     }
 
-    /// From [`ValueDe`]: the value is in [`HANDOFF`].
+    /// From [`TreeDe`]: the value is in [`HANDOFF`].
     fn visit_unit<E>(self) -> Result<Raw, E> {
         Ok(Raw(HANDOFF.with(|h| h.take()).unwrap_or(Value::Null)))
     }
@@ -232,14 +235,84 @@ impl<'de> Visitor<'de> for RawVisitor {
     }
 }
 
-/// Deserializes `T` from `value`, naming the failing field's path in the error.
-pub fn from_value<T: DeserializeOwned>(value: Value) -> Result<T, PathError> {
-    T::deserialize(ValueDe(value))
+/// A JSON value as the configuration reader builds it: strings and member names borrowed from
+/// the text where they have no escape, so that reading a member name or a string that the
+/// types copy anyway (or only compare, as names and enum values) allocates nothing. Members
+/// are sorted by name, as in serde_json's `Value` (a `BTreeMap`), so that problems are found
+/// in the same order; a `Vec` of them takes one allocation where a `BTreeMap` takes a node
+/// and its bookkeeping.
+#[derive(Debug)]
+pub(crate) enum Tree<'a> {
+    Null,
+    Bool(bool),
+    Number(serde_json::Number),
+    Str(Cow<'a, str>),
+    Array(Vec<Tree<'a>>),
+    Object(Vec<(Cow<'a, str>, Tree<'a>)>),
 }
 
-struct ValueDe(Value);
+impl Tree<'_> {
+    /// The value a [`Raw`] keeps.
+    pub(crate) fn into_value(self) -> Value {
+        match self {
+            Tree::Null => Value::Null,
+            Tree::Bool(b) => Value::Bool(b),
+            Tree::Number(n) => Value::Number(n),
+            Tree::Str(s) => Value::String(s.into_owned()),
+            Tree::Array(items) => Value::Array(items.into_iter().map(Tree::into_value).collect()),
+            Tree::Object(members) => {
+                // Inserted one by one: collecting would build a sort into the module.
+                let mut map = serde_json::Map::new();
+                for (k, v) in members {
+                    map.insert(k.into_owned(), v.into_value());
+                }
+                Value::Object(map)
+            }
+        }
+    }
 
-impl ValueDe {
+    /// A kept value to be read into its types: its strings moved, not copied.
+    fn from_value(value: Value) -> Tree<'static> {
+        match value {
+            Value::Null => Tree::Null,
+            Value::Bool(b) => Tree::Bool(b),
+            Value::Number(n) => Tree::Number(n),
+            Value::String(s) => Tree::Str(Cow::Owned(s)),
+            Value::Array(items) => Tree::Array(items.into_iter().map(Tree::from_value).collect()),
+            Value::Object(map) => Tree::Object(
+                map.into_iter()
+                    .map(|(k, v)| (Cow::Owned(k), Tree::from_value(v)))
+                    .collect(),
+            ),
+        }
+    }
+}
+
+/// Deserializes `T` from `value`, naming the failing field's path in the error.
+pub fn from_value<T: DeserializeOwned>(value: Value) -> Result<T, PathError> {
+    from_tree(Tree::from_value(value))
+}
+
+/// [`from_value`] for a value read by the configuration reader. Every type is read through
+/// this one deserializer: each other one would build the types' serde code again.
+pub(crate) fn from_tree<T: DeserializeOwned>(tree: Tree<'_>) -> Result<T, PathError> {
+    T::deserialize(TreeDe(tree))
+}
+
+/// The newtype name by which [`TreeDe`] recognizes an [`HttpRouteEntry`]: its route is read
+/// from the tree by itself, its failure kept instead of returned.
+pub(crate) const ROUTE: &str = "$meshrules::HttpRouteEntry";
+
+thread_local! {
+    /// Where [`TreeDe`] leaves the route read for the [`HttpRouteEntry`] being read; boxed,
+    /// as moving a whole route in and out of the cell took more than the allocation.
+    pub(crate) static ROUTE_HANDOFF: std::cell::Cell<Option<Box<Result<HttpRoute, PathError>>>> =
+        const { std::cell::Cell::new(None) };
+}
+
+struct TreeDe<'a>(Tree<'a>);
+
+impl TreeDe<'_> {
     #[inline(never)]
     fn invalid(&self, expected: &dyn de::Expected) -> PathError {
         de::Error::invalid_type(unexpected(&self.0), expected)
@@ -253,7 +326,7 @@ macro_rules! number {
     ($($method:ident)*) => {$(
         fn $method<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, PathError> {
             match self.0 {
-                Value::Number(n) => number(n, visitor),
+                Tree::Number(n) => number(n, visitor),
                 _ => Err(self.invalid(&visitor)),
             }
         }
@@ -264,7 +337,7 @@ macro_rules! string {
     ($($method:ident)*) => {$(
         fn $method<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, PathError> {
             match self.0 {
-                Value::String(s) => visitor.visit_string(s),
+                Tree::Str(s) => string(s, visitor),
                 _ => Err(self.invalid(&visitor)),
             }
         }
@@ -281,7 +354,13 @@ fn number<'de, V: Visitor<'de>>(n: serde_json::Number, visitor: V) -> Result<V::
     }
 }
 
-fn seq<'de, V: Visitor<'de>>(items: Vec<Value>, visitor: V) -> Result<V::Value, PathError> {
+/// Copied only if the type keeps it. Always by `visit_str`: offering an owned string too would
+/// build each visitor's `visit_string` as well, for the few strings that had an escape.
+fn string<'de, V: Visitor<'de>>(s: Cow<'_, str>, visitor: V) -> Result<V::Value, PathError> {
+    visitor.visit_str(&s)
+}
+
+fn seq<'de, V: Visitor<'de>>(items: Vec<Tree<'_>>, visitor: V) -> Result<V::Value, PathError> {
     let len = items.len();
     let mut seq = SeqDe {
         items: items.into_iter().enumerate(),
@@ -298,17 +377,17 @@ fn too_long(len: usize) -> PathError {
     de::Error::invalid_length(len, &"fewer elements in array")
 }
 
-impl<'de> de::Deserializer<'de> for ValueDe {
+impl<'de> de::Deserializer<'de> for TreeDe<'_> {
     type Error = PathError;
 
     fn deserialize_any<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, PathError> {
         match self.0 {
-            Value::Null => visitor.visit_unit(),
-            Value::Bool(b) => visitor.visit_bool(b),
-            Value::Number(n) => number(n, visitor),
-            Value::String(s) => visitor.visit_string(s),
-            Value::Array(items) => seq(items, visitor),
-            Value::Object(map) => visitor.visit_map(MapDe::new(map)),
+            Tree::Null => visitor.visit_unit(),
+            Tree::Bool(b) => visitor.visit_bool(b),
+            Tree::Number(n) => number(n, visitor),
+            Tree::Str(s) => string(s, visitor),
+            Tree::Array(items) => seq(items, visitor),
+            Tree::Object(map) => visitor.visit_map(MapDe::new(map)),
         }
     }
 
@@ -320,14 +399,14 @@ impl<'de> de::Deserializer<'de> for ValueDe {
 
     fn deserialize_bool<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, PathError> {
         match self.0 {
-            Value::Bool(b) => visitor.visit_bool(b),
+            Tree::Bool(b) => visitor.visit_bool(b),
             _ => Err(self.invalid(&visitor)),
         }
     }
 
     fn deserialize_unit<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, PathError> {
         match self.0 {
-            Value::Null => visitor.visit_unit(),
+            Tree::Null => visitor.visit_unit(),
             _ => Err(self.invalid(&visitor)),
         }
     }
@@ -342,7 +421,7 @@ impl<'de> de::Deserializer<'de> for ValueDe {
 
     fn deserialize_seq<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, PathError> {
         match self.0 {
-            Value::Array(items) => seq(items, visitor),
+            Tree::Array(items) => seq(items, visitor),
             _ => Err(self.invalid(&visitor)),
         }
     }
@@ -366,7 +445,7 @@ impl<'de> de::Deserializer<'de> for ValueDe {
 
     fn deserialize_map<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, PathError> {
         match self.0 {
-            Value::Object(map) => visitor.visit_map(MapDe::new(map)),
+            Tree::Object(map) => visitor.visit_map(MapDe::new(map)),
             _ => Err(self.invalid(&visitor)),
         }
     }
@@ -382,7 +461,7 @@ impl<'de> de::Deserializer<'de> for ValueDe {
 
     fn deserialize_option<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, PathError> {
         match self.0 {
-            Value::Null => visitor.visit_none(),
+            Tree::Null => visitor.visit_none(),
             _ => visitor.visit_some(self),
         }
     }
@@ -393,7 +472,12 @@ impl<'de> de::Deserializer<'de> for ValueDe {
         visitor: V,
     ) -> Result<V::Value, PathError> {
         if name == RAW {
-            HANDOFF.with(|h| h.set(Some(self.0)));
+            HANDOFF.with(|h| h.set(Some(self.0.into_value())));
+            return visitor.visit_unit();
+        }
+        if name == ROUTE {
+            let route = Box::new(from_tree::<HttpRoute>(self.0));
+            ROUTE_HANDOFF.with(|h| h.set(Some(route)));
             return visitor.visit_unit();
         }
         visitor.visit_newtype_struct(self)
@@ -410,9 +494,10 @@ impl<'de> de::Deserializer<'de> for ValueDe {
         visitor: V,
     ) -> Result<V::Value, PathError> {
         // Only unit variants written as strings occur in the Istio API.
-        match self.0 {
-            Value::String(s) => {
-                visitor.visit_enum(IntoDeserializer::<PathError>::into_deserializer(s))
+        match &self.0 {
+            Tree::Str(s) => {
+                let de: StrDeserializer<'_, PathError> = s.as_ref().into_deserializer();
+                visitor.visit_enum(de)
             }
             _ => Err(self.invalid(&"a string")),
         }
@@ -421,22 +506,22 @@ impl<'de> de::Deserializer<'de> for ValueDe {
     forward_to_deserialize_any! { bytes byte_buf }
 }
 
-fn unexpected(v: &Value) -> de::Unexpected<'_> {
+fn unexpected<'t>(v: &'t Tree<'_>) -> de::Unexpected<'t> {
     match v {
-        Value::Null => de::Unexpected::Unit,
-        Value::Bool(b) => de::Unexpected::Bool(*b),
-        Value::Number(_) => de::Unexpected::Other("number"),
-        Value::String(s) => de::Unexpected::Str(s),
-        Value::Array(_) => de::Unexpected::Seq,
-        Value::Object(_) => de::Unexpected::Map,
+        Tree::Null => de::Unexpected::Unit,
+        Tree::Bool(b) => de::Unexpected::Bool(*b),
+        Tree::Number(_) => de::Unexpected::Other("number"),
+        Tree::Str(s) => de::Unexpected::Str(s),
+        Tree::Array(_) => de::Unexpected::Seq,
+        Tree::Object(_) => de::Unexpected::Map,
     }
 }
 
-struct SeqDe {
-    items: std::iter::Enumerate<std::vec::IntoIter<Value>>,
+struct SeqDe<'a> {
+    items: std::iter::Enumerate<std::vec::IntoIter<Tree<'a>>>,
 }
 
-impl<'de> de::SeqAccess<'de> for SeqDe {
+impl<'de> de::SeqAccess<'de> for SeqDe<'_> {
     type Error = PathError;
 
     fn next_element_seed<T: DeserializeSeed<'de>>(
@@ -445,7 +530,7 @@ impl<'de> de::SeqAccess<'de> for SeqDe {
     ) -> Result<Option<T::Value>, PathError> {
         match self.items.next() {
             Some((i, v)) => seed
-                .deserialize(ValueDe(v))
+                .deserialize(TreeDe(v))
                 .map(Some)
                 .map_err(|e| e.at(Segment::Index(i))),
             None => Ok(None),
@@ -457,18 +542,18 @@ impl<'de> de::SeqAccess<'de> for SeqDe {
     }
 }
 
-struct MapDe {
-    entries: serde_json::map::IntoIter,
+struct MapDe<'a> {
+    entries: std::vec::IntoIter<(Cow<'a, str>, Tree<'a>)>,
     /// The last key read, and its value until it is read.
-    key: String,
-    value: Option<Value>,
+    key: Cow<'a, str>,
+    value: Option<Tree<'a>>,
 }
 
-impl MapDe {
-    fn new(map: Map<String, Value>) -> Self {
+impl<'a> MapDe<'a> {
+    fn new(map: Vec<(Cow<'a, str>, Tree<'a>)>) -> Self {
         MapDe {
             entries: map.into_iter(),
-            key: String::new(),
+            key: Cow::Borrowed(""),
             value: None,
         }
     }
@@ -476,18 +561,18 @@ impl MapDe {
     /// A failure at the last key read (an unknown field there, or a bad value).
     #[inline(never)]
     fn keyed(&mut self, e: PathError) -> PathError {
-        e.at(Segment::Key(std::mem::take(&mut self.key)))
+        e.at(Segment::Key(std::mem::take(&mut self.key).into_owned()))
     }
 
     #[inline(never)]
-    fn take_value(&mut self) -> Result<Value, PathError> {
+    fn take_value(&mut self) -> Result<Tree<'a>, PathError> {
         self.value
             .take()
             .ok_or_else(|| de::Error::custom("a map value was read before its key"))
     }
 }
 
-impl<'de> de::MapAccess<'de> for MapDe {
+impl<'de> de::MapAccess<'de> for MapDe<'_> {
     type Error = PathError;
 
     fn next_key_seed<K: DeserializeSeed<'de>>(
@@ -499,13 +584,13 @@ impl<'de> de::MapAccess<'de> for MapDe {
         };
         self.key = key;
         self.value = Some(value);
-        let de: StrDeserializer<'_, PathError> = self.key.as_str().into_deserializer();
+        let de: StrDeserializer<'_, PathError> = self.key.as_ref().into_deserializer();
         seed.deserialize(de).map(Some).map_err(|e| self.keyed(e))
     }
 
     fn next_value_seed<V: DeserializeSeed<'de>>(&mut self, seed: V) -> Result<V::Value, PathError> {
         let value = self.take_value()?;
-        seed.deserialize(ValueDe(value)).map_err(|e| self.keyed(e))
+        seed.deserialize(TreeDe(value)).map_err(|e| self.keyed(e))
     }
 
     fn size_hint(&self) -> Option<usize> {
