@@ -496,6 +496,10 @@ fn many(kind: &str, n: usize) -> Value {
 }
 
 #[test]
+// Natively only: after configurations this large Node 20's V8 segfaults as the wasm test binary
+// exits (the tests pass); in Envoy's V8 the same shapes load and are refused as they should
+// (the VirtualService and size limits: tests/e2e/test_config_rejection.py).
+#[cfg_attr(target_arch = "wasm32", ignore)]
 fn virtual_services_routes_and_policies_are_bounded_per_filter() {
     assert_eq!(
         errors_of(many("vs", MAX_VIRTUAL_SERVICES)),
@@ -524,6 +528,10 @@ fn virtual_services_routes_and_policies_are_bounded_per_filter() {
 }
 
 #[test]
+// Natively only: after configurations this large Node 20's V8 segfaults as the wasm test binary
+// exits (the tests pass); in Envoy's V8 the same shapes load and are refused as they should
+// (the VirtualService and size limits: tests/e2e/test_config_rejection.py).
+#[cfg_attr(target_arch = "wasm32", ignore)]
 fn routes_merged_from_delegates_count_against_the_route_limit() {
     let leaf_routes = vec![json!({"route": route_to("demoapp")}); MAX_ROUTES / 4];
     let root_routes = vec![json!({"delegate": {"name": "leaf"}}); 5];
